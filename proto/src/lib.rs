@@ -1,0 +1,21 @@
+//! Sans-IO wire formats for quicft.
+//!
+//! * [`packet`]: the MQTT 5.0 and 3.1.1 codec (one module per packet kind).
+//! * [`topic`]: topic names and filters with MQTT wildcard matching.
+//! * [`ft`]: the EMQX-compatible file-transfer protocol carried over `$file/…` topics.
+//!
+//! Nothing here touches a socket, a clock or a runtime: callers pass bytes in and get typed values out,
+//! the way `quinn-proto` is driven by `quinn`.
+
+pub mod error;
+pub mod ft;
+pub mod packet;
+pub mod properties;
+pub mod reason;
+pub mod topic;
+mod wire;
+
+pub use error::{DecodeError, EncodeError};
+pub use packet::*;
+pub use properties::Properties;
+pub use reason::ReasonCode;
