@@ -11,6 +11,7 @@ pub mod error;
 pub mod ft;
 pub mod packet;
 pub mod properties;
+mod properties_codec;
 pub mod reason;
 pub mod topic;
 mod wire;

@@ -1,1 +1,198 @@
+//! quicft-server: an MQTT 5 server over QUIC, TCP and TLS with durable, resumable file transfer.
+//!
+//! [`Server::start`] binds the listeners of a [`Config`] and returns the bound addresses (tests use
+//! port 0); [`run`] is what the binary calls. Layers, from the wire up:
+//! `transport` (listeners) → `stream` (bytes ↔ packets, one task per stream) → `session` (one task per
+//! connected client) → `broker` (sessions, routing, retained) and `ft` (file transfer).
 
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod ft;
+mod session;
+mod stream;
+pub mod tls;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quicft_proto::ft as ftp;
+use quicft_proto::topic::TopicFilter;
+use quicft_proto::QoS;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+pub use config::Config;
+pub use session::Transport;
+
+use broker::{Broker, Message};
+use ft::FtService;
+
+/// What every connection task shares.
+pub(crate) struct Ctx {
+    pub config: Arc<Config>,
+    pub broker: Arc<Broker>,
+    pub ft: FtService,
+    pub auth: auth::Auth,
+    /// One permit per open connection (`limits.max_connections`).
+    pub connections: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    /// Subscriptions a client may not make: other clients' file-transfer responses and the command
+    /// topics themselves (which are never routed anyway).
+    pub fn acl_subscribe(&self, client_id: &str, filter: &TopicFilter) -> bool {
+        let f = filter.as_str();
+        if f.starts_with(ftp::SYNC_PREFIX) || f.starts_with(ftp::ASYNC_PREFIX) || f == "$file" || f == "$file-async" {
+            return false;
+        }
+        if let Some(rest) = f.strip_prefix(ftp::RESPONSE_PREFIX) {
+            return rest == client_id;
+        }
+        if f.starts_with("$file-response") {
+            return false;
+        }
+        true
+    }
+
+    /// Topics a client may publish to (beyond the reserved server topics).
+    pub fn acl_publish(&self, _client_id: &str, _topic: &str) -> bool {
+        true
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Listen(#[from] transport::ListenError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("file transfer store: {0}")]
+    Ft(String),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// A running server.
+pub struct Server {
+    /// Bound QUIC address, if that listener is enabled.
+    pub quic_addr: Option<SocketAddr>,
+    pub tcp_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
+    ctx: Arc<Ctx>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    endpoint: Option<quinn::Endpoint>,
+}
+
+impl Server {
+    /// Binds every configured listener and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        let config = Arc::new(config);
+        let identity = tls::load_or_generate(&config.tls, &config.data_dir)?;
+        let (ft, mut ft_events) =
+            FtService::open(config.file_transfer.clone()).map_err(|e| StartError::Ft(e.to_string()))?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
+            ft,
+            auth: auth::Auth::new(&config.auth, config.anonymous_allowed()),
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            shutdown: shutdown_rx,
+            config: config.clone(),
+        });
+        let mut tasks = JoinSet::new();
+        let mut server = Server { quic_addr: None, tcp_addr: None, tls_addr: None, ctx: ctx.clone(), shutdown: shutdown_tx, tasks: JoinSet::new(), endpoint: None };
+
+        if let Some(addr) = config.listeners.quic {
+            let endpoint = transport::quic_endpoint(&config, &identity, addr)?;
+            server.quic_addr = endpoint.local_addr().ok();
+            tracing::info!(addr = ?server.quic_addr, congestion = ?config.quic.congestion, "MQTT over QUIC listening");
+            tasks.spawn(transport::serve_quic(endpoint.clone(), ctx.clone()));
+            server.endpoint = Some(endpoint);
+        }
+        if let Some(addr) = config.listeners.tcp {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| transport::ListenError::Bind { addr, source })?;
+            server.tcp_addr = l.local_addr().ok();
+            tracing::info!(addr = ?server.tcp_addr, "MQTT over TCP listening");
+            tasks.spawn(transport::serve_tcp(l, None, ctx.clone()));
+        }
+        if let Some(addr) = config.listeners.tls {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| transport::ListenError::Bind { addr, source })?;
+            server.tls_addr = l.local_addr().ok();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
+            tracing::info!(addr = ?server.tls_addr, "MQTT over TLS listening");
+            tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
+        }
+
+        // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}.
+        let broker = ctx.broker.clone();
+        tasks.spawn(async move {
+            while let Some(ev) = ft_events.recv().await {
+                broker.publish(Message::server(ev.topic, ev.payload, QoS::AtLeastOnce));
+            }
+        });
+        let gc = ctx.ft.run_gc();
+        let mut shutdown = ctx.shutdown.clone();
+        tasks.spawn(async move {
+            let _ = shutdown.changed().await;
+            gc.abort();
+        });
+        // Offline sessions end when their expiry interval has passed.
+        let (broker, mut shutdown) = (ctx.broker.clone(), ctx.shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { broker.expire_sessions(std::time::Instant::now()); }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+        server.tasks = tasks;
+        Ok(server)
+    }
+
+    /// The broker (for tests and the HTTP API).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.ctx.broker
+    }
+
+    /// The file-transfer service (for tests and the HTTP API).
+    pub fn file_transfer(&self) -> &FtService {
+        &self.ctx.ft
+    }
+
+    /// Stops accepting, tells every client (DISCONNECT 0x8B), waits for sessions to end (at most
+    /// a few seconds) and closes the QUIC endpoint.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let max = self.ctx.config.limits.max_connections;
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.ctx.connections.acquire_many(all)).await;
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(ep) = self.endpoint.take() {
+            ep.close(quinn::VarInt::from_u32(0), b"server shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+        }
+        tracing::info!("server stopped");
+    }
+}
+
+/// Runs a server until `shutdown` resolves, then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
+    let server = Server::start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,1 +1,398 @@
+//! Test harness: start a real server on port 0 in a temporary data directory, and talk to it with a
+//! raw packet-level client over QUIC, TCP or TLS (raw, so tests can also send what a well-behaved
+//! client never would).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use quicft_proto::{ConnAck, Connect, Packet, Properties, Protocol, Publish, PubResp, QoS, SubscribeFilter, SubscriptionOptions};
+use quicft_server::{Config, Server};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How long a test waits for an expected packet before failing.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server in a temporary directory; dropped with the test.
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// All listeners on 127.0.0.1:0, data in a temp dir.
+    pub async fn start() -> Result<TestServer> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with the configuration adjusted first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<TestServer> {
+        init_tracing();
+        let dir = tempfile::tempdir()?;
+        let mut cfg = test_config(dir.path().to_path_buf());
+        adjust(&mut cfg);
+        let server = Server::start(cfg).await?;
+        Ok(TestServer { server, dir })
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    pub fn addr(&self, t: Transport) -> SocketAddr {
+        let a = match t {
+            Transport::Quic => self.server.quic_addr,
+            Transport::Tcp => self.server.tcp_addr,
+            Transport::Tls => self.server.tls_addr,
+        };
+        a.expect("listener enabled")
+    }
+
+    /// Connects with a CONNECT built by [`connect_packet`] and expects success.
+    pub async fn connect(&self, t: Transport, client_id: &str) -> Result<Conn> {
+        let (conn, ack) = Conn::open(self, t, connect_packet(client_id, Protocol::V5)).await?;
+        if ack.code.is_error() {
+            bail!("CONNACK refused: {}", ack.code);
+        }
+        Ok(conn)
+    }
+}
+
+/// Server logs in test output (`RUST_LOG=debug cargo test …` for more).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// The test configuration: every listener on an ephemeral loopback port.
+pub fn test_config(data_dir: PathBuf) -> Config {
+    let mut cfg = Config::with_data_dir(data_dir);
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    cfg.listeners.quic = Some(any);
+    cfg.listeners.tcp = Some(any);
+    cfg.listeners.tls = Some(any);
+    cfg.listeners.http = None;
+    // The machine's free disk is not ours to judge in tests.
+    cfg.file_transfer.min_free_disk = 0;
+    cfg
+}
+
+/// The three transports every behaviour is checked over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Quic,
+    Tcp,
+    Tls,
+}
+
+pub const ALL_TRANSPORTS: [Transport; 3] = [Transport::Quic, Transport::Tcp, Transport::Tls];
+
+/// A clean-start MQTT 5 (or 3.1.1) CONNECT with a 60 s keepalive.
+pub fn connect_packet(client_id: &str, protocol: Protocol) -> Connect {
+    Connect {
+        protocol,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: client_id.to_owned(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }
+}
+
+pub fn publish(topic: &str, payload: &[u8], qos: QoS, pkid: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.to_owned(),
+        pkid: if qos == QoS::AtMostOnce { 0 } else { pkid },
+        properties: Properties::default(),
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+pub fn subscribe(filter: &str, qos: QoS, pkid: u16) -> Packet {
+    Packet::Subscribe(quicft_proto::Subscribe {
+        pkid,
+        filters: vec![SubscribeFilter {
+            filter: filter.to_owned(),
+            options: SubscriptionOptions { qos, ..Default::default() },
+        }],
+        properties: Properties::default(),
+    })
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// One byte stream speaking MQTT packets.
+pub struct RawStream {
+    reader: Reader,
+    writer: Writer,
+    buf: BytesMut,
+    pub protocol: Protocol,
+    /// The QUIC stream, to check resets.
+    pub quic_id: Option<quinn::StreamId>,
+}
+
+/// What a stream read ended with when no packet came.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// Clean end of stream (FIN / TCP close).
+    Finished,
+    /// QUIC stream reset by the server with this code.
+    Reset(u64),
+    /// Connection closed (QUIC CONNECTION_CLOSE or TCP error).
+    ConnectionLost,
+}
+
+impl RawStream {
+    pub async fn send(&mut self, p: &Packet) -> Result<()> {
+        let mut b = BytesMut::new();
+        p.encode(self.protocol, &mut b)?;
+        self.send_bytes(&b).await
+    }
+
+    pub async fn send_bytes(&mut self, b: &[u8]) -> Result<()> {
+        self.writer.write_all(b).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// The next packet, or an error after [`RECV_TIMEOUT`] or when the stream ends.
+    pub async fn recv(&mut self) -> Result<Packet> {
+        match tokio::time::timeout(RECV_TIMEOUT, self.next()).await {
+            Ok(Ok(Some(p))) => Ok(p),
+            Ok(Ok(None)) => Err(anyhow!("stream ended")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(anyhow!("no packet within {RECV_TIMEOUT:?}")),
+        }
+    }
+
+    /// The next packet, `None` if none comes within `wait`.
+    pub async fn try_recv(&mut self, wait: Duration) -> Result<Option<Packet>> {
+        match tokio::time::timeout(wait, self.next()).await {
+            Ok(Ok(Some(p))) => Ok(Some(p)),
+            Ok(Ok(None)) => Err(anyhow!("stream ended")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Reads packets (skipping them) until the stream ends; reports how.
+    pub async fn recv_end(&mut self) -> Result<(Vec<Packet>, StreamEnd)> {
+        let mut seen = Vec::new();
+        let fut = async {
+            loop {
+                match Packet::decode(&mut self.buf, self.protocol, usize::MAX) {
+                    Ok(Some(p)) => {
+                        seen.push(p);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(anyhow!("server sent malformed bytes: {e}")),
+                }
+                match self.reader.read_buf(&mut self.buf).await {
+                    Ok(0) => return Ok(StreamEnd::Finished),
+                    Ok(_) => {}
+                    Err(e) => return Ok(classify(&e)),
+                }
+            }
+        };
+        let end = tokio::time::timeout(RECV_TIMEOUT, fut).await.map_err(|_| anyhow!("stream did not end"))??;
+        Ok((seen, end))
+    }
+
+    async fn next(&mut self) -> Result<Option<Packet>> {
+        loop {
+            if let Some(p) = Packet::decode(&mut self.buf, self.protocol, usize::MAX)? {
+                return Ok(Some(p));
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            match self.reader.read_buf(&mut self.buf).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => bail!("stream error: {e} ({:?})", classify(&e)),
+            }
+        }
+    }
+
+    /// Publishes at QoS 1 and returns the PUBACK.
+    pub async fn publish_qos1(&mut self, topic: &str, payload: &[u8], pkid: u16) -> Result<PubResp> {
+        self.send(&publish(topic, payload, QoS::AtLeastOnce, pkid)).await?;
+        loop {
+            match self.recv().await? {
+                Packet::PubAck(a) if a.pkid == pkid => return Ok(a),
+                // Deliveries on the same stream may interleave; the caller did not ask for them.
+                Packet::Publish(_) => continue,
+                other => bail!("expected PUBACK {pkid}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes and returns the SUBACK codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS, pkid: u16) -> Result<Vec<quicft_proto::ReasonCode>> {
+        self.send(&subscribe(filter, qos, pkid)).await?;
+        match self.recv().await? {
+            Packet::SubAck(a) if a.pkid == pkid => Ok(a.codes),
+            other => bail!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// The next PUBLISH (acknowledging QoS 1 deliveries), skipping other packets.
+    pub async fn next_publish(&mut self) -> Result<Publish> {
+        loop {
+            if let Packet::Publish(p) = self.recv().await? {
+                if p.qos == QoS::AtLeastOnce {
+                    self.send(&Packet::PubAck(PubResp::new(p.pkid, quicft_proto::ReasonCode::SUCCESS))).await?;
+                }
+                return Ok(p);
+            }
+        }
+    }
+}
+
+fn classify(e: &std::io::Error) -> StreamEnd {
+    if let Some(inner) = e.get_ref() {
+        if let Some(re) = inner.downcast_ref::<quinn::ReadError>() {
+            return match re {
+                quinn::ReadError::Reset(code) => StreamEnd::Reset(code.into_inner()),
+                _ => StreamEnd::ConnectionLost,
+            };
+        }
+    }
+    StreamEnd::ConnectionLost
+}
+
+/// A raw client connection: the control stream, and on QUIC the data streams it opens.
+pub struct Conn {
+    pub transport: Transport,
+    pub ctl: RawStream,
+    pub quic: Option<quinn::Connection>,
+    endpoint: Option<quinn::Endpoint>,
+    data: Option<RawStream>,
+}
+
+impl Conn {
+    /// Opens the transport and sends `connect`; returns the connection and the CONNACK.
+    pub async fn open(server: &TestServer, t: Transport, connect: Connect) -> Result<(Conn, ConnAck)> {
+        let mut conn = Conn::raw(server, t, connect.protocol).await?;
+        conn.ctl.send(&Packet::Connect(connect)).await?;
+        match conn.ctl.recv().await? {
+            Packet::ConnAck(ack) => Ok((conn, ack)),
+            other => bail!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Opens the transport (and, on QUIC, the control stream) without sending anything.
+    pub async fn raw(server: &TestServer, t: Transport, protocol: Protocol) -> Result<Conn> {
+        let addr = server.addr(t);
+        let ca = server.ca();
+        match t {
+            Transport::Tcp => {
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                let (r, w) = s.into_split();
+                Ok(Conn::single(t, Box::new(r), Box::new(w), protocol))
+            }
+            Transport::Tls => {
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&ca)?));
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                let tls = connector.connect(name, s).await?;
+                let (r, w) = tokio::io::split(tls);
+                Ok(Conn::single(t, Box::new(r), Box::new(w), protocol))
+            }
+            Transport::Quic => {
+                let endpoint = quic_client(&ca)?;
+                let conn = endpoint.connect(addr, "localhost")?.await.context("QUIC handshake")?;
+                let (send, recv) = conn.open_bi().await?;
+                let ctl = RawStream {
+                    quic_id: Some(send.id()),
+                    reader: Box::new(recv),
+                    writer: Box::new(send),
+                    buf: BytesMut::new(),
+                    protocol,
+                };
+                Ok(Conn { transport: t, ctl, quic: Some(conn), endpoint: Some(endpoint), data: None })
+            }
+        }
+    }
+
+    fn single(t: Transport, r: Reader, w: Writer, protocol: Protocol) -> Conn {
+        let ctl = RawStream { reader: r, writer: w, buf: BytesMut::new(), protocol, quic_id: None };
+        Conn { transport: t, ctl, quic: None, endpoint: None, data: None }
+    }
+
+    /// Opens a new QUIC data stream (fails on TCP/TLS, which have one stream).
+    pub async fn open_stream(&self) -> Result<RawStream> {
+        let conn = self.quic.as_ref().ok_or_else(|| anyhow!("only QUIC has data streams"))?;
+        let (send, recv) = conn.open_bi().await?;
+        Ok(RawStream { quic_id: Some(send.id()), reader: Box::new(recv), writer: Box::new(send), buf: BytesMut::new(), protocol: self.ctl.protocol })
+    }
+
+    /// Where PUBLISH/SUBSCRIBE go: a data stream on QUIC (opened on first use), the only stream otherwise.
+    pub async fn data(&mut self) -> Result<&mut RawStream> {
+        if self.quic.is_none() {
+            return Ok(&mut self.ctl);
+        }
+        if self.data.is_none() {
+            self.data = Some(self.open_stream().await?);
+        }
+        self.data.as_mut().ok_or_else(|| anyhow!("no data stream"))
+    }
+
+    /// Sends DISCONNECT (0x00) on the control stream and waits for the server to close.
+    pub async fn disconnect(mut self) -> Result<()> {
+        self.ctl.send(&Packet::Disconnect(Default::default())).await?;
+        if let Some(c) = &self.quic {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
+        }
+        if let Some(ep) = self.endpoint.take() {
+            ep.close(0u32.into(), b"");
+        }
+        Ok(())
+    }
+
+    /// Drops the network connection without DISCONNECT (as a crashing device would).
+    pub fn kill(mut self) {
+        if let Some(c) = &self.quic {
+            c.close(1u32.into(), b"gone");
+        }
+        self.endpoint.take();
+    }
+}
+
+/// rustls client config trusting `ca` only (ring provider, ALPN mqtt).
+pub fn client_tls(ca: &std::path::Path) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+    for c in rustls_pemfile_certs(&pem)? {
+        roots.add(c)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"mqtt".to_vec()];
+    Ok(cfg)
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    Ok(rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A QUIC client endpoint on 127.0.0.1:0 trusting `ca`.
+pub fn quic_client(ca: &std::path::Path) -> Result<quinn::Endpoint> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(ca)?)?;
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    Ok(ep)
+}

@@ -18,8 +18,10 @@ mod topic;
 pub use meta::{FileMeta, MetaError, MAX_NAME_LEN};
 pub use ranges::RangeSet;
 pub use reason::FtReason;
-pub use response::{Response, RESPONSE_VSN};
-pub use topic::{parse_topic, Command, FileId, FtTopic, FtTopicError, Mode, Sha256};
+pub use response::{response_topic, Response, RESPONSE_VSN};
+pub use topic::{
+    parse_topic, Command, FileId, FtTopic, FtTopicError, Mode, Sha256, MAX_FILE_ID_LEN,
+};
 
 /// Topic prefix of synchronous commands.
 pub const SYNC_PREFIX: &str = "$file/";

@@ -1,0 +1,266 @@
+//! Transports as sets of prioritised channels (DESIGN §3).
+//!
+//! A *channel* is what the session sends packets on and what answers come back on:
+//!
+//! * QUIC ([`quic`]): each channel is its own bidirectional stream with a send priority; the first
+//!   one opened is the control stream (CONNECT, PINGREQ, DISCONNECT). Every stream has a writer task
+//!   and a reader task.
+//! * TCP / TLS ([`stream`]): one byte stream carries every channel. One writer task empties one queue
+//!   per channel kind in priority order, whole packets at a time (MQTT cannot interleave packets), so
+//!   a PINGREQ or a telemetry message waits at most for the one packet being written; one reader
+//!   task hands every received packet to the session.
+//!
+//! Either way a channel is a [`ChannelTx`]: a data queue (bounded: back-pressure to the caller) and an
+//! acknowledgement queue (for PUBACK/PUBREC/PUBREL/PUBCOMP the reader sends without waiting, sent
+//! first; its depth is bounded by the receive maximum and the in-flight window).
+
+pub(crate) mod io;
+mod quic;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quicft_proto::{ConnAck, Packet};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::{CloseReason, Error, Result};
+use crate::options::{ClientOptions, Transport};
+use crate::session::{encode, ChannelId, ServerLimits, Shared};
+use io::{Outgoing, PacketReader, ReadError};
+
+/// What a channel carries, which sets its send priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// CONNECT, PINGREQ, DISCONNECT: one per connection, opened by the client itself.
+    Control,
+    /// Live messages, small and latency-sensitive.
+    Telemetry,
+    /// Bulk data (file segments).
+    File,
+}
+
+/// The sending side of one channel. Cloning keeps the channel open: a QUIC stream is finished once
+/// every clone is gone (handles, subscriptions and flows awaiting an acknowledgement each hold one).
+#[derive(Clone, Debug)]
+pub(crate) struct ChannelTx {
+    pub(crate) id: ChannelId,
+    pub(crate) kind: ChannelKind,
+    pub(crate) data: mpsc::Sender<Outgoing>,
+    /// Never sent on here (the reader sends acks through a weak handle); holding it keeps the
+    /// acknowledgement queue, and so the stream's writer, alive exactly as long as the channel.
+    #[expect(dead_code, reason = "held for its lifetime, see above")]
+    pub(crate) acks: mpsc::Sender<Outgoing>,
+}
+
+/// An established transport.
+pub(crate) enum Link {
+    Quic(quic::QuicLink),
+    Stream(stream::StreamLink),
+}
+
+/// A connection after a successful CONNACK, its tasks running.
+pub(crate) struct Established {
+    pub(crate) link: Link,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) control: ChannelTx,
+    pub(crate) connack: ConnAck,
+    pub(crate) remote: SocketAddr,
+}
+
+/// Connects over `options.transport` and exchanges CONNECT / CONNACK.
+pub(crate) async fn establish(options: &ClientOptions, connect: &Packet) -> Result<Established> {
+    let connect = encode(connect, options.protocol, usize::MAX)?;
+    match options.transport {
+        Transport::Quic => quic::establish(options, connect).await,
+        Transport::Tls | Transport::Tcp => stream::establish(options, connect).await,
+    }
+}
+
+impl Link {
+    /// A new channel of `kind`: a new stream on QUIC, a queue of the shared writer on TCP.
+    pub(crate) async fn open_channel(
+        &self,
+        shared: &Arc<Shared>,
+        kind: ChannelKind,
+    ) -> Result<ChannelTx> {
+        match self {
+            Link::Quic(l) => l.open_channel(shared, kind).await,
+            Link::Stream(l) => Ok(l.channel(kind)),
+        }
+    }
+
+    /// Graceful end: everything queued on data channels goes out first, then DISCONNECT on the
+    /// control channel, then the transport closes.
+    pub(crate) async fn shutdown(
+        &self,
+        shared: &Shared,
+        control: &ChannelTx,
+        disconnect: bytes::Bytes,
+    ) {
+        match self {
+            Link::Quic(l) => l.shutdown(shared, control, disconnect).await,
+            Link::Stream(l) => l.shutdown(shared, control, disconnect).await,
+        }
+    }
+}
+
+/// Sends CONNECT and reads the CONNACK on a fresh stream; refuses an error code.
+async fn handshake<R, W>(
+    reader: &mut PacketReader<R>,
+    writer: &mut W,
+    connect: &[u8],
+) -> Result<ConnAck>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    writer.write_all(connect).await?;
+    writer.flush().await?;
+    let connack = match reader.next().await {
+        Ok(Some(Packet::ConnAck(c))) => c,
+        Ok(Some(Packet::Disconnect(d))) => {
+            return Err(Error::ConnectionRefused {
+                code: d.code,
+                reason: d.properties.reason_string,
+            })
+        }
+        Ok(Some(other)) => {
+            return Err(Error::ConnectionClosed(CloseReason::Protocol(format!(
+                "{} instead of CONNACK",
+                other.name()
+            ))))
+        }
+        Ok(None) => {
+            return Err(Error::ConnectionClosed(CloseReason::Transport(
+                "server closed the connection before CONNACK".into(),
+            )))
+        }
+        Err(ReadError::Decode(e)) => return Err(Error::ConnectionClosed(e.into())),
+        Err(ReadError::Io(e)) => return Err(Error::Io(e)),
+        Err(ReadError::Truncated) => {
+            return Err(Error::ConnectionClosed(CloseReason::Transport(
+                "server closed the connection inside CONNACK".into(),
+            )))
+        }
+    };
+    if connack.code.is_error() {
+        return Err(Error::ConnectionRefused {
+            code: connack.code,
+            reason: connack.properties.reason_string.clone(),
+        });
+    }
+    Ok(connack)
+}
+
+/// The session state for a connection that the server has just accepted.
+fn new_shared(options: &ClientOptions, connack: &ConnAck) -> Arc<Shared> {
+    let limits = ServerLimits::from_connack(connack, options.protocol);
+    Arc::new(Shared::new(
+        options.protocol,
+        limits,
+        options.max_inflight,
+        CancellationToken::new(),
+    ))
+}
+
+/// Depth of a channel's acknowledgement queue: every QoS 1/2 delivery the server may have in flight
+/// (our Receive Maximum) plus a PUBREL for each of our own flows, so a conforming server never
+/// fills it.
+fn ack_capacity(options: &ClientOptions) -> usize {
+    usize::from(options.receive_maximum) + usize::from(options.max_inflight) + 64
+}
+
+/// Host names resolved to addresses, IPv4 first (the zero-config server listens on 127.0.0.1, and a
+/// UDP datagram to a closed ::1 port gets no answer a QUIC client could act on quickly).
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| Error::Resolve(format!("{host}: {e}")))?
+        .collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(Error::Resolve(host.to_owned()));
+    }
+    Ok(addrs)
+}
+
+/// How a reader stopped.
+pub(crate) enum ReadEnd {
+    /// The server finished its side cleanly.
+    Eof,
+    /// The connection or channel was cancelled.
+    Cancelled,
+    /// Bytes that are not MQTT, or an I/O error: the stream is unusable.
+    Failed(CloseReason),
+    /// The session must end (server DISCONNECT, packet a client must never receive).
+    Close(CloseReason),
+}
+
+/// Reads packets from one stream and applies them to the session until the stream ends.
+pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
+    shared: &Shared,
+    reader: &mut PacketReader<R>,
+    acks: &mpsc::WeakSender<Outgoing>,
+    cancel: &CancellationToken,
+) -> ReadEnd {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return ReadEnd::Cancelled,
+            next = reader.next() => next,
+        };
+        let packet = match next {
+            Ok(Some(p)) => p,
+            Ok(None) => return ReadEnd::Eof,
+            Err(ReadError::Decode(e)) => return ReadEnd::Failed(e.into()),
+            Err(e) => return ReadEnd::Failed(CloseReason::Transport(e.to_string())),
+        };
+        tracing::trace!(packet = packet.name(), "received");
+        let reaction = shared.on_packet(packet);
+        if let Some((targets, publish)) = reaction.deliver {
+            for tx in targets {
+                // Waiting here is the back-pressure: a full subscription queue stops this reader, and
+                // flow control then stops the server.
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return ReadEnd::Cancelled,
+                    _ = tx.send(publish.clone()) => {}
+                }
+            }
+        }
+        if let Some(reply) = reaction.reply {
+            match encode(&reply, shared.protocol, usize::MAX) {
+                Ok(bytes) => {
+                    if let Some(tx) = acks.upgrade() {
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send(Outgoing::Packet(bytes))
+                        {
+                            return ReadEnd::Close(CloseReason::Protocol(
+                                "server exceeded the receive maximum".into(),
+                            ));
+                        }
+                    }
+                    // No sender left: the channel is being closed, its acks no longer matter.
+                }
+                Err(e) => tracing::warn!(%e, "cannot encode {}", reply.name()),
+            }
+        }
+        if let Some(reason) = reaction.close {
+            return ReadEnd::Close(reason);
+        }
+    }
+}
+
+/// Spawns `fut` inside the current tracing span (the connection's).
+fn spawn<F>(fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(fut.in_current_span());
+}

@@ -1,0 +1,357 @@
+//! Server configuration: zero-config defaults, a TOML file (`--config`), and command-line overrides.
+//!
+//! The defaults are what `quicft-server` with no arguments does: loopback-only listeners, anonymous
+//! clients allowed (only because nothing is reachable from outside), data under `./quicft-data`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ft::FtConfig;
+
+/// Everything the server needs to start. Built by [`Config::default`], [`Config::from_toml`] and the
+/// flags in `main.rs`, then checked by [`Config::validate`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Root of everything the server writes: certificates, transfers, exports.
+    pub data_dir: PathBuf,
+    pub listeners: Listeners,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    pub quic: QuicConfig,
+    pub file_transfer: FtConfig,
+}
+
+/// Listener addresses; `None` disables a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    /// MQTT over QUIC (UDP), ALPN `mqtt`.
+    pub quic: Option<SocketAddr>,
+    /// Plain MQTT over TCP: only for loopback or trusted networks.
+    pub tcp: Option<SocketAddr>,
+    /// MQTT over TLS over TCP.
+    pub tls: Option<SocketAddr>,
+    /// REST API and metrics.
+    pub http: Option<SocketAddr>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        let lo = |port| Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        Listeners { quic: lo(14567), tcp: lo(1883), tls: lo(8883), http: lo(8080) }
+    }
+}
+
+/// Where the certificate and key come from. When both are unset, a development CA and a server
+/// certificate for `localhost`, 127.0.0.1 and ::1 are generated under `<data-dir>/certs/` on first start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Extra names for the generated development certificate (e.g. a LAN host name).
+    pub dev_cert_names: Vec<String>,
+}
+
+/// Who may connect.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept CONNECTs without credentials. `None` means "yes on loopback-only listeners, refuse to
+    /// start on any other address", so a server is never opened to the world by accident.
+    pub allow_anonymous: Option<bool>,
+    /// Username/password pairs. Passwords are compared in constant time.
+    pub users: Vec<User>,
+}
+
+/// One username/password account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub username: String,
+    pub password: String,
+}
+
+/// Resource limits; each protects the server from one kind of misbehaving or overeager peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Concurrent connections over all transports; more are refused before any MQTT work.
+    pub max_connections: usize,
+    /// Time a new connection has to finish TLS/QUIC handshake.
+    #[serde(with = "secs")]
+    pub handshake_timeout: Duration,
+    /// Time from connection to a complete CONNECT (slowloris protection).
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Largest packet accepted (and advertised in CONNACK), fixed header included.
+    pub max_packet_size: usize,
+    /// QoS 1/2 messages in flight towards one client, and Receive Maximum advertised to clients.
+    pub inflight_window: u16,
+    /// Messages queued for one session (online or offline) before new ones are dropped.
+    pub max_queued_messages: usize,
+    /// Bytes of QoS 0 deliveries waiting on one stream before further QoS 0 messages are dropped.
+    pub max_stream_backlog: usize,
+    /// Keepalive granted when a client asks for 0 or more than this (seconds); 0 keeps the client's.
+    pub max_keep_alive: u16,
+    /// Upper bound on the session expiry a client may ask for (seconds).
+    pub max_session_expiry: u32,
+    /// Topic aliases a client may use towards the server.
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_packet_size: 16 * 1024 * 1024,
+            inflight_window: 256,
+            max_queued_messages: 1000,
+            max_stream_backlog: 4 * 1024 * 1024,
+            max_keep_alive: 0,
+            max_session_expiry: 7 * 24 * 3600,
+            topic_alias_maximum: 64,
+        }
+    }
+}
+
+/// QUIC transport tuning. The defaults are sized for long, slow, lossy uplinks (cellular,
+/// satellite): a 600 ms RTT at 20 Mbit/s needs 1.5 MB in flight, so windows are well above that.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Congestion controller for data the server sends: `cubic` (quinn's default) or `bbr`.
+    pub congestion: Congestion,
+    /// Per-stream receive window in bytes.
+    pub stream_receive_window: u32,
+    /// Connection receive window in bytes.
+    pub receive_window: u32,
+    /// Send window in bytes.
+    pub send_window: u64,
+    /// Client-opened bidirectional streams allowed at once (control + telemetry + file channels).
+    pub max_concurrent_bidi_streams: u32,
+    /// The QUIC connection is closed after this long without any packet (MQTT keepalive usually
+    /// notices a dead peer earlier).
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// Requested UDP socket buffer size (both directions); quinn advises several MiB.
+    pub socket_buffer: usize,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            congestion: Congestion::Cubic,
+            stream_receive_window: 8 * 1024 * 1024,
+            receive_window: 32 * 1024 * 1024,
+            send_window: 32 * 1024 * 1024,
+            max_concurrent_bidi_streams: 256,
+            idle_timeout: Duration::from_secs(300),
+            socket_buffer: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Congestion controller choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    #[default]
+    Cubic,
+    Bbr,
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cubic" => Ok(Congestion::Cubic),
+            "bbr" => Ok(Congestion::Bbr),
+            other => Err(format!("unknown congestion controller {other:?} (cubic, bbr)")),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::with_data_dir(PathBuf::from("quicft-data"))
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error(
+        "refusing to listen on non-loopback address {0} without authentication: configure users, \
+         or pass --allow-anonymous (allow_anonymous = true) if this network is trusted"
+    )]
+    AnonymousExposed(SocketAddr),
+    #[error("plain TCP listener on non-loopback address {0}: set allow_anonymous explicitly or use TLS")]
+    PlainTcpExposed(SocketAddr),
+    #[error("tls.cert and tls.key must be given together")]
+    HalfTls,
+    #[error("invalid limit: {0}")]
+    Limit(&'static str),
+}
+
+impl Config {
+    /// Defaults with everything stored under `data_dir`.
+    pub fn with_data_dir(data_dir: PathBuf) -> Config {
+        let mut cfg = Config {
+            data_dir: PathBuf::new(),
+            listeners: Listeners::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            quic: QuicConfig::default(),
+            file_transfer: FtConfig::default(),
+        };
+        cfg.set_data_dir(data_dir);
+        cfg
+    }
+
+    /// Moves the data directory and every path derived from it that was not set explicitly.
+    pub fn set_data_dir(&mut self, data_dir: PathBuf) {
+        let old = std::mem::replace(&mut self.data_dir, data_dir);
+        let defaults = FtConfig::default();
+        // A path is derived (and follows the data directory) unless someone set it explicitly.
+        let derived = |p: &Path, name: &str, default: &Path| {
+            p.as_os_str().is_empty() || p == default || p == old.join(name)
+        };
+        if derived(&self.file_transfer.store_dir, "transfers", &defaults.store_dir) {
+            self.file_transfer.store_dir = self.data_dir.join("transfers");
+        }
+        if derived(&self.file_transfer.export_root, "exports", &defaults.export_root) {
+            self.file_transfer.export_root = self.data_dir.join("exports");
+        }
+    }
+
+    /// Reads a TOML file over the defaults.
+    pub fn from_toml(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        // Paths left at their defaults follow data_dir.
+        let dir = std::mem::take(&mut cfg.data_dir);
+        cfg.data_dir = PathBuf::from("quicft-data");
+        cfg.set_data_dir(dir);
+        Ok(cfg)
+    }
+
+    /// Every listener address that is configured.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let l = &self.listeners;
+        [l.quic, l.tcp, l.tls, l.http].into_iter().flatten()
+    }
+
+    /// Whether anonymous clients are let in, after applying the loopback rule.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.auth.allow_anonymous.unwrap_or(true)
+    }
+
+    /// Checks the secure-default rules before anything binds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::HalfTls);
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError::Limit("max_connections must be at least 1"));
+        }
+        if self.limits.inflight_window == 0 {
+            return Err(ConfigError::Limit("inflight_window must be at least 1"));
+        }
+        if self.limits.max_packet_size < 64 || self.limits.max_packet_size > 268_435_460 {
+            return Err(ConfigError::Limit("max_packet_size must be between 64 and 268435460"));
+        }
+        let exposed = |a: &SocketAddr| !a.ip().is_loopback();
+        // Anonymous access off loopback only when asked for in so many words.
+        if self.auth.allow_anonymous.is_none() && self.auth.users.is_empty() {
+            if let Some(a) = self.addresses().find(exposed) {
+                return Err(ConfigError::AnonymousExposed(a));
+            }
+        }
+        // Plain TCP carries passwords in the clear: off loopback only on explicit request.
+        if let Some(a) = self.listeners.tcp.filter(exposed) {
+            if self.auth.allow_anonymous != Some(true) {
+                return Err(ConfigError::PlainTcpExposed(a));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Durations written as whole seconds in TOML.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_config_is_loopback_and_valid() {
+        let cfg = Config::default();
+        assert!(cfg.addresses().all(|a| a.ip().is_loopback()));
+        cfg.validate().expect("defaults must validate");
+        assert!(cfg.anonymous_allowed());
+        assert_eq!(cfg.file_transfer.export_root, PathBuf::from("quicft-data/exports"));
+    }
+
+    #[test]
+    fn exposed_without_auth_is_refused() {
+        let mut cfg = Config::default();
+        cfg.listeners.quic = Some("0.0.0.0:14567".parse().expect("addr"));
+        assert!(matches!(cfg.validate(), Err(ConfigError::AnonymousExposed(_))));
+        cfg.auth.allow_anonymous = Some(true);
+        cfg.validate().expect("explicit anonymous is allowed");
+    }
+
+    #[test]
+    fn exposed_plain_tcp_needs_explicit_consent() {
+        let mut cfg = Config::default();
+        cfg.auth.users.push(User { username: "u".into(), password: "p".into() });
+        cfg.listeners.tcp = Some("0.0.0.0:1883".parse().expect("addr"));
+        assert!(matches!(cfg.validate(), Err(ConfigError::PlainTcpExposed(_))));
+    }
+
+    #[test]
+    fn toml_overrides_and_derived_paths_follow_data_dir() {
+        let dir = std::env::temp_dir().join(format!("qft-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/var/lib/q\"\n[listeners]\ntcp = \"127.0.0.1:1999\"\n[quic]\ncongestion = \"bbr\"\n[limits]\nconnect_timeout = 3\n",
+        )
+        .expect("write");
+        let cfg = Config::from_toml(&path).expect("parse");
+        assert_eq!(cfg.listeners.tcp, Some("127.0.0.1:1999".parse().expect("addr")));
+        assert_eq!(cfg.quic.congestion, Congestion::Bbr);
+        assert_eq!(cfg.limits.connect_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.file_transfer.store_dir, PathBuf::from("/var/lib/q/transfers"));
+        std::fs::write(&path, "bogus = 1\n").expect("write");
+        assert!(matches!(Config::from_toml(&path), Err(ConfigError::Parse { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,402 @@
+//! On-disk layout of the store and the exports, and the blocking operations on it.
+//!
+//! ```text
+//! <store_dir>/<esc clientId>/<esc fileId>/
+//!     transfer.json    TransferRecord: ids, init metadata, start time (written once, atomically)
+//!     data.part        sparse partial file, segments written at their offset
+//!     ranges.log       journal of durable ranges (see journal.rs)
+//!     fin.json         FinRecord: written before publishing; on restart, publishing is redone
+//!     cancelled.json   Tombstone of an operator cancel (data and journal removed)
+//! <export_root>/<esc clientId>/<esc fileId>/
+//!     <esc name>                 the file, renamed from data.part
+//!     <esc name>.manifest.json   Manifest
+//! ```
+//! Temporary files are named `%tmp-…`, a form [`escape`] never produces, so they cannot collide with
+//! an exported name. Every creation, rename and removal that an acknowledgement depends on is
+//! followed by an fsync of the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use quicft_proto::ft::{FileMeta, RangeSet};
+use serde::{Deserialize, Serialize};
+
+use super::escape::escape;
+use super::journal;
+
+pub const TRANSFER_FILE: &str = "transfer.json";
+pub const DATA_FILE: &str = "data.part";
+pub const JOURNAL_FILE: &str = "ranges.log";
+pub const FIN_FILE: &str = "fin.json";
+pub const CANCELLED_FILE: &str = "cancelled.json";
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+const TMP_PREFIX: &str = "%tmp-";
+
+/// `transfer.json`: what init established.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub client_id: String,
+    pub file_id: String,
+    pub meta: FileMeta,
+    pub started_at: u64,
+}
+
+/// `fin.json`: a fin passed its checks; publishing may be redone from here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinRecord {
+    pub size: u64,
+    pub sha256: String,
+    pub finished_at: u64,
+}
+
+/// `cancelled.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub cancelled_at: u64,
+}
+
+/// `<name>.manifest.json`, beside every exported file; also how finished transfers are remembered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub client_id: String,
+    pub file_id: String,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub meta: FileMeta,
+    pub started_at: u64,
+    pub finished_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<u64>,
+    /// The exported file's name in its directory (the escaped `name`).
+    pub file: String,
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `name` in `dir` atomically and durably (temporary file, fsync, rename, fsync dir).
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    fsync_dir(dir)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Creates `root/a/b/…`, fsyncing each directory that gets a new entry. Returns the deepest path.
+pub fn ensure_dirs(root: &Path, parts: &[&str]) -> io::Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for part in parts {
+        let child = dir.join(part);
+        match fs::create_dir(&child) {
+            Ok(()) => fsync_dir(&dir)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        dir = child;
+    }
+    Ok(dir)
+}
+
+pub fn transfer_dir(store: &Path, client_id: &str, file_id: &str) -> PathBuf {
+    store.join(escape(client_id)).join(escape(file_id))
+}
+
+pub fn export_dir(root: &Path, client_id: &str, file_id: &str) -> PathBuf {
+    root.join(escape(client_id)).join(escape(file_id))
+}
+
+/// Creates a transfer's directory and files durably; `transfer.json` goes last, so a directory
+/// without it is an init that never answered.
+pub fn create_transfer(store: &Path, rec: &TransferRecord) -> io::Result<PathBuf> {
+    let dir = ensure_dirs(store, &[&escape(&rec.client_id), &escape(&rec.file_id)])?;
+    // Leftovers of an init that crashed before answering, or of a transfer GC could not remove.
+    for name in [DATA_FILE, JOURNAL_FILE, FIN_FILE, CANCELLED_FILE] {
+        remove_if_exists(&dir.join(name))?;
+    }
+    let data = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join(DATA_FILE))?;
+    data.sync_all()?;
+    journal::create(&dir.join(JOURNAL_FILE), &[])?;
+    write_atomic(&dir, TRANSFER_FILE, &to_json(rec)?)?;
+    Ok(dir)
+}
+
+pub fn to_json<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(v).map_err(io::Error::other)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<T> {
+    let bytes = fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes a directory tree durably; a missing one is fine.
+pub fn remove_dir(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match dir.parent() {
+        Some(parent) => fsync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// Turns a transfer directory into a tombstone: data and journal go, `cancelled.json` stays.
+pub fn tombstone(dir: &Path, t: &Tombstone) -> io::Result<()> {
+    write_atomic(dir, CANCELLED_FILE, &to_json(t)?)?;
+    remove_if_exists(&dir.join(DATA_FILE))?;
+    remove_if_exists(&dir.join(JOURNAL_FILE))?;
+    fsync_dir(dir)
+}
+
+/// Publishes a transfer that passed fin: records the fin, renames the partial file into the export
+/// directory, writes the manifest, drops other files of an older transfer with the same ids, and
+/// deletes the transfer directory. Every step can be redone after a crash (see [`scan_store`]).
+pub fn publish(
+    export_root: &Path,
+    tdir: &Path,
+    rec: &TransferRecord,
+    fin: &FinRecord,
+    write_fin: bool,
+) -> io::Result<(Manifest, PathBuf)> {
+    let t0 = std::time::Instant::now();
+    if write_fin {
+        write_atomic(tdir, FIN_FILE, &to_json(fin)?)?;
+    }
+    eprintln!("DEBUG fin.json {:?}", t0.elapsed());
+    let edir = ensure_dirs(
+        export_root,
+        &[&escape(&rec.client_id), &escape(&rec.file_id)],
+    )?;
+    let file = escape(&rec.meta.name);
+    let target = edir.join(&file);
+    let partial = tdir.join(DATA_FILE);
+    if partial.exists() {
+        match fs::rename(&partial, &target) {
+            Ok(()) => {}
+            // The export root is on another filesystem: copy, then rename within the export dir.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                let tmp = edir.join(format!("{TMP_PREFIX}data"));
+                fs::copy(&partial, &tmp)?;
+                File::open(&tmp)?.sync_all()?;
+                fs::rename(&tmp, &target)?;
+                fs::remove_file(&partial)?;
+            }
+            Err(e) => return Err(e),
+        }
+    } else if !target.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "partial file is gone and was not exported",
+        ));
+    }
+    let manifest = Manifest {
+        client_id: rec.client_id.clone(),
+        file_id: rec.file_id.clone(),
+        name: rec.meta.name.clone(),
+        size: fin.size,
+        sha256: fin.sha256.clone(),
+        meta: rec.meta.clone(),
+        started_at: rec.started_at,
+        finished_at: fin.finished_at,
+        expire_at: rec.meta.expire_at,
+        file: file.clone(),
+    };
+    eprintln!("DEBUG renamed {:?}", t0.elapsed());
+    let manifest_name = format!("{file}{MANIFEST_SUFFIX}");
+    write_atomic(&edir, &manifest_name, &to_json(&manifest)?)?;
+    for entry in fs::read_dir(&edir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != file.as_str() && name != manifest_name.as_str() {
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+    }
+    fsync_dir(&edir)?;
+    eprintln!("DEBUG manifest {:?}", t0.elapsed());
+    remove_dir(tdir)?;
+    eprintln!("DEBUG removed {:?}", t0.elapsed());
+    Ok((manifest, edir))
+}
+
+/// What a transfer directory holds after a restart.
+pub enum Found {
+    Live {
+        rec: TransferRecord,
+        dir: PathBuf,
+        held: RangeSet,
+        updated_at: u64,
+    },
+    Finished {
+        manifest: Manifest,
+        dir: PathBuf,
+    },
+    Cancelled {
+        rec: TransferRecord,
+        dir: PathBuf,
+        at: u64,
+    },
+}
+
+fn mtime_unix(path: &Path) -> Option<u64> {
+    let m = fs::metadata(path).ok()?.modified().ok()?;
+    Some(m.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// Rebuilds every transfer from the store after a restart or crash. Directories that never
+/// completed an init are removed; interrupted publishes are finished.
+pub fn scan_store(store: &Path, export_root: &Path, now: u64) -> io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for cdir in fs::read_dir(store)? {
+        let cdir = cdir?;
+        if !cdir.file_type()?.is_dir() {
+            continue;
+        }
+        for tdir in fs::read_dir(cdir.path())? {
+            let tdir = tdir?.path();
+            if !tdir.is_dir() {
+                continue;
+            }
+            match scan_transfer(&tdir, export_root, now) {
+                Ok(Some(f)) => found.push(f),
+                Ok(None) => {
+                    tracing::info!(dir = %tdir.display(), "removing incomplete transfer directory");
+                    remove_dir(&tdir)?;
+                }
+                Err(e) => {
+                    // Keep the bytes for an operator to look at; the device will get 0x10.
+                    tracing::error!(dir = %tdir.display(), error = %e, "cannot recover transfer");
+                }
+            }
+        }
+        // Clean up client directories left empty; ignore the error of a non-empty one.
+        let _ = fs::remove_dir(cdir.path());
+    }
+    Ok(found)
+}
+
+fn scan_transfer(dir: &Path, export_root: &Path, now: u64) -> io::Result<Option<Found>> {
+    let rec: TransferRecord = match read_json(&dir.join(TRANSFER_FILE)) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if let Ok(fin) = read_json::<FinRecord>(&dir.join(FIN_FILE)) {
+        let (manifest, _) = publish(export_root, dir, &rec, &fin, false)?;
+        return Ok(Some(Found::Finished {
+            manifest,
+            dir: export_dir(export_root, &rec.client_id, &rec.file_id),
+        }));
+    }
+    if let Ok(t) = read_json::<Tombstone>(&dir.join(CANCELLED_FILE)) {
+        return Ok(Some(Found::Cancelled {
+            rec,
+            dir: dir.to_path_buf(),
+            at: t.cancelled_at,
+        }));
+    }
+    let jpath = dir.join(JOURNAL_FILE);
+    let Some(replayed) = journal::replay(&jpath)? else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "range journal is corrupt",
+        ));
+    };
+    let data_len = fs::metadata(dir.join(DATA_FILE))?.len();
+    let mut held = replayed.ranges;
+    if held.end() > data_len {
+        // Cannot happen when fdatasync keeps its promise (it syncs the size); never claim bytes the
+        // file does not have.
+        tracing::error!(dir = %dir.display(), "journal names bytes past the end of the data file");
+        held = RangeSet::from_vec(
+            held.iter()
+                .filter_map(|(s, e)| (s < data_len).then_some((s, e.min(data_len))))
+                .collect(),
+        );
+    }
+    if replayed.truncated || replayed.records > held.len() * 2 + 16 || held.end() > data_len {
+        compact_journal(dir, &held)?;
+    }
+    let updated_at = mtime_unix(&jpath).unwrap_or(now).min(now);
+    Ok(Some(Found::Live {
+        rec,
+        dir: dir.to_path_buf(),
+        held,
+        updated_at,
+    }))
+}
+
+/// Replaces the journal by one record per held range.
+fn compact_journal(dir: &Path, held: &RangeSet) -> io::Result<()> {
+    let tmp = dir.join(format!("{TMP_PREFIX}{JOURNAL_FILE}"));
+    journal::create(&tmp, &held.to_vec())?;
+    fs::rename(&tmp, dir.join(JOURNAL_FILE))?;
+    fsync_dir(dir)
+}
+
+/// Reads every manifest under the export root: the finished transfers.
+pub fn scan_exports(root: &Path) -> io::Result<Vec<(Manifest, PathBuf)>> {
+    let mut out = Vec::new();
+    for cdir in fs::read_dir(root)? {
+        let cdir = cdir?;
+        if !cdir.file_type()?.is_dir() {
+            continue;
+        }
+        for fdir in fs::read_dir(cdir.path())? {
+            let fdir = fdir?.path();
+            if !fdir.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&fdir)? {
+                let path = entry?.path();
+                let is_manifest = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(MANIFEST_SUFFIX) && !n.starts_with(TMP_PREFIX));
+                if !is_manifest {
+                    continue;
+                }
+                match read_json::<Manifest>(&path) {
+                    Ok(m) => out.push((m, fdir.clone())),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "unreadable manifest")
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,989 @@
+//! Service tests on a real filesystem (tempdir): uploads in every order, limits, lifecycle, recovery.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use quicft_proto::ft::{Command, FileId, FtReason, FtTopic, Mode, Sha256};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use super::*;
+
+struct Env {
+    dir: tempfile::TempDir,
+    svc: FtService,
+    events: mpsc::Receiver<FtEvent>,
+}
+
+fn config(root: &Path) -> FtConfig {
+    FtConfig {
+        store_dir: root.join("transfers"),
+        export_root: root.join("exports"),
+        min_free_disk: 0,
+        ..FtConfig::default()
+    }
+}
+
+impl Env {
+    fn new() -> Env {
+        Env::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut FtConfig)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        tweak(&mut cfg);
+        let (svc, events) = FtService::open(cfg).unwrap();
+        Env { dir, svc, events }
+    }
+
+    /// Drops the service (as a crash would, minus the page cache) and opens the same directories.
+    fn reopen(self) -> Env {
+        let cfg = self.svc.config().clone();
+        drop(self.svc);
+        let (svc, events) = FtService::open(cfg).unwrap();
+        Env {
+            dir: self.dir,
+            svc,
+            events,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    async fn cmd(&self, client: &str, file: &str, command: Command, payload: &[u8]) -> FtOutcome {
+        let topic = FtTopic {
+            mode: Mode::Sync,
+            file_id: FileId::parse(file).unwrap(),
+            command,
+        };
+        self.svc
+            .handle(client, &topic, Bytes::copy_from_slice(payload))
+            .await
+    }
+
+    async fn init(&self, client: &str, file: &str, meta: serde_json::Value) -> FtOutcome {
+        self.cmd(client, file, Command::Init, meta.to_string().as_bytes())
+            .await
+    }
+
+    async fn seg(&self, client: &str, file: &str, offset: u64, data: &[u8]) -> FtOutcome {
+        self.cmd(
+            client,
+            file,
+            Command::Segment {
+                offset,
+                checksum: None,
+            },
+            data,
+        )
+        .await
+    }
+
+    async fn fin(
+        &self,
+        client: &str,
+        file: &str,
+        size: u64,
+        checksum: Option<Sha256>,
+    ) -> FtOutcome {
+        self.cmd(client, file, Command::Fin { size, checksum }, &[])
+            .await
+    }
+
+    async fn status(&self, client: &str, file: &str) -> FtOutcome {
+        self.cmd(client, file, Command::Status, &[]).await
+    }
+
+    fn export_of(&self, client: &str, file: &str, name: &str) -> PathBuf {
+        self.root()
+            .join("exports")
+            .join(escape_component(client))
+            .join(escape_component(file))
+            .join(escape_component(name))
+    }
+
+    fn drain_events(&mut self) -> Vec<EventBody> {
+        let mut out = Vec::new();
+        while let Ok(ev) = self.events.try_recv() {
+            let body: EventBody = serde_json::from_slice(&ev.payload).unwrap();
+            assert_eq!(
+                ev.topic,
+                format!("$events/file/{}/{}", body.client_id, body.file_id)
+            );
+            out.push(body);
+        }
+        out
+    }
+}
+
+fn sha(data: &[u8]) -> Sha256 {
+    Sha256(sha2::Sha256::digest(data).into())
+}
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+fn segments(len: usize, seg: usize) -> Vec<(u64, usize, usize)> {
+    (0..len)
+        .step_by(seg.max(1))
+        .map(|s| (s as u64, s, (s + seg).min(len)))
+        .collect()
+}
+
+fn assert_reason(out: &FtOutcome, reason: FtReason) {
+    assert_eq!(out.reason, reason, "outcome: {out:?}");
+}
+
+fn meta(name: &str, data: &[u8]) -> serde_json::Value {
+    serde_json::json!({"name": name, "size": data.len(), "checksum": sha(data).to_hex()})
+}
+
+/// Asserts the exported file and its manifest.
+fn assert_exported(env: &Env, client: &str, file: &str, name: &str, data: &[u8]) {
+    let path = env.export_of(client, file, name);
+    let got = std::fs::read(&path).unwrap();
+    assert!(
+        got == data,
+        "exported bytes differ ({} vs {} bytes)",
+        got.len(),
+        data.len()
+    );
+    let mut mpath = path.clone().into_os_string();
+    mpath.push(".manifest.json");
+    let m: Manifest = serde_json::from_slice(&std::fs::read(mpath).unwrap()).unwrap();
+    assert_eq!((m.client_id.as_str(), m.file_id.as_str()), (client, file));
+    assert_eq!((m.name.as_str(), m.size), (name, data.len() as u64));
+    assert_eq!(m.sha256, sha(data).to_hex());
+    assert!(m.finished_at >= m.started_at);
+}
+
+async fn upload_in_order(env: &Env, client: &str, file: &str, data: &[u8], seg: usize) {
+    assert_reason(
+        &env.init(client, file, meta("f.bin", data)).await,
+        FtReason::Success,
+    );
+    for (off, a, b) in segments(data.len(), seg) {
+        assert_reason(
+            &env.seg(client, file, off, &data[a..b]).await,
+            FtReason::Success,
+        );
+    }
+    let out = env
+        .fin(client, file, data.len() as u64, Some(sha(data)))
+        .await;
+    assert_reason(&out, FtReason::Success);
+}
+
+#[tokio::test]
+async fn uploads_of_every_size_in_order() {
+    let mut env = Env::new();
+    let seg = 4096;
+    for (i, len) in [0usize, 1, 4 * seg, 10_000, (3 << 20) + 17]
+        .into_iter()
+        .enumerate()
+    {
+        let data = random_bytes(i as u64, len);
+        let file = format!("f{i}");
+        let chunk = if len > 1 << 20 { 64 << 10 } else { seg };
+        upload_in_order(&env, "dev1", &file, &data, chunk).await;
+        assert_exported(&env, "dev1", &file, "f.bin", &data);
+        // The transfer directory is gone once published.
+        assert!(!env.root().join("transfers/dev1").join(&file).exists());
+    }
+    let events = env.drain_events();
+    let completed: Vec<_> = events.iter().filter(|e| e.event == "completed").collect();
+    assert_eq!(completed.len(), 5);
+    assert_eq!(events.iter().filter(|e| e.event == "started").count(), 5);
+    let last = completed[4];
+    assert_eq!(last.size, Some((3 << 20) + 17));
+    assert_eq!(last.name, "f.bin");
+    let path = env.export_of("dev1", "f4", "f.bin");
+    assert_eq!(last.export_path.as_deref(), Some(path.to_str().unwrap()));
+    assert!(env.svc.transfers().is_empty());
+    assert_eq!(env.svc.finished().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_duplicates_overlaps_concurrent() {
+    let env = Env::new();
+    let data = random_bytes(7, (2 << 20) + 333);
+    let init = serde_json::json!({"name": "shuffled.bin"});
+    assert_reason(&env.init("dev", "x", init).await, FtReason::Success);
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut pieces: Vec<(usize, usize)> = segments(data.len(), 32 << 10)
+        .into_iter()
+        .map(|(_, a, b)| (a, b))
+        .collect();
+    // Duplicates and overlapping segments at odd offsets.
+    for _ in 0..40 {
+        let a = rng.gen_range(0..data.len());
+        let b = (a + rng.gen_range(1..100_000)).min(data.len());
+        pieces.push((a, b));
+    }
+    let dups: Vec<_> = pieces[..10].to_vec();
+    pieces.extend(dups);
+    pieces.shuffle(&mut rng);
+    let env = std::sync::Arc::new(env);
+    let data = std::sync::Arc::new(data);
+    let mut tasks = Vec::new();
+    for (a, b) in pieces {
+        let (env, data) = (env.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            env.seg("dev", "x", a as u64, &data[a..b]).await
+        }));
+    }
+    for t in tasks {
+        assert_reason(&t.await.unwrap(), FtReason::Success);
+    }
+    let st = env.status("dev", "x").await;
+    assert_eq!(st.ranges, Some(vec![(0, data.len() as u64)]));
+    let out = env
+        .fin("dev", "x", data.len() as u64, Some(sha(&data)))
+        .await;
+    assert_reason(&out, FtReason::Success);
+    assert_exported(&env, "dev", "x", "shuffled.bin", &data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_share_commits() {
+    let env = std::sync::Arc::new(Env::new());
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let env = env.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = random_bytes(100 + i, 300_000 + i as usize * 999);
+            let client = format!("dev{}", i % 3);
+            let file = format!("file{i}");
+            upload_in_order(&env, &client, &file, &data, 16 << 10).await;
+            (client, file, data)
+        }));
+    }
+    for t in tasks {
+        let (client, file, data) = t.await.unwrap();
+        assert_exported(&env, &client, &file, "f.bin", &data);
+    }
+}
+
+#[tokio::test]
+async fn segment_checksum_mismatch_stores_nothing() {
+    let env = Env::new();
+    let data = random_bytes(1, 5000);
+    assert_reason(
+        &env.init("d", "f", meta("a.bin", &data)).await,
+        FtReason::Success,
+    );
+    let bad = Command::Segment {
+        offset: 0,
+        checksum: Some(sha(b"something else")),
+    };
+    let out = env.cmd("d", "f", bad, &data[..1000]).await;
+    assert_reason(&out, FtReason::Retransmit);
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![]));
+    let good = Command::Segment {
+        offset: 0,
+        checksum: Some(sha(&data[..1000])),
+    };
+    assert_reason(
+        &env.cmd("d", "f", good, &data[..1000]).await,
+        FtReason::Success,
+    );
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![(0, 1000)]));
+}
+
+#[tokio::test]
+async fn file_checksum_mismatch_fails_the_transfer() {
+    let mut env = Env::new();
+    let data = random_bytes(2, 3000);
+    let mut wrong = data.clone();
+    wrong[10] ^= 1;
+    assert_reason(
+        &env.init("d", "f", meta("a.bin", &wrong)).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "f", 0, &data).await, FtReason::Success);
+    let out = env.fin("d", "f", 3000, None).await;
+    assert_reason(&out, FtReason::Cancel);
+    assert!(out.description.unwrap().contains("checksum mismatch"));
+    let ev = env.drain_events();
+    assert_eq!(ev.last().map(|e| e.event.as_str()), Some("failed"));
+    assert_reason(&env.status("d", "f").await, FtReason::Restart);
+    assert!(!env.export_of("d", "f", "a.bin").exists());
+    // fin's checksum wins over init's.
+    let env = Env::new();
+    assert_reason(
+        &env.init("d", "g", meta("a.bin", &wrong)).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "g", 0, &data).await, FtReason::Success);
+    assert_reason(
+        &env.fin("d", "g", 3000, Some(sha(&data))).await,
+        FtReason::Success,
+    );
+    assert_exported(&env, "d", "g", "a.bin", &data);
+}
+
+#[tokio::test]
+async fn bad_names_and_metadata_are_refused() {
+    let env = Env::with(|c| c.max_file_size = 1000);
+    let long = "x".repeat(241);
+    for name in [
+        "../../etc/passwd",
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a\\b",
+        "c:d",
+        "nul\u{0}",
+        "bell\u{7}",
+        &long,
+    ] {
+        let out = env
+            .init("d", "f", serde_json::json!({ "name": name }))
+            .await;
+        assert_reason(&out, FtReason::Cancel);
+    }
+    for payload in [&b"not json"[..], b"[\"a\"]", b"{}", b"{\"name\": 5}"] {
+        assert_reason(
+            &env.cmd("d", "f", Command::Init, payload).await,
+            FtReason::Cancel,
+        );
+    }
+    let out = env
+        .init("d", "f", serde_json::json!({"name": "big", "size": 1001}))
+        .await;
+    assert_reason(&out, FtReason::Cancel);
+    // Without a declared size the limit applies to segments and to fin.
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "ok"})).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "f", 1000, b"x").await, FtReason::Cancel);
+    assert_reason(&env.seg("d", "f", u64::MAX, b"xy").await, FtReason::Cancel);
+    assert_reason(&env.seg("d", "f", 999, b"x").await, FtReason::Success);
+    // A declared size bounds segments.
+    assert_reason(
+        &env.init("d", "g", serde_json::json!({"name": "ok", "size": 10}))
+            .await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "g", 8, b"abc").await, FtReason::Cancel);
+    // Nothing was created outside the two roots.
+    let mut entries: Vec<_> = std::fs::read_dir(env.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["exports", "transfers"]);
+}
+
+#[tokio::test]
+async fn limits_answer_quota() {
+    // Per-client concurrency.
+    let env = Env::with(|c| c.max_transfers_per_client = 2);
+    for f in ["a", "b"] {
+        assert_reason(
+            &env.init("d", f, serde_json::json!({"name": "n"})).await,
+            FtReason::Success,
+        );
+    }
+    assert_reason(
+        &env.init("d", "c", serde_json::json!({"name": "n"})).await,
+        FtReason::Quota,
+    );
+    assert_reason(
+        &env.init("e", "c", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    // A repeated init of a live transfer is not a new one.
+    assert_reason(
+        &env.init("d", "a", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+
+    // Global concurrency.
+    let env = Env::with(|c| c.max_transfers = 1);
+    assert_reason(
+        &env.init("d", "a", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.init("e", "b", serde_json::json!({"name": "n"})).await,
+        FtReason::Quota,
+    );
+    assert_reason(
+        &env.cmd("d", "a", Command::Abort, &[]).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.init("e", "b", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+
+    // Per-client storage: declared sizes, held bytes, and exported files all count.
+    let env = Env::with(|c| c.client_quota = 10_000);
+    let out = env
+        .init("d", "a", serde_json::json!({"name": "n", "size": 10_001}))
+        .await;
+    assert_reason(&out, FtReason::Quota);
+    let six = random_bytes(3, 6000);
+    upload_in_order(&env, "d", "a", &six, 4096).await;
+    let out = env
+        .init("d", "b", serde_json::json!({"name": "n", "size": 5000}))
+        .await;
+    assert_reason(&out, FtReason::Quota);
+    assert_reason(
+        &env.init("d", "b", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "b", 0, &[1u8; 3000]).await, FtReason::Success);
+    assert_reason(
+        &env.seg("d", "b", 3000, &[1u8; 2000]).await,
+        FtReason::Quota,
+    );
+    // Another client has its own quota.
+    let out = env
+        .init("other", "a", serde_json::json!({"name": "n", "size": 9000}))
+        .await;
+    assert_reason(&out, FtReason::Success);
+
+    // Disk watermark.
+    let env = Env::with(|c| c.min_free_disk = u64::MAX / 2);
+    assert_reason(
+        &env.init("d", "a", serde_json::json!({"name": "n"})).await,
+        FtReason::Quota,
+    );
+    assert!(env.svc.transfers().is_empty());
+}
+
+#[tokio::test]
+async fn status_lists_held_ranges_and_fin_lists_gaps() {
+    let env = Env::new();
+    let data = random_bytes(4, 10_000);
+    let m = meta("s.bin", &data);
+    assert_reason(&env.init("d", "f", m.clone()).await, FtReason::Success);
+    assert_reason(
+        &env.seg("d", "f", 0, &data[..1000]).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.seg("d", "f", 3000, &data[3000..5000]).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.seg("d", "f", 5000, &data[5000..6000]).await,
+        FtReason::Success,
+    );
+    let st = env.status("d", "f").await;
+    assert_reason(&st, FtReason::Success);
+    assert_eq!(st.state.as_deref(), Some("receiving"));
+    assert_eq!(st.ranges, Some(vec![(0, 1000), (3000, 6000)]));
+    assert_eq!(st.missing, Some(vec![(1000, 3000), (6000, 10_000)]));
+    assert_eq!(st.meta.as_ref().map(|m| m.name.as_str()), Some("s.bin"));
+    let info = env.svc.transfers();
+    assert_eq!(info.len(), 1);
+    assert_eq!((info[0].bytes_held, info[0].size), (4000, Some(10_000)));
+
+    let out = env.fin("d", "f", 10_000, None).await;
+    assert_reason(&out, FtReason::Retransmit);
+    assert_eq!(out.missing, Some(vec![(1000, 3000), (6000, 10_000)]));
+    assert_eq!(out.ranges, Some(vec![(0, 1000), (3000, 6000)]));
+    // The transfer goes on after a fin with gaps.
+    assert_reason(
+        &env.seg("d", "f", 1000, &data[1000..3000]).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.seg("d", "f", 6000, &data[6000..]).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.fin("d", "f", 10_000, None).await, FtReason::Success);
+    assert_exported(&env, "d", "f", "s.bin", &data);
+    let st = env.status("d", "f").await;
+    assert_eq!(st.state.as_deref(), Some("complete"));
+    assert_eq!(st.ranges, Some(vec![(0, 10_000)]));
+}
+
+#[tokio::test]
+async fn abort_deletes_and_is_idempotent() {
+    let mut env = Env::new();
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "f", 0, b"hello").await, FtReason::Success);
+    let dir = env.root().join("transfers/d/f");
+    assert!(dir.join("data.part").exists());
+    assert_reason(
+        &env.cmd("d", "f", Command::Abort, &[]).await,
+        FtReason::Success,
+    );
+    assert!(!dir.exists());
+    assert_reason(&env.status("d", "f").await, FtReason::Restart);
+    assert_reason(&env.seg("d", "f", 5, b"x").await, FtReason::Restart);
+    assert_reason(&env.fin("d", "f", 6, None).await, FtReason::Restart);
+    assert_reason(
+        &env.cmd("d", "f", Command::Abort, &[]).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.cmd("d", "never", Command::Abort, &[]).await,
+        FtReason::Success,
+    );
+    let ev = env.drain_events();
+    assert_eq!(
+        ev.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["started", "aborted"]
+    );
+    // The same id can start over.
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "m"})).await,
+        FtReason::Success,
+    );
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![]));
+}
+
+#[tokio::test]
+async fn fin_is_idempotent_and_init_conflicts() {
+    let env = Env::new();
+    let data = random_bytes(5, 777);
+    let m = meta("i.bin", &data);
+    assert_reason(&env.init("d", "f", m.clone()).await, FtReason::Success);
+    assert_reason(&env.init("d", "f", m.clone()).await, FtReason::Success);
+    let other = serde_json::json!({"name": "other.bin"});
+    let out = env.init("d", "f", other).await;
+    assert_reason(&out, FtReason::Cancel);
+    assert!(out.description.unwrap().contains("conflict"));
+    assert_reason(&env.seg("d", "f", 0, &data).await, FtReason::Success);
+    assert_reason(&env.fin("d", "f", 777, None).await, FtReason::Success);
+    assert_reason(&env.fin("d", "f", 777, None).await, FtReason::Success);
+    assert_reason(
+        &env.fin("d", "f", 777, Some(sha(&data))).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.fin("d", "f", 778, None).await, FtReason::Cancel);
+    assert_reason(
+        &env.fin("d", "f", 777, Some(sha(b"x"))).await,
+        FtReason::Cancel,
+    );
+    // Late duplicates and a repeated init of the finished file are harmless.
+    assert_reason(&env.seg("d", "f", 0, &data[..10]).await, FtReason::Success);
+    assert_reason(&env.init("d", "f", m).await, FtReason::Success);
+    assert_reason(
+        &env.cmd("d", "f", Command::Abort, &[]).await,
+        FtReason::Success,
+    );
+    assert_exported(&env, "d", "f", "i.bin", &data);
+    // fin with a size other than init's fails the transfer.
+    assert_reason(
+        &env.init("d", "g", meta("g", &data)).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "g", 0, &data).await, FtReason::Success);
+    assert_reason(&env.fin("d", "g", 776, None).await, FtReason::Cancel);
+    assert_reason(&env.status("d", "g").await, FtReason::Restart);
+}
+
+#[tokio::test]
+async fn unknown_transfers_answer_restart() {
+    let env = Env::new();
+    assert_reason(&env.seg("d", "nope", 0, b"abc").await, FtReason::Restart);
+    assert_reason(&env.fin("d", "nope", 3, None).await, FtReason::Restart);
+    let st = env.status("d", "nope").await;
+    assert_reason(&st, FtReason::Restart);
+    assert_eq!(st.state.as_deref(), Some("unknown"));
+    assert!(env.svc.cancel("d", "nope").await.is_err());
+}
+
+#[tokio::test]
+async fn reopen_mid_transfer_resumes_byte_identical() {
+    let env = Env::new();
+    let data = random_bytes(6, (1 << 20) + 4321);
+    assert_reason(
+        &env.init("d", "f", meta("r.bin", &data)).await,
+        FtReason::Success,
+    );
+    // First half in order, plus one piece far ahead.
+    let half = data.len() / 2;
+    for (off, a, b) in segments(half, 50_000) {
+        assert_reason(
+            &env.seg("d", "f", off, &data[a..b]).await,
+            FtReason::Success,
+        );
+    }
+    let tail = data.len() - 10_000;
+    assert_reason(
+        &env.seg("d", "f", tail as u64, &data[tail..]).await,
+        FtReason::Success,
+    );
+    let before = env.status("d", "f").await.ranges;
+
+    let env = env.reopen();
+    let st = env.status("d", "f").await;
+    assert_reason(&st, FtReason::Success);
+    assert_eq!(st.ranges, before);
+    assert_eq!(
+        st.ranges,
+        Some(vec![(0, half as u64), (tail as u64, data.len() as u64)])
+    );
+    for (lo, hi) in st.missing.unwrap() {
+        let (lo, hi) = (lo as usize, hi as usize);
+        for (off, a, b) in segments(hi - lo, 50_000) {
+            let seg = &data[lo + a..lo + b];
+            assert_reason(
+                &env.seg("d", "f", lo as u64 + off, seg).await,
+                FtReason::Success,
+            );
+        }
+    }
+    assert_reason(
+        &env.fin("d", "f", data.len() as u64, None).await,
+        FtReason::Success,
+    );
+    assert_exported(&env, "d", "f", "r.bin", &data);
+
+    // Finished files and their idempotent fin survive a restart too.
+    let env = env.reopen();
+    assert_reason(
+        &env.fin("d", "f", data.len() as u64, None).await,
+        FtReason::Success,
+    );
+    assert_eq!(
+        env.status("d", "f").await.state.as_deref(),
+        Some("complete")
+    );
+}
+
+#[tokio::test]
+async fn torn_journal_tail_and_unanswered_init_are_recovered() {
+    let env = Env::new();
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.seg("d", "f", 0, b"0123456789").await,
+        FtReason::Success,
+    );
+    let dir = env.root().join("transfers/d/f");
+    let cfg = env.svc.config().clone();
+    drop(env.svc);
+    // A torn record at the end of the journal, as a crash mid-append leaves it.
+    let mut j = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("ranges.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut j, &[0xAB; 13]).unwrap();
+    drop(j);
+    // An init that crashed before answering left a directory without transfer.json.
+    let ghost = env.dir.path().join("transfers/d/ghost");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::write(ghost.join("data.part"), b"junk").unwrap();
+    let (svc, _ev) = FtService::open(cfg).unwrap();
+    let env = Env {
+        dir: env.dir,
+        svc,
+        events: _ev,
+    };
+    assert!(!ghost.exists());
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![(0, 10)]));
+    assert_eq!(
+        std::fs::metadata(dir.join("ranges.log")).unwrap().len(),
+        8 + 24
+    );
+    assert_reason(&env.seg("d", "f", 10, b"abc").await, FtReason::Success);
+    assert_reason(&env.fin("d", "f", 13, None).await, FtReason::Success);
+    assert_exported(&env, "d", "f", "n", b"0123456789abc");
+}
+
+#[tokio::test]
+async fn interrupted_publish_is_finished_on_reopen() {
+    let env = Env::new();
+    let data = random_bytes(8, 5555);
+    assert_reason(
+        &env.init("d", "f", meta("p.bin", &data)).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "f", 0, &data).await, FtReason::Success);
+    // A crash right after fin.json was written, before the rename.
+    let dir = env.root().join("transfers/d/f");
+    let fin = disk::FinRecord {
+        size: 5555,
+        sha256: sha(&data).to_hex(),
+        finished_at: now_unix(),
+    };
+    disk::write_atomic(&dir, disk::FIN_FILE, &disk::to_json(&fin).unwrap()).unwrap();
+    let env = env.reopen();
+    assert!(!dir.exists());
+    assert_exported(&env, "d", "f", "p.bin", &data);
+    assert_reason(&env.fin("d", "f", 5555, None).await, FtReason::Success);
+}
+
+#[tokio::test]
+async fn ids_and_names_never_escape_the_roots() {
+    let env = Env::new();
+    let evil = "../../etc/passwd";
+    let data = b"payload".to_vec();
+    for file in ["..", ".", "%2E%2E", "..\\..", "a b"] {
+        upload_in_order(&env, evil, file, &data, 3).await;
+        let path = env.export_of(evil, file, "f.bin");
+        assert_exported(&env, evil, file, "f.bin", &data);
+        let rel = path.strip_prefix(env.root().join("exports")).unwrap();
+        assert_eq!(rel.components().count(), 3, "{rel:?}");
+        for c in rel.components() {
+            assert!(matches!(c, std::path::Component::Normal(_)), "{rel:?}");
+        }
+    }
+    // The name is refused by validation before it reaches any path.
+    let out = env.init("d", "f", serde_json::json!({"name": evil})).await;
+    assert_reason(&out, FtReason::Cancel);
+    // Everything stayed under the temporary directory, in the two roots.
+    let mut top: Vec<_> = std::fs::read_dir(env.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["exports", "transfers"]);
+    let clients: Vec<_> = std::fs::read_dir(env.root().join("exports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(clients, ["..%2F..%2Fetc%2Fpasswd"]);
+    // Distinct ids that look alike stay distinct.
+    assert_ne!(
+        env.export_of(evil, "..", "f.bin"),
+        env.export_of(evil, "%2E%2E", "f.bin")
+    );
+    // Restart finds them all under their real ids.
+    let env = env.reopen();
+    assert_eq!(env.svc.finished().len(), 5);
+    assert_reason(
+        &env.fin(evil, "..", data.len() as u64, None).await,
+        FtReason::Success,
+    );
+}
+
+#[tokio::test]
+async fn operator_cancel() {
+    let mut env = Env::new();
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "f", 0, b"abc").await, FtReason::Success);
+    env.svc.cancel("d", "f").await.unwrap();
+    env.svc.cancel("d", "f").await.unwrap();
+    assert!(!env.root().join("transfers/d/f/data.part").exists());
+    assert_reason(&env.seg("d", "f", 3, b"d").await, FtReason::Cancel);
+    let st = env.status("d", "f").await;
+    assert_reason(&st, FtReason::Cancel);
+    assert_eq!(st.state.as_deref(), Some("cancelled"));
+    assert_reason(&env.fin("d", "f", 4, None).await, FtReason::Cancel);
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Cancel,
+    );
+    let ev = env.drain_events();
+    assert_eq!(
+        ev.last().and_then(|e| e.reason.as_deref()),
+        Some("cancelled by the operator")
+    );
+    let env = env.reopen();
+    assert_reason(&env.seg("d", "f", 3, b"d").await, FtReason::Cancel);
+    // The tombstone goes after segments_ttl_max.
+    env.svc
+        .gc_once(now_unix() + env.svc.config().segments_ttl_max_secs + 1)
+        .await;
+    assert_reason(&env.status("d", "f").await, FtReason::Restart);
+    assert!(!env.root().join("transfers/d/f").exists());
+}
+
+#[tokio::test]
+async fn gc_drops_idle_transfers_and_expired_exports() {
+    let mut env = Env::with(|c| {
+        c.segments_ttl_default_secs = 100;
+        c.segments_ttl_max_secs = 1000;
+    });
+    let now = now_unix();
+    assert_reason(
+        &env.init(
+            "d",
+            "short",
+            serde_json::json!({"name": "n", "segments_ttl": 10}),
+        )
+        .await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.init("d", "default", serde_json::json!({"name": "n"}))
+            .await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.init(
+            "d",
+            "clamped",
+            serde_json::json!({"name": "n", "segments_ttl": 99_999}),
+        )
+        .await,
+        FtReason::Success,
+    );
+    for f in ["short", "default", "clamped"] {
+        assert_reason(&env.seg("d", f, 0, b"abc").await, FtReason::Success);
+    }
+    let data = b"keep me".to_vec();
+    let m = serde_json::json!({"name": "e.bin", "expire_at": now + 500});
+    assert_reason(&env.init("d", "exp", m).await, FtReason::Success);
+    assert_reason(&env.seg("d", "exp", 0, &data).await, FtReason::Success);
+    assert_reason(&env.fin("d", "exp", 7, None).await, FtReason::Success);
+
+    env.svc.gc_once(now + 5).await;
+    assert_eq!(env.svc.transfers().len(), 3);
+    env.svc.gc_once(now + 20).await;
+    assert_reason(&env.seg("d", "short", 3, b"d").await, FtReason::Restart);
+    assert_reason(&env.status("d", "default").await, FtReason::Success);
+    env.svc.gc_once(now + 200).await;
+    assert_reason(&env.status("d", "default").await, FtReason::Restart);
+    assert_reason(&env.status("d", "clamped").await, FtReason::Success);
+    assert!(env.export_of("d", "exp", "e.bin").exists());
+    env.svc.gc_once(now + 1001).await;
+    assert_reason(&env.status("d", "clamped").await, FtReason::Restart);
+    assert!(!env.export_of("d", "exp", "e.bin").exists());
+    assert_reason(&env.status("d", "exp").await, FtReason::Restart);
+    assert!(env.svc.finished().is_empty());
+    let ev = env.drain_events();
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.reason.as_deref() == Some("expired"))
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn reupload_with_new_metadata_replaces_the_export() {
+    let env = Env::new();
+    let v1 = b"first".to_vec();
+    assert_reason(
+        &env.init("d", "f", meta("one.txt", &v1)).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "f", 0, &v1).await, FtReason::Success);
+    assert_reason(&env.fin("d", "f", 5, None).await, FtReason::Success);
+    let v2 = b"second".to_vec();
+    assert_reason(
+        &env.init("d", "f", meta("two.txt", &v2)).await,
+        FtReason::Success,
+    );
+    assert_eq!(
+        env.status("d", "f").await.state.as_deref(),
+        Some("receiving")
+    );
+    assert_reason(&env.seg("d", "f", 0, &v2).await, FtReason::Success);
+    assert_reason(&env.fin("d", "f", 6, None).await, FtReason::Success);
+    assert_exported(&env, "d", "f", "two.txt", &v2);
+    assert!(!env.export_of("d", "f", "one.txt").exists());
+    assert_eq!(env.svc.finished().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fin_racing_segments_and_abort_is_consistent() {
+    // Many rounds of: segments in flight while fin or abort runs. Whatever the interleaving, an
+    // exported file is byte-identical and every 0x00 segment of a finished file is in it.
+    for round in 0..20u64 {
+        let env = std::sync::Arc::new(Env::new());
+        let data = std::sync::Arc::new(random_bytes(round, 200_000));
+        let m = serde_json::json!({"name": "race.bin", "size": data.len()});
+        assert_reason(&env.init("d", "f", m).await, FtReason::Success);
+        let mut tasks = Vec::new();
+        for (off, a, b) in segments(data.len(), 10_000) {
+            let (env, data) = (env.clone(), data.clone());
+            tasks.push(tokio::spawn(async move {
+                env.seg("d", "f", off, &data[a..b]).await.reason
+            }));
+        }
+        let racer = {
+            let env = env.clone();
+            let len = data.len() as u64;
+            tokio::spawn(async move {
+                if round % 2 == 0 {
+                    env.fin("d", "f", len, None).await.reason
+                } else {
+                    env.cmd("d", "f", Command::Abort, &[]).await.reason
+                }
+            })
+        };
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert!(matches!(r, FtReason::Success | FtReason::Restart), "{r:?}");
+        }
+        let r = racer.await.unwrap();
+        if round % 2 == 0 && r == FtReason::Retransmit {
+            assert_reason(
+                &env.fin("d", "f", data.len() as u64, None).await,
+                FtReason::Success,
+            );
+        }
+        if round % 2 == 0 {
+            assert_exported(&env, "d", "f", "race.bin", &data);
+        } else {
+            assert_reason(&env.status("d", "f").await, FtReason::Restart);
+        }
+    }
+}
+
+/// Not a test: a throughput print for a human (`cargo test --release -- --ignored --nocapture
+/// throughput_print`). Compares with writing the same bytes once and one fdatasync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_print() {
+    let env = std::sync::Arc::new(Env::new());
+    let seg = 1 << 20;
+    let total = 256usize << 20;
+    let data = std::sync::Arc::new(random_bytes(1, total));
+    let t0 = std::time::Instant::now();
+    {
+        let mut f = std::fs::File::create(env.root().join("raw")).unwrap();
+        std::io::Write::write_all(&mut f, &data).unwrap();
+        f.sync_data().unwrap();
+    }
+    let raw = t0.elapsed();
+    assert_reason(&env.init("d", "f", serde_json::json!({"name": "t"})).await, FtReason::Success);
+    let t0 = std::time::Instant::now();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for (off, a, b) in segments(total, seg) {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (env, data) = (env.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = env.seg("d", "f", off, &data[a..b]).await;
+            drop(permit);
+            r.reason
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), FtReason::Success);
+    }
+    let up = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    assert_reason(&env.fin("d", "f", total as u64, Some(sha(&data))).await, FtReason::Success);
+    let fin = t1.elapsed();
+    let mbps = |d: std::time::Duration| total as f64 / d.as_secs_f64() / 1e6;
+    eprintln!(
+        "raw write+fdatasync {:.0} MB/s; segments {:.0} MB/s; fin {:?}",
+        mbps(raw),
+        mbps(up),
+        fin
+    );
+}

@@ -1,0 +1,217 @@
+//! Byte streams to packets and back: one reader task and one writer task per stream.
+//!
+//! A QUIC connection has many streams (control + data, DESIGN §3), a TCP or TLS connection has one;
+//! both look the same to the session task: readers turn bytes into [`Event`]s on one bounded channel
+//! (so a busy session pushes back on its peer through flow control), and each stream's [`Writer`]
+//! takes already-encoded packets without ever blocking the session task.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quicft_proto::{DecodeError, Packet, Protocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::broker::StreamId;
+use crate::session::FtDone;
+
+/// A stream's receive half. QUIC streams can be stopped with an error code; TCP ones just close.
+pub(crate) trait PacketRead: AsyncRead + Unpin + Send + 'static {
+    fn stop(&mut self, _code: u32) {}
+}
+
+/// A stream's send half. QUIC streams can be reset with an error code; TCP ones just close.
+pub(crate) trait PacketWrite: AsyncWrite + Unpin + Send + 'static {
+    fn reset(&mut self, _code: u32) {}
+}
+
+impl PacketRead for quinn::RecvStream {
+    fn stop(&mut self, code: u32) {
+        let _ = quinn::RecvStream::stop(self, quinn::VarInt::from_u32(code));
+    }
+}
+
+impl PacketWrite for quinn::SendStream {
+    fn reset(&mut self, code: u32) {
+        let _ = quinn::SendStream::reset(self, quinn::VarInt::from_u32(code));
+    }
+}
+
+impl<T: AsyncRead + Send + 'static> PacketRead for tokio::io::ReadHalf<T> {}
+impl<T: AsyncWrite + Send + 'static> PacketWrite for tokio::io::WriteHalf<T> {}
+impl PacketRead for tokio::net::tcp::OwnedReadHalf {}
+impl PacketWrite for tokio::net::tcp::OwnedWriteHalf {}
+
+/// What the stream tasks (and the file-transfer tasks) tell a session.
+pub(crate) enum Event {
+    Packet { stream: StreamId, packet: Packet },
+    /// Bytes that are not a valid packet. The reader has already stopped its stream.
+    Malformed { stream: StreamId, error: DecodeError },
+    /// The peer finished or reset the stream, or the connection broke.
+    Closed { stream: StreamId },
+    /// The peer opened a data stream (QUIC).
+    Opened { stream: StreamId, writer: Writer },
+    /// A file-transfer command finished in the background.
+    FtDone(Box<FtDone>),
+}
+
+enum WriteCmd {
+    Data(Bytes),
+    Reset(u32),
+}
+
+/// Send side of one stream, held by the session task.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::UnboundedSender<WriteCmd>,
+    /// Bytes handed over but not yet written: lets the session drop QoS 0 traffic for a stalled
+    /// stream instead of buffering without bound. (QoS 1/2 is bounded by the in-flight window.)
+    backlog: Arc<AtomicUsize>,
+}
+
+impl Writer {
+    /// Queues an encoded packet. False when the stream is gone.
+    pub fn send(&self, bytes: Bytes) -> bool {
+        let n = bytes.len();
+        self.backlog.fetch_add(n, Ordering::Relaxed);
+        let ok = self.tx.send(WriteCmd::Data(bytes)).is_ok();
+        if !ok {
+            self.backlog.fetch_sub(n, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Abandons the stream with an error code (QUIC RESET_STREAM; TCP: close).
+    pub fn reset(&self, code: u32) {
+        let _ = self.tx.send(WriteCmd::Reset(code));
+    }
+}
+
+/// Most bytes gathered from queued small packets into one write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Starts the writer task of a stream. The task ends (finishing the stream) when every [`Writer`]
+/// clone is dropped, or after a reset.
+pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<WriteCmd>();
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let writer = Writer { tx, backlog: backlog.clone() };
+    let task = tokio::spawn(async move {
+        let mut batch = BytesMut::new();
+        while let Some(cmd) = rx.recv().await {
+            let first = match cmd {
+                WriteCmd::Data(b) => b,
+                WriteCmd::Reset(code) => {
+                    w.reset(code);
+                    return;
+                }
+            };
+            // Gather whatever else is already queued so small packets share one write (and, on
+            // TLS, one record).
+            let mut reset = None;
+            let chunk = if first.len() >= WRITE_BATCH {
+                first
+            } else {
+                batch.extend_from_slice(&first);
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(WriteCmd::Data(b)) => batch.extend_from_slice(&b),
+                        Ok(WriteCmd::Reset(code)) => {
+                            reset = Some(code);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                batch.split().freeze()
+            };
+            let n = chunk.len();
+            let ok = w.write_all(&chunk).await.is_ok() && w.flush().await.is_ok();
+            backlog.fetch_sub(n, Ordering::Relaxed);
+            if let Some(code) = reset {
+                w.reset(code);
+                return;
+            }
+            if !ok {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    (writer, task)
+}
+
+/// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
+/// `buf`) and forwards them to the session until the stream ends or a packet is malformed.
+pub(crate) fn spawn_reader<R: PacketRead>(
+    mut r: R,
+    mut buf: BytesMut,
+    stream: StreamId,
+    protocol: Protocol,
+    max_packet_size: usize,
+    events: mpsc::Sender<Event>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match Packet::decode(&mut buf, protocol, max_packet_size) {
+                Ok(Some(packet)) => {
+                    if events.send(Event::Packet { stream, packet }).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    r.stop(u32::from(error.reason_code().0));
+                    let _ = events.send(Event::Malformed { stream, error }).await;
+                    return;
+                }
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
+            }
+            match r.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    let _ = events.send(Event::Closed { stream }).await;
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Reads the first packet of a connection (CONNECT) within the caller's timeout. Returns it with
+/// any bytes read past it.
+pub(crate) async fn read_first<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_packet_size: usize,
+) -> Result<(Packet, BytesMut), FirstPacketError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        // The protocol argument only matters after CONNECT; CONNECT itself says which it is.
+        if let Some(p) = Packet::decode(&mut buf, Protocol::V5, max_packet_size)? {
+            return Ok((p, buf));
+        }
+        if r.read_buf(&mut buf).await? == 0 {
+            return Err(FirstPacketError::Closed);
+        }
+    }
+}
+
+/// Why no CONNECT could be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FirstPacketError {
+    #[error("connection closed before CONNECT")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+}

@@ -1,0 +1,165 @@
+//! Listeners: QUIC (quinn), TCP and TLS (tokio-rustls). Each accepted connection becomes a
+//! `session::serve` task; all three feed the same broker and sessions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::config::{Config, Congestion};
+use crate::session::{self, Link, Transport};
+use crate::tls::{self, Identity};
+use crate::Ctx;
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A UDP socket with large buffers: quinn loses packets at high rates with the kernel's default
+/// 208 KiB (seen on loopback). Linux caps the request at net.core.rmem_max/wmem_max.
+fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, ListenError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| ListenError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    let (rcv, snd) = (socket.recv_buffer_size().unwrap_or(0), socket.send_buffer_size().unwrap_or(0));
+    // Linux reports twice the usable size.
+    if rcv < buffer || snd < buffer {
+        tracing::warn!(
+            requested = buffer,
+            recv = rcv,
+            send = snd,
+            "UDP socket buffers are smaller than requested; raise net.core.rmem_max and net.core.wmem_max"
+        );
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    Ok(socket.into())
+}
+
+/// Builds the QUIC endpoint (ALPN `mqtt`, windows and congestion control from the config).
+pub(crate) fn quic_endpoint(cfg: &Config, id: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, ListenError> {
+    let q = &cfg.quic;
+    let crypto = tls::server_config(id, true)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| ListenError::Quic(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .stream_receive_window(quinn::VarInt::from_u32(q.stream_receive_window))
+        .receive_window(quinn::VarInt::from_u32(q.receive_window))
+        .send_window(q.send_window)
+        .max_idle_timeout(Some(q.idle_timeout.try_into().map_err(|_| ListenError::Quic("idle_timeout too large".into()))?));
+    match q.congestion {
+        Congestion::Cubic => transport.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
+        Congestion::Bbr => transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
+    };
+    server.transport_config(Arc::new(transport));
+    let socket = udp_socket(addr, q.socket_buffer)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| ListenError::Quic("no async runtime".into()))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+        .map_err(|source| ListenError::Bind { addr, source })
+}
+
+/// Takes a connection slot, or `None` when `max_connections` are open.
+fn permit(ctx: &Ctx) -> Option<OwnedSemaphorePermit> {
+    let p = ctx.connections.clone().try_acquire_owned().ok();
+    if p.is_none() {
+        tracing::warn!("connection limit reached, refusing a connection");
+    }
+    p
+}
+
+/// Accepts QUIC connections until shutdown.
+pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => return },
+            _ = shutdown.changed() => return,
+        };
+        let Some(permit) = permit(&ctx) else {
+            incoming.refuse();
+            continue;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            let handshake = async {
+                let conn = incoming.accept()?.await?;
+                // The first client-opened bidirectional stream is the control stream (DESIGN §3).
+                let (send, recv) = conn.accept_bi().await?;
+                Ok::<_, quinn::ConnectionError>((conn, send, recv))
+            };
+            match tokio::time::timeout(ctx.config.limits.handshake_timeout, handshake).await {
+                Ok(Ok((conn, send, recv))) => {
+                    if recv.id().index() != 0 {
+                        conn.close(quinn::VarInt::from_u32(0x82), b"control stream must be the first stream");
+                        return;
+                    }
+                    let link = Link { transport: Transport::Quic, peer, quic: Some(conn) };
+                    session::serve(ctx, link, recv, send).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
+                Err(_) => tracing::debug!(%peer, "QUIC handshake timeout"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Accepts TCP connections (TLS when an acceptor is given) until shutdown.
+pub(crate) async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ctx: Arc<Ctx>) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Some(permit) = permit(&ctx) else { continue };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    let link = Link { transport: Transport::Tcp, peer, quic: None };
+                    session::serve(ctx, link, r, w).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(ctx.config.limits.handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let (r, w) = tokio::io::split(tls);
+                            let link = Link { transport: Transport::Tls, peer, quic: None };
+                            session::serve(ctx, link, r, w).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timeout"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! Clients that are not ours: mosquitto_pub/mosquitto_sub, paho-mqtt (Python) and an independent QUIC
+//! stack (aioquic). `.ci/run` installs them; a missing peer fails the test with a hint, never skips it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use quicft_proto::{QoS, ReasonCode};
+use quicft_tests::{TestServer, Transport};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+fn need(bin: &str) -> Result<()> {
+    if std::process::Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?.status.success() {
+        Ok(())
+    } else {
+        bail!("{bin} is not installed; run `bash .ci/run` (it installs the interop peers)")
+    }
+}
+
+async fn run_json(cmd: &mut Command) -> Result<serde_json::Value> {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output())
+        .await
+        .context("peer timed out")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("peer failed: {}\nstdout: {stdout}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("peer output: {stdout}"))
+}
+
+#[tokio::test]
+async fn mosquitto_sub_receives_and_mosquitto_pub_sends() -> Result<()> {
+    need("mosquitto_sub")?;
+    let srv = TestServer::start().await?;
+    let tcp = srv.addr(Transport::Tcp);
+    let tls = srv.addr(Transport::Tls);
+    for (label, port, tls_args) in [("tcp", tcp.port(), vec![]), ("tls", tls.port(), vec!["--cafile".to_string(), srv.ca().display().to_string()])] {
+        // mosquitto_sub (MQTT 5) subscribed through quicft, we publish.
+        let mut sub = Command::new("mosquitto_sub")
+            .args(["-h", "localhost", "-p", &port.to_string(), "-V", "mqttv5", "-q", "1", "-C", "2", "-t", "interop/#", "-i", &format!("mosq-sub-{label}")])
+            .args(&tls_args)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(sub.stdout.take().context("stdout")?).lines();
+        let mut publ = srv.connect(Transport::Quic, &format!("rust-pub-{label}")).await?;
+        // mosquitto_sub subscribes asynchronously: publish until the first message shows up.
+        let first = loop {
+            publ.data().await?.publish_qos1("interop/a", b"from quicft", 1).await?;
+            if let Ok(line) = tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await {
+                break line?;
+            }
+        };
+        assert_eq!(first.as_deref(), Some("from quicft"));
+        publ.data().await?.publish_qos1("interop/b", b"second", 2).await?;
+        // A retry may have queued duplicates of the first message; skip them.
+        let mut second = lines.next_line().await?;
+        while second.as_deref() == Some("from quicft") {
+            second = lines.next_line().await?;
+        }
+        assert_eq!(second.as_deref(), Some("second"), "{label}");
+
+        // mosquitto_pub publishing into quicft, we subscribe over QUIC.
+        let mut rust_sub = srv.connect(Transport::Quic, &format!("rust-sub-{label}")).await?;
+        rust_sub.data().await?.subscribe("from-mosquitto/+", QoS::AtLeastOnce, 1).await?;
+        let status = Command::new("mosquitto_pub")
+            .args(["-h", "localhost", "-p", &port.to_string(), "-V", "mqttv5", "-q", "1", "-t", "from-mosquitto/x", "-m", "hi quicft"])
+            .args(&tls_args)
+            .status()
+            .await?;
+        assert!(status.success());
+        let got = rust_sub.data().await?.next_publish().await?;
+        assert_eq!((got.topic.as_str(), &got.payload[..]), ("from-mosquitto/x", &b"hi quicft"[..]));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn paho_mqtt5_over_tcp() -> Result<()> {
+    need("python3")?;
+    let srv = TestServer::start().await?;
+    let port = srv.addr(Transport::Tcp).port();
+    let v = run_json(Command::new("python3").arg(python_dir().join("paho_pubsub.py")).arg("127.0.0.1").arg(port.to_string())).await?;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["connack"], 0);
+    assert_eq!(v["acks"], serde_json::json!([0, 0, 0]), "PUBACK/PUBCOMP reason codes: {v}");
+    let msgs = v["messages"].as_array().context("messages")?;
+    assert_eq!(msgs.len(), 3);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m["topic"], format!("paho/q{i}"));
+        assert_eq!(m["payload"], format!("hello {i}"));
+        assert_eq!(m["qos"], i);
+        assert_eq!(m["user"]["origin"], "paho", "user properties forwarded: {m}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn aioquic_control_and_data_streams() -> Result<()> {
+    need("python3")?;
+    let srv = TestServer::start().await?;
+    let mut sub = srv.connect(Transport::Tcp, "watch").await?;
+    sub.data().await?.subscribe("quic/interop", QoS::AtLeastOnce, 1).await?;
+    let port = srv.addr(Transport::Quic).port();
+    let v = run_json(
+        Command::new("python3")
+            .arg(python_dir().join("aioquic_mqtt.py"))
+            .args(["127.0.0.1", &port.to_string()])
+            .arg(srv.ca())
+            .args(["quic/interop", "hello from aioquic"]),
+    )
+    .await?;
+    assert_eq!(v["connack_type"], 2, "{v}");
+    assert_eq!(v["connack_code"], 0);
+    assert_eq!(v["ack_type"], 4, "PUBACK on the data stream: {v}");
+    assert_eq!(v["ack_pkid"], 7);
+    assert_eq!(v["ack_code"], u64::from(ReasonCode::SUCCESS.0));
+    let got = sub.data().await?.next_publish().await?;
+    assert_eq!(&got.payload[..], b"hello from aioquic");
+    Ok(())
+}
