@@ -269,6 +269,10 @@ impl Properties {
     /// Bytes of properties (without the length prefix) this set encodes to, checking that every set
     /// field is allowed in the packet kind and holds a value the decoder accepts.
     pub(crate) fn encoded_len(&self, allowed: Allowed) -> Result<usize, EncodeError> {
+        if self.is_unset() {
+            // the common case on the PUBLISH hot path: a plain scan, no per-field checks
+            return Ok(0);
+        }
         let a = allowed;
         let mut n = 0;
         n += opt(
@@ -370,6 +374,67 @@ impl Properties {
         Ok(n)
     }
 
+    /// Like [`Properties::is_empty`] without building a default to compare with. The exhaustive
+    /// pattern makes a new field a compile error here rather than a property silently never written.
+    fn is_unset(&self) -> bool {
+        let Properties {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && content_type.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && subscription_identifiers.is_empty()
+            && session_expiry_interval.is_none()
+            && assigned_client_identifier.is_none()
+            && server_keep_alive.is_none()
+            && authentication_method.is_none()
+            && authentication_data.is_none()
+            && request_problem_information.is_none()
+            && will_delay_interval.is_none()
+            && request_response_information.is_none()
+            && response_information.is_none()
+            && server_reference.is_none()
+            && reason_string.is_none()
+            && receive_maximum.is_none()
+            && topic_alias_maximum.is_none()
+            && topic_alias.is_none()
+            && maximum_qos.is_none()
+            && retain_available.is_none()
+            && user_properties.is_empty()
+            && maximum_packet_size.is_none()
+            && wildcard_subscription_available.is_none()
+            && subscription_identifier_available.is_none()
+            && shared_subscription_available.is_none()
+    }
+
     fn subscription_ids_len(&self, allowed: Allowed) -> Result<usize, EncodeError> {
         let ids = &self.subscription_identifiers;
         if ids.is_empty() {
@@ -393,6 +458,11 @@ impl Properties {
     pub(crate) fn write(&self, len: usize, out: &mut BytesMut) -> Result<(), EncodeError> {
         let start = out.len();
         wire::put_varint(out, len);
+        if len == 0 {
+            // encoded_len says 0 only for an unset set
+            debug_assert!(self.is_unset());
+            return Ok(());
+        }
         let body = out.len();
         put_u8(out, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         put_u32(out, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);

@@ -195,6 +195,14 @@ pub(crate) async fn read_first<R: AsyncRead + Unpin>(
 ) -> Result<(Packet, BytesMut), FirstPacketError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
+        // Anything but a CONNECT header is refused at its first byte rather than after waiting
+        // for a body the peer announced (MQTT 5 §3.1: the first packet MUST be CONNECT).
+        if buf.first().is_some_and(|b| *b != 0x10) {
+            return Err(FirstPacketError::NotConnect);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
         // The protocol argument only matters after CONNECT; CONNECT itself says which it is.
         if let Some(p) = Packet::decode(&mut buf, Protocol::V5, max_packet_size)? {
             return Ok((p, buf));
@@ -210,6 +218,8 @@ pub(crate) async fn read_first<R: AsyncRead + Unpin>(
 pub(crate) enum FirstPacketError {
     #[error("connection closed before CONNECT")]
     Closed,
+    #[error("first packet is not CONNECT")]
+    NotConnect,
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -187,11 +187,9 @@ pub fn publish(
     fin: &FinRecord,
     write_fin: bool,
 ) -> io::Result<(Manifest, PathBuf)> {
-    let t0 = std::time::Instant::now();
     if write_fin {
         write_atomic(tdir, FIN_FILE, &to_json(fin)?)?;
     }
-    eprintln!("DEBUG fin.json {:?}", t0.elapsed());
     let edir = ensure_dirs(
         export_root,
         &[&escape(&rec.client_id), &escape(&rec.file_id)],
@@ -230,7 +228,6 @@ pub fn publish(
         expire_at: rec.meta.expire_at,
         file: file.clone(),
     };
-    eprintln!("DEBUG renamed {:?}", t0.elapsed());
     let manifest_name = format!("{file}{MANIFEST_SUFFIX}");
     write_atomic(&edir, &manifest_name, &to_json(&manifest)?)?;
     for entry in fs::read_dir(&edir)? {
@@ -246,9 +243,7 @@ pub fn publish(
         }
     }
     fsync_dir(&edir)?;
-    eprintln!("DEBUG manifest {:?}", t0.elapsed());
     remove_dir(tdir)?;
-    eprintln!("DEBUG removed {:?}", t0.elapsed());
     Ok((manifest, edir))
 }
 

@@ -976,8 +976,9 @@ async fn throughput_print() {
         assert_eq!(t.await.unwrap(), FtReason::Success);
     }
     let up = t0.elapsed();
+    let sum = sha(&data);
     let t1 = std::time::Instant::now();
-    assert_reason(&env.fin("d", "f", total as u64, Some(sha(&data))).await, FtReason::Success);
+    assert_reason(&env.fin("d", "f", total as u64, Some(sum)).await, FtReason::Success);
     let fin = t1.elapsed();
     let mbps = |d: std::time::Duration| total as f64 / d.as_secs_f64() / 1e6;
     eprintln!(
