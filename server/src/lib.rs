@@ -179,7 +179,9 @@ impl Server {
         let max = self.ctx.config.limits.max_connections;
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.ctx.connections.acquire_many(all)).await;
-        while self.tasks.join_next().await.is_some() {}
+        // Listeners have stopped on the signal; background loops (event forwarding, GC, session
+        // expiry) are simply cancelled.
+        self.tasks.shutdown().await;
         if let Some(ep) = self.endpoint.take() {
             ep.close(quinn::VarInt::from_u32(0), b"server shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;

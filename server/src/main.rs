@@ -50,7 +50,18 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{s:?}: {e} (expected IP:PORT or off)"))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // A plain message, not a backtrace: this is what an operator reads.
+            eprintln!("quicft-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,quinn=warn".into()),

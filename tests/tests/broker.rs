@@ -382,3 +382,24 @@ async fn slow_subscriber_queue_is_bounded() -> Result<()> {
     assert!(dropped >= 100 - 10 - 1, "queue bounded: {dropped} dropped");
     Ok(())
 }
+
+#[tokio::test]
+async fn graceful_shutdown_tells_every_client() -> Result<()> {
+    let srv = TestServer::start().await?;
+    let mut conns = Vec::new();
+    for t in ALL_TRANSPORTS {
+        conns.push(srv.connect(t, &format!("bye-{t:?}")).await?);
+    }
+    let TestServer { server, dir: _dir } = srv;
+    let stopping = tokio::spawn(server.shutdown());
+    for c in &mut conns {
+        let (seen, _) = c.ctl.recv_end().await?;
+        assert!(
+            seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SERVER_SHUTTING_DOWN)),
+            "{:?}: {seen:?}",
+            c.transport
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping).await??;
+    Ok(())
+}

@@ -324,13 +324,23 @@ fn scan_transfer(dir: &Path, export_root: &Path, now: u64) -> io::Result<Option<
         }));
     }
     let jpath = dir.join(JOURNAL_FILE);
-    let Some(replayed) = journal::replay(&jpath)? else {
+    let replayed = match journal::replay(&jpath) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(replayed) = replayed else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "range journal is corrupt",
         ));
     };
-    let data_len = fs::metadata(dir.join(DATA_FILE))?.len();
+    let data_len = match fs::metadata(dir.join(DATA_FILE)) {
+        Ok(m) => m.len(),
+        // Without its data the transfer has no usable state: the device restarts it (0x10).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut held = replayed.ranges;
     if held.end() > data_len {
         // Cannot happen when fdatasync keeps its promise (it syncs the size); never claim bytes the

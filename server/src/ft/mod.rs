@@ -780,7 +780,7 @@ impl FtService {
         };
         let (files, guard) = match written {
             Ok(Ok(x)) => x,
-            Ok(Err(e)) => return self.segment_error(&t, e, end),
+            Ok(Err(e)) => return self.segment_error(&t, e, end).await,
             Err(e) => {
                 tracing::error!(error = %e, "segment write task failed");
                 return FtOutcome::with(FtReason::Retransmit, "internal error");
@@ -800,7 +800,7 @@ impl FtService {
         }
         match done_rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return self.segment_error(&t, SegmentError::Io(e), end),
+            Ok(Err(e)) => return self.segment_error(&t, SegmentError::Io(e), end).await,
             Err(_) => return FtOutcome::with(FtReason::Quota, "storage committer stopped"),
         }
         let new_bytes: u64 = ranges.iter().map(|&(s, e)| e - s).sum();
@@ -827,11 +827,22 @@ impl FtService {
         FtOutcome::ok()
     }
 
-    fn segment_error(&self, t: &Arc<Transfer>, e: SegmentError, end: u64) -> FtOutcome {
+    async fn segment_error(&self, t: &Arc<Transfer>, e: SegmentError, end: u64) -> FtOutcome {
         if lock(&t.st).phase == Phase::Gone {
             return after_gone(self.lookup(&t.client_id, &t.file_id), end);
         }
         match e {
+            SegmentError::Io(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The transfer's files vanished under us (deleted by hand?): no usable state.
+                tracing::error!(error = %e, "transfer files are gone");
+                if let Ok(_op) = t.op.clone().try_lock_owned() {
+                    self.discard(t).await;
+                }
+                FtOutcome::with(
+                    FtReason::Restart,
+                    "stored data for this transfer is lost: init it and restart from offset 0",
+                )
+            }
             SegmentError::Checksum => {
                 FtOutcome::with(FtReason::Retransmit, "segment checksum mismatch")
             }
