@@ -138,6 +138,9 @@ pub struct RawStream {
     pub protocol: Protocol,
     /// The QUIC stream, to check resets.
     pub quic_id: Option<quinn::StreamId>,
+    /// Deliveries that arrived while waiting for an ack (already acknowledged); `next_publish`
+    /// returns them first.
+    pending: std::collections::VecDeque<Publish>,
 }
 
 /// What a stream read ended with when no packet came.
@@ -230,8 +233,8 @@ impl RawStream {
         loop {
             match self.recv().await? {
                 Packet::PubAck(a) if a.pkid == pkid => return Ok(a),
-                // Deliveries on the same stream may interleave; the caller did not ask for them.
-                Packet::Publish(_) => continue,
+                // Deliveries on the same stream may interleave: keep them for `next_publish`.
+                Packet::Publish(p) => self.keep(p).await?,
                 other => bail!("expected PUBACK {pkid}, got {other:?}"),
             }
         }
@@ -246,13 +249,37 @@ impl RawStream {
         }
     }
 
+    /// Acknowledges a QoS 1 delivery and keeps it for `next_publish`.
+    pub async fn keep_pub(&mut self, p: Publish) -> Result<()> {
+        self.keep(p).await
+    }
+
+    async fn keep(&mut self, p: Publish) -> Result<()> {
+        if p.qos == QoS::AtLeastOnce {
+            self.send(&Packet::PubAck(PubResp::new(p.pkid, quicft_proto::ReasonCode::SUCCESS))).await?;
+        }
+        self.pending.push_back(p);
+        Ok(())
+    }
+
     /// The next PUBLISH (acknowledging QoS 1 deliveries), skipping other packets.
     pub async fn next_publish(&mut self) -> Result<Publish> {
+        if let Some(p) = self.pending.pop_front() {
+            return Ok(p);
+        }
         loop {
             if let Packet::Publish(p) = self.recv().await? {
-                if p.qos == QoS::AtLeastOnce {
-                    self.send(&Packet::PubAck(PubResp::new(p.pkid, quicft_proto::ReasonCode::SUCCESS))).await?;
-                }
+                self.keep(p).await?;
+                return self.pending.pop_front().ok_or_else(|| anyhow!("kept"));
+            }
+        }
+    }
+
+    /// The next PUBLISH on `topic`, dropping (acknowledged) deliveries on other topics.
+    pub async fn next_publish_on(&mut self, topic: &str) -> Result<Publish> {
+        loop {
+            let p = self.next_publish().await?;
+            if p.topic == topic {
                 return Ok(p);
             }
         }
@@ -319,6 +346,7 @@ impl Conn {
                     writer: Box::new(send),
                     buf: BytesMut::new(),
                     protocol,
+                    pending: Default::default(),
                 };
                 Ok(Conn { transport: t, ctl, quic: Some(conn), endpoint: Some(endpoint), data: None })
             }
@@ -326,7 +354,7 @@ impl Conn {
     }
 
     fn single(t: Transport, r: Reader, w: Writer, protocol: Protocol) -> Conn {
-        let ctl = RawStream { reader: r, writer: w, buf: BytesMut::new(), protocol, quic_id: None };
+        let ctl = RawStream { reader: r, writer: w, buf: BytesMut::new(), protocol, quic_id: None, pending: Default::default() };
         Conn { transport: t, ctl, quic: None, endpoint: None, data: None }
     }
 
@@ -334,7 +362,7 @@ impl Conn {
     pub async fn open_stream(&self) -> Result<RawStream> {
         let conn = self.quic.as_ref().ok_or_else(|| anyhow!("only QUIC has data streams"))?;
         let (send, recv) = conn.open_bi().await?;
-        Ok(RawStream { quic_id: Some(send.id()), reader: Box::new(recv), writer: Box::new(send), buf: BytesMut::new(), protocol: self.ctl.protocol })
+        Ok(RawStream { quic_id: Some(send.id()), reader: Box::new(recv), writer: Box::new(send), buf: BytesMut::new(), protocol: self.ctl.protocol, pending: Default::default() })
     }
 
     /// Where PUBLISH/SUBSCRIBE go: a data stream on QUIC (opened on first use), the only stream otherwise.
@@ -395,4 +423,112 @@ pub fn quic_client(ca: &std::path::Path) -> Result<quinn::Endpoint> {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     Ok(ep)
+}
+
+/// File-transfer helpers over a raw stream (DESIGN §2 topics).
+pub mod ft {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    use anyhow::{bail, Result};
+    use quicft_proto::{Packet, QoS, ReasonCode};
+    use sha2::{Digest, Sha256};
+
+    use super::{publish, RawStream};
+
+    static PKID: AtomicU16 = AtomicU16::new(1);
+
+    /// A packet id for the next command (unique among what a test has in flight).
+    pub fn pkid() -> u16 {
+        loop {
+            let id = PKID.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    pub fn sha256_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    /// Deterministic pseudo-random content.
+    pub fn content(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// One QoS 1 command; returns the PUBACK reason code.
+    pub async fn cmd(s: &mut RawStream, topic: &str, payload: &[u8]) -> Result<ReasonCode> {
+        Ok(s.publish_qos1(topic, payload, pkid()).await?.code)
+    }
+
+    pub async fn init(s: &mut RawStream, file_id: &str, name: &str, size: Option<u64>) -> Result<ReasonCode> {
+        let mut meta = serde_json::json!({ "name": name });
+        if let Some(size) = size {
+            meta["size"] = size.into();
+        }
+        cmd(s, &format!("$file/{file_id}/init"), meta.to_string().as_bytes()).await
+    }
+
+    /// Sends all segments pipelined, then collects every PUBACK; returns the codes by offset.
+    pub async fn segments(s: &mut RawStream, file_id: &str, segs: &[(u64, &[u8])]) -> Result<Vec<(u64, ReasonCode)>> {
+        let mut by_pkid = HashMap::new();
+        for (offset, data) in segs {
+            let id = pkid();
+            s.send(&publish(&format!("$file/{file_id}/{offset}"), data, QoS::AtLeastOnce, id)).await?;
+            by_pkid.insert(id, *offset);
+        }
+        let mut codes = Vec::new();
+        while !by_pkid.is_empty() {
+            match s.recv().await? {
+                Packet::PubAck(a) => match by_pkid.remove(&a.pkid) {
+                    Some(off) => codes.push((off, a.code)),
+                    None => bail!("unexpected PUBACK {}", a.pkid),
+                },
+                Packet::Publish(p) => s.keep_pub(p).await?,
+                other => bail!("expected PUBACK, got {other:?}"),
+            }
+        }
+        codes.sort_by_key(|(o, _)| *o);
+        Ok(codes)
+    }
+
+    /// Splits `data` into `seg`-byte segments at their offsets.
+    pub fn split(data: &[u8], seg: usize) -> Vec<(u64, &[u8])> {
+        data.chunks(seg.max(1)).enumerate().map(|(i, c)| ((i * seg) as u64, c)).collect()
+    }
+
+    pub async fn fin(s: &mut RawStream, file_id: &str, data: &[u8]) -> Result<ReasonCode> {
+        cmd(s, &format!("$file/{file_id}/fin/{}/{}", data.len(), sha256_hex(data)), b"").await
+    }
+
+    /// Uploads a whole file in order on one stream and finishes it; every code must be 0x00.
+    pub async fn upload(s: &mut RawStream, file_id: &str, name: &str, data: &[u8], seg: usize) -> Result<()> {
+        let code = init(s, file_id, name, Some(data.len() as u64)).await?;
+        if code != ReasonCode::SUCCESS {
+            bail!("init: {code}");
+        }
+        // A bounded pipeline: the server's Receive Maximum is 256.
+        for chunk in split(data, seg).chunks(64) {
+            for (off, code) in segments(s, file_id, chunk).await? {
+                if code != ReasonCode::SUCCESS {
+                    bail!("segment {off}: {code}");
+                }
+            }
+        }
+        let code = fin(s, file_id, data).await?;
+        if code != ReasonCode::SUCCESS {
+            bail!("fin: {code}");
+        }
+        Ok(())
+    }
+
 }

@@ -972,23 +972,21 @@ impl FtService {
             sha256: sha256.clone(),
             finished_at: now_unix(),
         };
-        // The data file's descriptors stay valid across the rename; drop them so nothing can write
-        // into the published file.
-        t.close_files(true);
+        // No writer is left (fin waited for those in flight, new ones wait for the op lock); drop the
+        // cached descriptors anyway so none outlives the rename.
+        t.close_files(false);
         let (root, tdir) = (cfg.export_root.clone(), t.dir.clone());
         let published = blocking(move || disk::publish(&root, &tdir, &rec, &fin, true)).await;
         let (manifest, dir) = match published {
             Ok(x) => x,
             Err(e) => {
-                // fin.json may be on disk: a restart finishes the publish. Until then, the device
-                // may retry the fin.
+                // Every step of publish can be redone: the transfer stays live (receiving again) and
+                // the device's next fin, or a restart if fin.json made it to disk, finishes the job.
                 tracing::error!(error = %e, "cannot publish transfer");
-                let mut reg = lock(&self.inner.reg);
-                lock(&t.st).phase = Phase::Gone;
-                reg.remove_live(t);
                 return storage_outcome(&e, "fin", FtReason::Quota);
             }
         };
+        t.close_files(true);
         let export_path = dir.join(&manifest.file);
         {
             let mut reg = lock(&self.inner.reg);

@@ -141,6 +141,10 @@ fn segments(len: usize, seg: usize) -> Vec<(u64, usize, usize)> {
         .collect()
 }
 
+fn assert_reason_of(got: FtReason, want: FtReason) {
+    assert_eq!(got, want);
+}
+
 fn assert_reason(out: &FtOutcome, reason: FtReason) {
     assert_eq!(out.reason, reason, "outcome: {out:?}");
 }
@@ -913,6 +917,11 @@ async fn fin_racing_segments_and_abort_is_consistent() {
                 env.seg("d", "f", off, &data[a..b]).await.reason
             }));
         }
+        // Let a varying number of segments land first, so the race hits different moments.
+        let rest = tasks.split_off((round as usize / 2) % 10);
+        for t in tasks {
+            assert_reason_of(t.await.unwrap(), FtReason::Success);
+        }
         let racer = {
             let env = env.clone();
             let len = data.len() as u64;
@@ -924,7 +933,7 @@ async fn fin_racing_segments_and_abort_is_consistent() {
                 }
             })
         };
-        for t in tasks {
+        for t in rest {
             let r = t.await.unwrap();
             assert!(matches!(r, FtReason::Success | FtReason::Restart), "{r:?}");
         }
@@ -959,7 +968,10 @@ async fn throughput_print() {
         f.sync_data().unwrap();
     }
     let raw = t0.elapsed();
-    assert_reason(&env.init("d", "f", serde_json::json!({"name": "t"})).await, FtReason::Success);
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "t"})).await,
+        FtReason::Success,
+    );
     let t0 = std::time::Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
     let mut tasks = Vec::new();
@@ -978,7 +990,10 @@ async fn throughput_print() {
     let up = t0.elapsed();
     let sum = sha(&data);
     let t1 = std::time::Instant::now();
-    assert_reason(&env.fin("d", "f", total as u64, Some(sum)).await, FtReason::Success);
+    assert_reason(
+        &env.fin("d", "f", total as u64, Some(sum)).await,
+        FtReason::Success,
+    );
     let fin = t1.elapsed();
     let mbps = |d: std::time::Duration| total as f64 / d.as_secs_f64() / 1e6;
     eprintln!(
@@ -987,4 +1002,38 @@ async fn throughput_print() {
         mbps(up),
         fin
     );
+}
+
+#[tokio::test]
+async fn lost_files_answer_restart() {
+    let env = Env::new();
+    for f in ["a", "b", "c"] {
+        assert_reason(
+            &env.init("d", f, serde_json::json!({"name": "n"})).await,
+            FtReason::Success,
+        );
+        assert_reason(&env.seg("d", f, 0, b"abc").await, FtReason::Success);
+    }
+    let store = env.root().join("transfers/d");
+    // Metadata lost, then data lost, while the server is down.
+    std::fs::remove_file(store.join("a/transfer.json")).unwrap();
+    std::fs::remove_file(store.join("b/data.part")).unwrap();
+    let env = env.reopen();
+    for f in ["a", "b"] {
+        assert_reason(&env.seg("d", f, 3, b"d").await, FtReason::Restart);
+        assert_reason(&env.status("d", f).await, FtReason::Restart);
+        assert!(!store.join(f).exists());
+    }
+    // Data lost while running (descriptors are not cached after a restart).
+    std::fs::remove_file(store.join("c/data.part")).unwrap();
+    assert_reason(&env.seg("d", "c", 3, b"d").await, FtReason::Restart);
+    assert_reason(&env.status("d", "c").await, FtReason::Restart);
+    // Each can start over.
+    assert_reason(
+        &env.init("d", "c", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg("d", "c", 0, b"xyz").await, FtReason::Success);
+    assert_reason(&env.fin("d", "c", 3, None).await, FtReason::Success);
+    assert_exported(&env, "d", "c", "n", b"xyz");
 }
