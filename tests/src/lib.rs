@@ -2,6 +2,7 @@
 //! raw packet-level client over QUIC, TCP or TLS (raw, so tests can also send what a well-behaved
 //! client never would).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,11 +54,82 @@ impl TestServer {
 
     /// Connects with a CONNECT built by [`connect_packet`] and expects success.
     pub async fn connect(&self, t: Transport, client_id: &str) -> Result<Conn> {
-        let (conn, ack) = Conn::open(self, t, connect_packet(client_id, Protocol::V5)).await?;
-        if ack.code.is_error() {
-            bail!("CONNACK refused: {}", ack.code);
+        connect(self, t, client_id).await
+    }
+}
+
+/// Where a server listens and which CA it uses: an in-process [`TestServer`] or a server process.
+pub trait Target {
+    fn addr(&self, t: Transport) -> SocketAddr;
+    fn ca(&self) -> PathBuf;
+}
+
+impl Target for TestServer {
+    fn addr(&self, t: Transport) -> SocketAddr {
+        TestServer::addr(self, t)
+    }
+    fn ca(&self) -> PathBuf {
+        TestServer::ca(self)
+    }
+}
+
+/// Connects a clean-start MQTT 5 client and expects success.
+pub async fn connect(target: &impl Target, t: Transport, client_id: &str) -> Result<Conn> {
+    let (conn, ack) = Conn::open(target, t, connect_packet(client_id, Protocol::V5)).await?;
+    if ack.code.is_error() {
+        bail!("CONNACK refused: {}", ack.code);
+    }
+    Ok(conn)
+}
+
+/// A server running as its own process (`quicft-test-server`), to be killed for real.
+pub struct ProcessServer {
+    pub child: tokio::process::Child,
+    pub data_dir: PathBuf,
+    addrs: HashMap<&'static str, SocketAddr>,
+}
+
+impl ProcessServer {
+    /// Starts `bin` (the path of `quicft-test-server`) on `data_dir` and reads its addresses.
+    pub async fn start(bin: &str, data_dir: &std::path::Path) -> Result<ProcessServer> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(bin)
+            .arg(data_dir)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(RECV_TIMEOUT, lines.next_line()).await??.context("server printed nothing")?;
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        let mut addrs = HashMap::new();
+        for k in ["quic", "tcp", "tls"] {
+            if let Some(a) = v[k].as_str() {
+                addrs.insert(k, a.parse()?);
+            }
         }
-        Ok(conn)
+        Ok(ProcessServer { child, data_dir: data_dir.to_owned(), addrs })
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing.
+    pub async fn kill9(mut self) -> Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+impl Target for ProcessServer {
+    fn addr(&self, t: Transport) -> SocketAddr {
+        let k = match t {
+            Transport::Quic => "quic",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        };
+        self.addrs[k]
+    }
+    fn ca(&self) -> PathBuf {
+        self.data_dir.join("certs/ca.pem")
     }
 }
 
@@ -309,7 +381,7 @@ pub struct Conn {
 
 impl Conn {
     /// Opens the transport and sends `connect`; returns the connection and the CONNACK.
-    pub async fn open(server: &TestServer, t: Transport, connect: Connect) -> Result<(Conn, ConnAck)> {
+    pub async fn open(server: &impl Target, t: Transport, connect: Connect) -> Result<(Conn, ConnAck)> {
         let mut conn = Conn::raw(server, t, connect.protocol).await?;
         conn.ctl.send(&Packet::Connect(connect)).await?;
         match conn.ctl.recv().await? {
@@ -319,7 +391,7 @@ impl Conn {
     }
 
     /// Opens the transport (and, on QUIC, the control stream) without sending anything.
-    pub async fn raw(server: &TestServer, t: Transport, protocol: Protocol) -> Result<Conn> {
+    pub async fn raw(server: &impl Target, t: Transport, protocol: Protocol) -> Result<Conn> {
         let addr = server.addr(t);
         let ca = server.ca();
         match t {

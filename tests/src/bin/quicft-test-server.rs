@@ -1,0 +1,23 @@
+//! A quicft server for tests that need a separate process (crash tests): every listener on an
+//! ephemeral loopback port, data in the directory given, and the bound addresses printed as one JSON
+//! line on stdout. Stops on SIGTERM/SIGINT (or dies on SIGKILL, which is the point).
+//!
+//! Usage: quicft-test-server DATA_DIR
+
+use anyhow::{Context, Result};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let dir = std::env::args().nth(1).context("usage: quicft-test-server DATA_DIR")?;
+    quicft_tests::init_tracing();
+    let server = quicft_server::Server::start(quicft_tests::test_config(dir.into())).await?;
+    let addrs = serde_json::json!({
+        "quic": server.quic_addr.map(|a| a.to_string()),
+        "tcp": server.tcp_addr.map(|a| a.to_string()),
+        "tls": server.tls_addr.map(|a| a.to_string()),
+    });
+    println!("{addrs}");
+    tokio::signal::ctrl_c().await?;
+    server.shutdown().await;
+    Ok(())
+}
