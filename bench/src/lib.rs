@@ -1,2 +1,3 @@
 //! Shared helpers for the benchmark binaries in `src/bin/`.
 pub mod mqtt_load;
+pub mod broker_procs;

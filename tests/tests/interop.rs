@@ -126,3 +126,22 @@ async fn aioquic_control_and_data_streams() -> Result<()> {
     assert_eq!(&got.payload[..], b"hello from aioquic");
     Ok(())
 }
+
+#[tokio::test]
+async fn paho_emqx_style_upload_reads_puback_reason_codes() -> Result<()> {
+    need("python3")?;
+    let srv = TestServer::start().await?;
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = srv.dir.path().join("upload.bin");
+    std::fs::write(&file, &data)?;
+    let port = srv.addr(Transport::Tcp).port();
+    let v = run_json(Command::new("python3").arg(python_dir().join("paho_upload.py")).args(["127.0.0.1", &port.to_string()]).arg(&file)).await?;
+    assert_eq!(v["init"], 0, "{v}");
+    assert_eq!(v["segments"], serde_json::json!([0]), "{v}");
+    assert_eq!(v["count"], 13);
+    assert_eq!(v["corrupt"], 0x80, "bad segment checksum answered 0x80: {v}");
+    assert_eq!(v["fin"], 0, "{v}");
+    let exported = std::fs::read(srv.dir.path().join("exports/paho-uploader/paho-file/paho.bin"))?;
+    assert!(exported == data);
+    Ok(())
+}

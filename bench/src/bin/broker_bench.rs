@@ -1,0 +1,468 @@
+//! `broker_bench`: MQTT broker throughput, quicft (QUIC and TCP) against mosquitto (TCP), in one run.
+//!
+//! QoS 1, 1 KiB payloads, N publishers → 1 subscriber on `bench/#`, a warm-up and then a fixed
+//! measurement window, for every N and every target; rounds interleave the targets so that the
+//! ratios compare runs made side by side. Each scenario gets a fresh broker process, so its CPU and
+//! peak RSS are its own. See bench/BROKER.md for how to read the table.
+//!
+//! ```text
+//! cargo build --release -p quicft-server
+//! cargo run --release -p quicft-bench --bin broker_bench -- [--publishers 4,16] [--rounds 3]
+//! cargo run --release -p quicft-bench --bin broker_bench -- --smoke      # CI: exits 1 if nothing arrives
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use quicft_bench::broker_procs::{self, BrokerProc, Kind};
+use quicft_bench::mqtt_load::{Load, LoadConfig, Target, Totals, Transport};
+
+/// MQTT broker throughput: quicft over QUIC and TCP against mosquitto over TCP.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Publisher counts to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "4,16")]
+    publishers: Vec<usize>,
+    /// Un-acknowledged QoS 1 PUBLISHes per publisher.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// Messages published but not yet delivered, over all publishers; 0 = unbounded (open loop:
+    /// the brokers' queues fill and quicft drops past its per-session queue bound).
+    #[arg(long, default_value_t = 1000)]
+    max_outstanding: usize,
+    /// Warm-up seconds before the measurement window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Measurement window in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Rounds; each runs every target for every publisher count, interleaved.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Targets to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "mosquitto-tcp,quicft-tcp,quicft-quic")]
+    targets: Vec<TargetKind>,
+    /// mosquitto's max_inflight_messages (quicft's inflight_window default is 256).
+    #[arg(long, default_value_t = 256)]
+    mosquitto_inflight: u16,
+    /// Load generator worker threads.
+    #[arg(long, default_value_t = 2)]
+    gen_threads: usize,
+    /// quicft-server binary [default: next to this one, i.e. target/release/quicft-server].
+    #[arg(long)]
+    quicft_bin: Option<PathBuf>,
+    /// mosquitto binary [default: /usr/sbin/mosquitto].
+    #[arg(long)]
+    mosquitto_bin: Option<PathBuf>,
+    /// Also write every row as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the brokers' logs and configs (printed path) instead of deleting them.
+    #[arg(long)]
+    keep_logs: bool,
+    /// CI smoke test: 1 publisher, 1 s, quicft TCP and QUIC only; exit 1 unless both deliver.
+    #[arg(long)]
+    smoke: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+enum TargetKind {
+    MosquittoTcp,
+    QuicftTcp,
+    QuicftQuic,
+}
+
+impl TargetKind {
+    fn server(self) -> Kind {
+        match self {
+            TargetKind::MosquittoTcp => Kind::Mosquitto,
+            TargetKind::QuicftTcp | TargetKind::QuicftQuic => Kind::Quicft,
+        }
+    }
+    fn transport(self) -> Transport {
+        match self {
+            TargetKind::QuicftQuic => Transport::Quic,
+            TargetKind::MosquittoTcp | TargetKind::QuicftTcp => Transport::Tcp,
+        }
+    }
+}
+
+/// One scenario's result.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    round: usize,
+    target: TargetKind,
+    publishers: usize,
+    msgs_per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    /// % of one core (2 cores = 200 %).
+    server_cpu: f64,
+    server_peak_rss_mib: f64,
+    generator_cpu: f64,
+    /// Machine busy time not charged to the broker or the generator (other work, interrupts).
+    other_cpu: f64,
+    window_s: f64,
+    totals: Totals,
+    error: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.publishers = vec![1];
+        args.warmup = 0.3;
+        args.duration = 1.0;
+        args.rounds = 1;
+        args.targets = vec![TargetKind::QuicftTcp, TargetKind::QuicftQuic];
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.gen_threads.max(1)).enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let work = tempfile::Builder::new().prefix("broker-bench-").tempdir()?;
+    let data_dir = work.path().join("quicft-data");
+    let quicft_bin = broker_procs::find_binary(args.quicft_bin.as_deref(), &default_quicft_bins());
+    let mosquitto_bin = broker_procs::find_binary(
+        args.mosquitto_bin.as_deref(),
+        &["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"].map(PathBuf::from),
+    );
+    let needs = |k: Kind| args.targets.iter().any(|t| t.server() == k);
+    let quicft_bin = match (needs(Kind::Quicft), quicft_bin) {
+        (true, None) => bail!("quicft-server binary not found: cargo build --release -p quicft-server, or pass --quicft-bin"),
+        (_, b) => b,
+    };
+    let mosquitto_bin = match (needs(Kind::Mosquitto), mosquitto_bin) {
+        (true, None) => bail!("mosquitto not found: apt-get install mosquitto, or pass --mosquitto-bin"),
+        (_, b) => b,
+    };
+    let tck = broker_procs::clock_ticks_per_sec() as f64;
+    print_header(&args, quicft_bin.as_deref(), mosquitto_bin.as_deref());
+
+    let base = Instant::now();
+    let mut rows = Vec::new();
+    for round in 1..=args.rounds {
+        for &publishers in &args.publishers {
+            for &target in &args.targets {
+                let label = format!("r{round}-{publishers}p-{target:?}").to_lowercase();
+                eprint!("round {round}: {} {} × {publishers} publishers … ", target.server().as_str(), target.transport().as_str());
+                let started = match target.server() {
+                    Kind::Quicft => BrokerProc::start_quicft(
+                        quicft_bin.as_deref().context("no quicft binary")?,
+                        &data_dir,
+                        work.path(),
+                        &label,
+                    ),
+                    Kind::Mosquitto => BrokerProc::start_mosquitto(
+                        mosquitto_bin.as_deref().context("no mosquitto binary")?,
+                        work.path(),
+                        args.mosquitto_inflight,
+                        &label,
+                    ),
+                };
+                let row = match started {
+                    Ok(broker) => scenario(&args, broker, target, publishers, round, &label, base, tck).await,
+                    Err(e) => failed_row(round, target, publishers, format!("{e:#}")),
+                };
+                match &row.error {
+                    None => eprintln!("{:.0} msg/s", row.msgs_per_s),
+                    Some(e) => eprintln!("FAILED: {e}"),
+                }
+                rows.push(row);
+            }
+        }
+    }
+
+    println!();
+    print_rows(&args, &rows);
+    let ratios = print_ratios(&args, &rows);
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "config": {
+                "publishers": args.publishers, "window": args.window, "payload": args.payload,
+                "max_outstanding": args.max_outstanding, "warmup_s": args.warmup, "duration_s": args.duration,
+                "rounds": args.rounds, "mosquitto_inflight": args.mosquitto_inflight, "gen_threads": args.gen_threads,
+                "cpus": cpus(),
+            },
+            "rows": rows,
+            "ratios": ratios,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("write {}", path.display()))?;
+    }
+    if args.keep_logs {
+        let kept = work.keep();
+        eprintln!("broker logs and configs kept in {}", kept.display());
+    }
+
+    let failures: Vec<&Row> = rows.iter().filter(|r| r.error.is_some() || r.totals.delivered == 0).collect();
+    if !failures.is_empty() {
+        for r in &failures {
+            eprintln!(
+                "FAILED: {} {} × {}: {}",
+                r.target.server().as_str(),
+                r.target.transport().as_str(),
+                r.publishers,
+                r.error.as_deref().unwrap_or("nothing delivered")
+            );
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Runs one scenario against a started broker and stops the broker.
+#[allow(clippy::too_many_arguments)]
+async fn scenario(
+    args: &Args,
+    broker: BrokerProc,
+    target: TargetKind,
+    publishers: usize,
+    round: usize,
+    label: &str,
+    base: Instant,
+    tck: f64,
+) -> Row {
+    let addr = match target.transport() {
+        Transport::Tcp => Some(broker.tcp),
+        Transport::Quic => broker.quic,
+    };
+    let Some(addr) = addr else {
+        return failed_row(round, target, publishers, "broker has no such listener".into());
+    };
+    let t = Target { transport: target.transport(), addr, ca: broker.ca.clone() };
+    let cfg = LoadConfig {
+        publishers,
+        window: args.window,
+        payload: args.payload,
+        max_outstanding: (args.max_outstanding > 0).then_some(args.max_outstanding),
+        tag: label.to_owned(),
+    };
+    let result = measure(args, &broker, &t, &cfg, base, tck).await;
+    let rss = broker.peak_rss_kib().map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN);
+    let tail = broker.log_tail();
+    let stopped = broker.stop();
+    match result {
+        Ok(mut row) => {
+            row.round = round;
+            row.target = target;
+            row.server_peak_rss_mib = rss;
+            if let Err(e) = stopped {
+                row.error = Some(format!("{e:#}"));
+            }
+            row
+        }
+        Err(e) => failed_row(round, target, publishers, format!("{e:#}\nbroker log:\n{tail}")),
+    }
+}
+
+async fn measure(args: &Args, broker: &BrokerProc, t: &Target, cfg: &LoadConfig, base: Instant, tck: f64) -> Result<Row> {
+    let load = Load::start(t, cfg, base).await?;
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    if load.failed() {
+        return Err(load.stop().await.err().unwrap_or_else(|| anyhow::anyhow!("a client failed during warm-up")));
+    }
+    let s0 = broker.cpu_ticks()?;
+    let g0 = broker_procs::process_ticks("/proc/self/stat")?;
+    let (m0, _) = broker_procs::machine_ticks()?;
+    load.begin_window();
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    while Instant::now() < deadline && !load.failed() {
+        tokio::time::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+    let window = load.end_window();
+    let s1 = broker.cpu_ticks()?;
+    let g1 = broker_procs::process_ticks("/proc/self/stat")?;
+    let (m1, _) = broker_procs::machine_ticks()?;
+    let totals = load.stop().await?;
+    let secs = window.elapsed.as_secs_f64();
+    let pct = |ticks: u64| ticks as f64 / tck / secs * 100.0;
+    let (server_cpu, generator_cpu) = (pct(s1 - s0), pct(g1 - g0));
+    Ok(Row {
+        round: 0,
+        target: TargetKind::QuicftTcp,
+        publishers: cfg.publishers,
+        msgs_per_s: window.rate(),
+        p50_ms: window.percentile_ms(50.0),
+        p99_ms: window.percentile_ms(99.0),
+        server_cpu,
+        server_peak_rss_mib: 0.0,
+        generator_cpu,
+        other_cpu: (pct(m1 - m0) - server_cpu - generator_cpu).max(0.0),
+        window_s: secs,
+        totals,
+        error: None,
+    })
+}
+
+fn failed_row(round: usize, target: TargetKind, publishers: usize, error: String) -> Row {
+    Row {
+        round,
+        target,
+        publishers,
+        msgs_per_s: 0.0,
+        p50_ms: None,
+        p99_ms: None,
+        server_cpu: 0.0,
+        server_peak_rss_mib: 0.0,
+        generator_cpu: 0.0,
+        other_cpu: 0.0,
+        window_s: 0.0,
+        totals: Totals::default(),
+        error: Some(error),
+    }
+}
+
+fn default_quicft_bins() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        v.push(dir.join("quicft-server"));
+    }
+    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/quicft-server"));
+    v
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn print_header(args: &Args, quicft: Option<&Path>, mosquitto: Option<&Path>) {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("# broker_bench");
+    println!();
+    println!("- machine: {} cores ({model}), Linux {}, loopback only", cpus(), kernel.trim());
+    if let Some(q) = quicft {
+        println!("- quicft: {}", q.display());
+    }
+    if let Some(m) = mosquitto {
+        let v = std::process::Command::new(m).arg("-h").output().ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned)
+        });
+        println!("- mosquitto: {} ({})", m.display(), v.unwrap_or_default());
+    }
+    let udp = quicft_bench::mqtt_load::udp_buffers_granted().map(|(r, s)| format!("{} KiB rcv / {} KiB snd", r / 1024, s / 1024));
+    println!(
+        "- load: QoS 1, {} B payload, window {} per publisher, max outstanding {}, {} s warm-up + {} s window, {} round(s), generator {} threads, QUIC client UDP buffers {}",
+        args.payload,
+        args.window,
+        if args.max_outstanding == 0 { "unbounded".to_owned() } else { args.max_outstanding.to_string() },
+        args.warmup,
+        args.duration,
+        args.rounds,
+        args.gen_threads,
+        udp.unwrap_or_else(|e| e.to_string())
+    );
+    println!("- CPU % is of one core ({} cores = {} %); other = machine busy − broker − generator", cpus(), cpus() * 100);
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".into(), |x| format!("{x:.digits$}"))
+}
+
+fn print_rows(args: &Args, rows: &[Row]) {
+    println!("| round | server | transport | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | msgs per server CPU-s | server peak RSS MiB | generator CPU % | other CPU % | lost |");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let per_cpu = if r.server_cpu > 0.0 { format!("{:.0}", r.msgs_per_s / (r.server_cpu / 100.0)) } else { "–".into() };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {:.0} | {} |",
+            r.round,
+            r.target.server().as_str(),
+            r.target.transport().as_str(),
+            r.publishers,
+            if r.error.is_some() { "FAILED".into() } else { format!("{:.0}", r.msgs_per_s) },
+            fmt_opt(r.p50_ms, 2),
+            fmt_opt(r.p99_ms, 2),
+            r.server_cpu,
+            per_cpu,
+            r.server_peak_rss_mib,
+            r.generator_cpu,
+            r.other_cpu,
+            r.totals.lost,
+        );
+    }
+    if args.rounds > 1 {
+        println!();
+        println!("Median over {} rounds:", args.rounds);
+        println!();
+        println!("| server | transport | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | server peak RSS MiB | generator CPU % |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for &n in &args.publishers {
+            for &t in &args.targets {
+                let sel: Vec<&Row> = rows.iter().filter(|r| r.publishers == n && r.target == t && r.error.is_none()).collect();
+                if sel.is_empty() {
+                    continue;
+                }
+                let m = |f: &dyn Fn(&Row) -> Option<f64>| median(sel.iter().filter_map(|r| f(r)).collect());
+                println!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    t.server().as_str(),
+                    t.transport().as_str(),
+                    n,
+                    fmt_opt(m(&|r| Some(r.msgs_per_s)), 0),
+                    fmt_opt(m(&|r| r.p50_ms), 2),
+                    fmt_opt(m(&|r| r.p99_ms), 2),
+                    fmt_opt(m(&|r| Some(r.server_cpu)), 0),
+                    fmt_opt(m(&|r| Some(r.server_peak_rss_mib)), 1),
+                    fmt_opt(m(&|r| Some(r.generator_cpu)), 0),
+                );
+            }
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// Ratios from rows of the same round (run side by side), then their median over rounds.
+fn print_ratios(args: &Args, rows: &[Row]) -> serde_json::Value {
+    let rate = |round: usize, n: usize, t: TargetKind| {
+        rows.iter().find(|r| r.round == round && r.publishers == n && r.target == t && r.error.is_none()).map(|r| r.msgs_per_s)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let verdict = |v: Option<f64>, target: f64| match v {
+        Some(x) if x >= target => format!("{x:.2} ✓"),
+        Some(x) => format!("{x:.2} ✗"),
+        None => "–".into(),
+    };
+    println!();
+    println!("| publishers | round | quicft TCP / mosquitto (target ≥ 1.0) | quicft QUIC / quicft TCP (target ≥ 0.8) |");
+    println!("|---:|---:|---:|---:|");
+    let mut out = Vec::new();
+    for &n in &args.publishers {
+        let mut tcp_mos = Vec::new();
+        let mut quic_tcp = Vec::new();
+        for round in 1..=args.rounds {
+            let a = ratio(rate(round, n, TargetKind::QuicftTcp), rate(round, n, TargetKind::MosquittoTcp));
+            let b = ratio(rate(round, n, TargetKind::QuicftQuic), rate(round, n, TargetKind::QuicftTcp));
+            tcp_mos.extend(a);
+            quic_tcp.extend(b);
+            println!("| {n} | {round} | {} | {} |", verdict(a, 1.0), verdict(b, 0.8));
+        }
+        let (a, b) = (median(tcp_mos), median(quic_tcp));
+        if args.rounds > 1 {
+            println!("| {n} | median | {} | {} |", verdict(a, 1.0), verdict(b, 0.8));
+        }
+        out.push(serde_json::json!({ "publishers": n, "quicft_tcp_over_mosquitto": a, "quicft_quic_over_quicft_tcp": b }));
+    }
+    serde_json::Value::Array(out)
+}
