@@ -47,9 +47,12 @@ async fn main() -> anyhow::Result<()> {
 
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let start = Instant::now();
-    let receiver = tokio::spawn(async move {
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let got2 = got.clone();
+    let mut receiver = tokio::spawn(async move {
         for _ in 0..count {
             sub.recv().await?;
+            got2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         anyhow::Ok(Instant::now())
     });
@@ -65,13 +68,39 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let mut refused = 0usize;
-    while let Some(outcome) = flows.next().await {
-        if !outcome?.is_success() {
-            refused += 1;
+    let mut acked_n = 0usize;
+    let mut last = Instant::now();
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), flows.next()).await;
+        match next {
+            Ok(Some(outcome)) => {
+                acked_n += 1;
+                if !outcome?.is_success() {
+                    refused += 1;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let g = got.load(std::sync::atomic::Ordering::Relaxed);
+                eprintln!(
+                    "stalled: {acked_n} acked, {g} received after {:?}",
+                    last.elapsed()
+                );
+                last = Instant::now();
+            }
         }
     }
     let acked = start.elapsed();
-    let received = receiver.await??.duration_since(start);
+    let received = match tokio::time::timeout(std::time::Duration::from_secs(10), &mut receiver)
+        .await
+    {
+        Ok(r) => r??.duration_since(start),
+        Err(_) => {
+            // A server with bounded session queues drops what a slow subscriber cannot take.
+            let g = got.load(std::sync::atomic::Ordering::Relaxed);
+            anyhow::bail!("receiving stalled: {g} of {count} received (dropped by the server?)");
+        }
+    };
     let rate = |d: std::time::Duration| count as f64 / d.as_secs_f64();
     println!(
         "{count} x {size} B at {qos:?}: all acked in {acked:.2?} ({:.0} msg/s), all received in {received:.2?} ({:.0} msg/s), {refused} refused",

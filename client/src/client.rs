@@ -159,6 +159,9 @@ impl Client {
             max_qos: shared.limits.max_qos,
             retain_available: shared.limits.retain_available,
         };
+        if options.client_id.is_empty() {
+            span.record("client_id", info.client_id.as_str());
+        }
         tracing::info!(parent: &span, %remote, session_present = info.session_present, "connected");
         Ok(Client {
             inner: Arc::new(Inner {

@@ -13,30 +13,29 @@ pub enum Error {
     #[error("invalid options: {0}")]
     InvalidOptions(String),
     /// The CA file (or client certificate / key) could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     ReadFile {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The PEM file held no certificate (or no private key) we could use.
     #[error("{0}")]
     BadPem(String),
     /// rustls refused the configuration or the handshake.
     #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// The host name resolved to no address.
     #[error("cannot resolve {0}")]
     Resolve(String),
     /// Socket-level failure (connect refused, reset …).
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Io(std::io::Error),
     /// QUIC could not start a connection (bad server name, endpoint gone …).
     #[error("QUIC: {0}")]
-    QuicConnect(#[from] quinn::ConnectError),
+    QuicConnect(quinn::ConnectError),
     /// The QUIC handshake or connection failed.
     #[error("QUIC: {0}")]
-    QuicConnection(#[from] quinn::ConnectionError),
+    QuicConnection(quinn::ConnectionError),
     /// No CONNACK within the connect timeout.
     #[error("no answer from the server within {0:?}")]
     ConnectTimeout(Duration),
@@ -72,7 +71,27 @@ pub enum Error {
     PacketIdsExhausted,
     /// A packet could not be encoded (string over 64 KiB …).
     #[error("encode: {0}")]
-    Encode(#[from] EncodeError),
+    Encode(EncodeError),
+}
+
+// The wrapped errors are part of the message rather than `source()`s, so that printing an error
+// with its chain (as anyhow's `{:#}` does) does not say the same thing twice.
+macro_rules! from_error {
+    ($($ty:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::$variant(e)
+            }
+        })*
+    };
+}
+
+from_error! {
+    rustls::Error => Tls,
+    std::io::Error => Io,
+    quinn::ConnectError => QuicConnect,
+    quinn::ConnectionError => QuicConnection,
+    EncodeError => Encode,
 }
 
 fn reason_suffix(reason: &Option<String>) -> String {

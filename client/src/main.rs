@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use quicft_client::{
-    CaSource, Client, ClientOptions, Congestion, Message, Protocol, QoS, Transport,
+    CaSource, Client, ClientOptions, Congestion, Message, Protocol, QoS, ReasonCode, Transport,
 };
 
 /// Where the zero-config server writes its development CA.
@@ -41,7 +41,8 @@ struct Common {
     /// quic, tls or tcp.
     #[arg(long, global = true, default_value = "quic")]
     transport: Transport,
-    /// HOST[:PORT] (default ports: 14567 QUIC, 8883 TLS, 1883 TCP); IPv6 as [::1]:PORT.
+    /// Server as HOST or HOST:PORT (default ports: 14567 QUIC, 8883 TLS, 1883 TCP); an IPv6
+    /// address with a port goes in brackets, as in `[::1]:14567`.
     #[arg(long, global = true, default_value = "localhost")]
     server: String,
     /// CA certificate (PEM) to trust. Default: ./quicft-data/certs/ca.pem if it exists, else the
@@ -60,8 +61,10 @@ struct Common {
     /// Client identifier (default: assigned by the server).
     #[arg(short = 'i', long = "client-id", global = true)]
     client_id: Option<String>,
+    /// User name for the server's password authentication.
     #[arg(short = 'u', long, global = true)]
     username: Option<String>,
+    /// Password (MQTT 3.1.1 needs --username with it).
     #[arg(short = 'P', long, global = true)]
     password: Option<String>,
     /// Speak MQTT 3.1.1 instead of 5.
@@ -167,9 +170,18 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
         options.port(),
         options.transport
     );
-    Client::connect(options)
-        .await
-        .with_context(|| format!("cannot connect to {what}"))
+    let hint = match options.tls.ca {
+        CaSource::Platform => " (to trust a server's dev CA, pass --ca quicft-data/certs/ca.pem)",
+        _ => "",
+    };
+    Client::connect(options).await.map_err(|e| {
+        let hint = if e.to_string().contains("certificate") {
+            hint
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!("cannot connect to {what}{hint}"))
+    })
 }
 
 async fn publish(options: ClientOptions, args: PubArgs) -> anyhow::Result<()> {
@@ -188,8 +200,9 @@ async fn publish(options: ClientOptions, args: PubArgs) -> anyhow::Result<()> {
     let disconnected = client.disconnect().await;
     let outcome = outcome?;
     if !outcome.is_success() {
-        match outcome.reason {
-            Some(r) => bail!("publish refused by the server: {} ({r})", outcome.code),
+        let why = outcome.reason.as_deref().or(describe(outcome.code));
+        match why {
+            Some(why) => bail!("publish refused by the server: {} ({why})", outcome.code),
             None => bail!("publish refused by the server: {}", outcome.code),
         }
     }
@@ -226,7 +239,7 @@ async fn subscribe(options: ClientOptions, args: SubArgs) -> anyhow::Result<()> 
         }
         let next = tokio::select! {
             next = rx.recv() => next,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupted() => break,
         };
         let msg = match next {
             Some(Ok(msg)) => msg,
@@ -248,6 +261,36 @@ async fn subscribe(options: ClientOptions, args: SubArgs) -> anyhow::Result<()> 
         tracing::debug!(%e, "disconnect timed out");
     }
     Ok(())
+}
+
+/// Names of the PUBACK/PUBREC error codes a server may answer (MQTT 5.0 §3.4.2.1).
+fn describe(code: ReasonCode) -> Option<&'static str> {
+    Some(match code {
+        ReasonCode::UNSPECIFIED_ERROR => "unspecified error",
+        ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR => "implementation specific error",
+        ReasonCode::NOT_AUTHORIZED => "not authorized",
+        ReasonCode::TOPIC_NAME_INVALID => "topic name invalid",
+        ReasonCode::PACKET_IDENTIFIER_IN_USE => "packet identifier in use",
+        ReasonCode::QUOTA_EXCEEDED => "quota exceeded",
+        ReasonCode::PAYLOAD_FORMAT_INVALID => "payload format invalid",
+        _ => return None,
+    })
+}
+
+/// Ctrl-C, or SIGTERM on Unix: either ends `sub` with a clean DISCONNECT.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn options(c: &Common) -> anyhow::Result<ClientOptions> {

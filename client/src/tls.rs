@@ -61,10 +61,7 @@ fn roots(ca: &CaSource) -> Result<RootCertStore> {
             }
         }
         CaSource::File(path) => {
-            let pem = std::fs::read(path).map_err(|source| Error::ReadFile {
-                path: path.clone(),
-                source,
-            })?;
+            let pem = read_file(path)?;
             add_pem(&mut store, &pem, &path.display().to_string())?;
         }
         CaSource::Pem(pem) => add_pem(&mut store, pem, "the CA PEM")?,
@@ -91,15 +88,19 @@ fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| Error::ReadFile {
+        path: path.to_owned(),
+        error,
+    })
+}
+
 fn client_cert(cc: &ClientCert) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let read = |p: &std::path::PathBuf| {
-        std::fs::read(p).map_err(|source| Error::ReadFile {
-            path: p.clone(),
-            source,
-        })
-    };
-    let chain = parse_certs(&read(&cc.cert_chain)?, &cc.cert_chain.display().to_string())?;
-    let key_pem = read(&cc.key)?;
+    let chain = parse_certs(
+        &read_file(&cc.cert_chain)?,
+        &cc.cert_chain.display().to_string(),
+    )?;
+    let key_pem = read_file(&cc.key)?;
     let key = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
         .map_err(|e| Error::BadPem(format!("bad PEM in {}: {e}", cc.key.display())))?
         .ok_or_else(|| Error::BadPem(format!("no private key in {}", cc.key.display())))?;

@@ -54,7 +54,8 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
                 })?;
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, tcp)
-                .await?;
+                .await
+                .map_err(tls_error)?;
             Box::new(tls)
         }
         _ => Box::new(tcp),
@@ -128,6 +129,17 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
         connack,
         remote,
     })
+}
+
+/// tokio-rustls reports handshake failures as I/O errors; keep them recognisable as TLS.
+fn tls_error(e: std::io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => Error::Tls(tls.clone()),
+        None => Error::Io(e),
+    }
 }
 
 /// The writer's queues, highest priority first. Acks ride just behind control: they are tiny and
