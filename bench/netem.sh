@@ -66,6 +66,12 @@ load_profile() {
 	esac
 }
 
+# A tc-style rate (20mbit, 500kbit) in bit/s.
+rate_bps() {
+	awk -v r="$1" 'BEGIN { v = r + 0; u = tolower(r); sub(/^[0-9.]+/, "", u);
+		m = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : 1; printf "%d", v * m }'
+}
+
 # One-way delay in ms: half the RTT.
 one_way_ms() { awk -v r="$P_RTT" 'BEGIN { printf "%g", r / 2 }'; }
 
@@ -139,7 +145,7 @@ linkem_spec() {
 pid_is_linkem() { [ -n "${1:-}" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q linkem; }
 
 up_linkem() {
-	local bin d up down i
+	local bin d up down
 	bin=$(linkem_bin)
 	[ -x "$bin" ] || die "no linkem binary at $bin"
 	d=$(one_way_ms)
@@ -156,7 +162,7 @@ up_linkem() {
 	if have chrt && chrt -f 10 true 2>/dev/null; then prio=(chrt -f 10); fi
 	setsid "${prio[@]}" "$bin" "${args[@]}" >"$STATE/linkem.log" 2>&1 </dev/null &
 	echo $! >"$STATE/linkem.pid"
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		[ -e "$STATE/linkem.ready" ] && break
 		kill -0 "$(cat "$STATE/linkem.pid")" 2>/dev/null || die "linkem exited: $(cat "$STATE/linkem.log")"
 		sleep 0.1
@@ -172,12 +178,12 @@ up_linkem() {
 }
 
 stop_linkem() {
-	local pid i
+	local pid
 	[ -r "$STATE/linkem.pid" ] || return 0
 	pid=$(cat "$STATE/linkem.pid")
 	if pid_is_linkem "$pid"; then
 		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 50); do
+		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
@@ -211,8 +217,7 @@ shape_netem() {
 	esac
 	if [ "$cap" != - ]; then
 		local bps burst
-		bps=$(awk -v r="$cap" 'BEGIN { v = r + 0; u = tolower(r); sub(/^[0-9.]+/, "", u);
-			m = (u == "gbit") ? 1e9 : (u == "mbit") ? 1e6 : (u == "kbit") ? 1e3 : 1; printf "%d", v * m }')
+		bps=$(rate_bps "$cap")
 		# A few ms of burst, never below two full-size frames.
 		burst=$(awk -v b="$bps" 'BEGIN { x = b / 8 * 0.004; printf "%d", (x < 3100) ? 3100 : x }')
 		tbf=(rate "$cap" burst "$burst")
@@ -284,8 +289,8 @@ cmd_up() {
 	echo "$mode" >"$STATE/mode"
 	# First packet through (a satellite RTT is 600 ms; a lossy link may eat a ping).
 	if have ping; then
-		local i ok=
-		for i in 1 2 3 4 5; do
+		local _ ok=
+		for _ in 1 2 3 4 5; do
 			if ip netns exec "$DEV_NS" ping -q -c 1 -W 3 "$SRV_IP" >/dev/null 2>&1; then ok=1 && break; fi
 		done
 		[ -n "$ok" ] || say "warning: $SRV_IP does not answer ping from $DEV_NS"
@@ -313,7 +318,7 @@ cmd_status() {
 		if pid_is_linkem "$pid"; then echo "linkem: pid $pid running"; else echo "linkem: pid $pid NOT running"; fi
 	fi
 	if [ -r "$STATE/linkem.json" ]; then
-		echo "linkem report ($STATE/linkem.json):"
+		echo "linkem report ($STATE/linkem.json; the last one written if linkem is gone):"
 		summarize_linkem "$STATE/linkem.json"
 	fi
 }
@@ -363,7 +368,7 @@ cmd_verify() {
 	have python3 || die "verify needs python3"
 	echo "== $profile ($(cat "$STATE/mode")): rtt $P_RTT ms, up $P_UP (loss $P_UP_LOSS), down $P_DOWN (loss $P_DOWN_LOSS), jitter $P_JITTER, queue $P_QUEUE, cut $P_CUT"
 	if [ -r "$STATE/linkem.pid" ]; then
-		# Fresh statistics (and trace/cut clock) for this measurement; linkem acts on it within 50 ms.
+		# Fresh statistics (and trace/cut clock) for this measurement; linkem acts on it within ~10 ms.
 		kill -USR1 "$(cat "$STATE/linkem.pid")"
 		sleep 0.2
 	fi
@@ -375,7 +380,10 @@ cmd_verify() {
 	down=$(ip netns exec "$DEV_NS" iperf3 -c "$SRV_IP" -t "$secs" -R -J 2>/dev/null) || true
 	# UDP well under capacity: the loss it sees is the profile's random loss, not queue overflow.
 	local udp_rate=5M
-	case "$P_UP" in *kbit | 1mbit | 2mbit) udp_rate=300K ;; esac
+	case "$P_UP" in
+	- | trace:*) ;;
+	*) udp_rate=$(awk -v r="$(rate_bps "$P_UP")" 'BEGIN { x = r / 2; if (x > 5e6) x = 5e6; printf "%dK", x / 1000 }') ;;
+	esac
 	udp=$(ip netns exec "$DEV_NS" iperf3 -c "$SRV_IP" -u -b "$udp_rate" -l 1200 -t "$secs" -J 2>/dev/null) || true
 	kill "$(cat "$STATE/iperf3.pid")" 2>/dev/null || true
 	UP="$up" DOWN="$down" UDP="$udp" python3 - <<'EOF'
@@ -430,4 +438,5 @@ main() {
 	esac
 }
 
-main "$@"
+# Sourcing the script (for tests) defines the functions without running a command.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

@@ -6,6 +6,7 @@
 #                                     on 198.18.0.2:8443
 #   bench/nginx-put.sh upload SIZE    time `curl --upload-file` of SIZE random bytes (8M, 512K, 1G...) from
 #                                     qft-dev; prints one JSON line
+#   bench/nginx-put.sh prepare SIZE   make the random file for SIZE ahead of the timed uploads
 #   bench/nginx-put.sh stop           stop nginx (by its PID) and delete the temp dir, key included
 #
 # Keys and certificates live only in that temp dir and are deleted on stop: never commit them.
@@ -92,8 +93,7 @@ EOF
 	ip netns exec "$SRV_NS" nginx -t -q -c "$dir/nginx.conf" -p "$dir" || die "bad nginx config ($dir/nginx.conf)"
 	ip netns exec "$SRV_NS" nginx -c "$dir/nginx.conf" -p "$dir" >"$dir/stdout.log" 2>&1 </dev/null &
 	echo $! >"$STATE/nginx.pid"
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		ip netns exec "$SRV_NS" ss -ltn 2>/dev/null | grep -q "$SRV_IP:$PORT" && break
 		nginx_pid >/dev/null || die "nginx exited: $(cat "$dir/error.log" "$dir/stdout.log" 2>/dev/null)"
 		sleep 0.1
@@ -101,16 +101,25 @@ EOF
 	say "nginx pid $(cat "$STATE/nginx.pid") on https://$SRV_IP:$PORT/upload/ (dir $dir)"
 }
 
+# The file to upload for SIZE: random bytes, so that no layer can compress them; made once per size.
+prepare_file() {
+	local dir bytes file
+	dir=$(workdir)
+	[ -n "$dir" ] || die "nginx is not running: $0 start"
+	bytes=$(to_bytes "$1") || die "bad size '$1'"
+	file=$dir/files/$bytes.bin
+	[ -s "$file" ] || head -c "$bytes" /dev/urandom >"$file"
+	echo "$file"
+}
+
 cmd_upload() {
 	[ $# -ge 1 ] || die "usage: $0 upload SIZE [NAME]"
 	local dir bytes name file out
 	dir=$(workdir)
-	[ -n "$dir" ] && nginx_pid >/dev/null || die "nginx is not running: $0 start"
+	if [ -z "$dir" ] || ! nginx_pid >/dev/null; then die "nginx is not running: $0 start"; fi
 	bytes=$(to_bytes "$1") || die "bad size '$1'"
 	name=${2:-put-$bytes-$$-$RANDOM}
-	file=$dir/files/$bytes.bin
-	# Random bytes, so that no layer can compress them; made once per size.
-	[ -s "$file" ] || head -c "$bytes" /dev/urandom >"$file"
+	file=$(prepare_file "$1")
 	local cc
 	cc=$(ip netns exec "$DEV_NS" sysctl -n net.ipv4.tcp_congestion_control)
 	# http_code time_total time_connect time_appconnect time_pretransfer size_upload
@@ -135,14 +144,14 @@ cmd_upload() {
 }
 
 cmd_stop() {
-	local pid dir i
+	local pid dir
 	if pid=$(nginx_pid); then
 		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 50); do
+		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+		if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
 	fi
 	dir=$(workdir)
 	case "$dir" in /tmp/qft-nginx.*) rm -rf "$dir" ;; esac
@@ -155,6 +164,7 @@ upload)
 	shift
 	cmd_upload "$@"
 	;;
+prepare) prepare_file "${2:?usage: $0 prepare SIZE}" >/dev/null ;;
 stop) cmd_stop ;;
 *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' && exit 2 ;;
 esac

@@ -50,7 +50,8 @@ struct Args {
     /// Downlink (server → device), same syntax.
     #[arg(long, default_value = "")]
     down: String,
-    /// Link on/off schedule for both directions, `EVERY/DOWN`, e.g. `10s/2s`.
+    /// Link on/off schedule for both directions, `EVERY/DOWN[@FIRST]`, e.g. `10s/2s` (down from 8 to
+    /// 10 s of every 10 s) or `10s/2s@3s` (down 3–5 s, 13–15 s, …).
     #[arg(long)]
     cut: Option<String>,
     /// Seed of the loss and jitter generators (same seed and traffic, same drops).
@@ -117,6 +118,7 @@ fn reader(input: Arc<File>, output: Arc<File>, dir: Arc<Dir>) {
     let mut errors = 0u32;
     loop {
         let n = match input.read(&mut buf) {
+            Ok(0) => continue,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -305,7 +307,8 @@ fn main() -> Result<()> {
             // The reader threads are blocked in read(); leaving the process closes the devices.
             std::process::exit(0);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // Short, so that a SIGUSR1 reset lands within ~10 ms of being sent.
+        std::thread::sleep(Duration::from_millis(10));
         if let Some(path) = &args.stats_file {
             if last_write.elapsed() >= interval {
                 last_write = Instant::now();

@@ -12,8 +12,9 @@
 //! | `trace` | path | Mahimahi trace: the bottleneck's delivery opportunities (replaces `rate`) |
 //! | `queue` | `200ms`, `150kb`, `64000b` (k/kb, m/mb: ×1024) | drop-tail limit of the bottleneck queue; a time is converted to bytes at the rate (the trace's mean rate). Default 200ms |
 //!
-//! A link-wide on/off schedule is given separately as `EVERY/DOWN`, e.g. `10s/2s`: the link is up for
-//! EVERY−DOWN, then down for DOWN, repeating from the emulator's start.
+//! A link-wide on/off schedule is given separately as `EVERY/DOWN[@FIRST]`, e.g. `10s/2s`: the link is
+//! up for EVERY−DOWN, then down for DOWN, repeating from the emulator's start; `@FIRST` moves the first
+//! cut (`10s/2s@3s`: down 3–5 s, 13–15 s, …).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,27 +81,30 @@ impl GilbertElliott {
     }
 }
 
-/// Link on/off schedule: up for `every - down`, down for `down`, repeating.
+/// Link on/off schedule: down during `[first + k·every, first + k·every + down)` for k = 0, 1, …
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cut {
     pub every: Duration,
     pub down: Duration,
+    /// Start of the first down period (default `every - down`: up first, then down).
+    pub first: Duration,
 }
 
 impl Cut {
     pub fn is_down(&self, t: Duration) -> bool {
-        let within = t.as_nanos() % self.every.as_nanos();
-        within >= (self.every - self.down).as_nanos()
+        t >= self.first
+            && (t - self.first).as_nanos() % self.every.as_nanos() < self.down.as_nanos()
     }
 
     /// The start of the first down period that ends after `t` (the current one if `t` is inside one).
     pub fn next_down_start(&self, t: Duration) -> Duration {
+        if t < self.first {
+            return self.first;
+        }
         let every = self.every.as_nanos();
-        let up = (self.every - self.down).as_nanos();
-        let t = t.as_nanos();
-        let cycle = t / every;
-        let start = cycle * every + up;
-        nanos(if t < start + self.down.as_nanos() {
+        let since = (t - self.first).as_nanos();
+        let start = self.first.as_nanos() + since / every * every;
+        nanos(if t.as_nanos() < start + self.down.as_nanos() {
             start
         } else {
             start + every
@@ -195,18 +199,24 @@ pub fn parse_queue(s: &str) -> Result<QueueLimit, Error> {
     }
 }
 
+/// `EVERY/DOWN[@FIRST]`, e.g. `10s/2s` (down 8–10 s, 18–20 s, …) or `10s/2s@3s` (down 3–5 s, 13–15 s, …).
 pub fn parse_cut(s: &str) -> Result<Cut, Error> {
-    let (every, down) = s
-        .split_once('/')
-        .ok_or_else(|| bad("cut (EVERY/DOWN)", s))?;
-    let cut = Cut {
-        every: parse_duration(every)?,
-        down: parse_duration(down)?,
+    let (sched, first) = match s.split_once('@') {
+        Some((sched, first)) => (sched, Some(parse_duration(first)?)),
+        None => (s, None),
     };
-    if cut.down.is_zero() || cut.down >= cut.every {
+    let (every, down) = sched
+        .split_once('/')
+        .ok_or_else(|| bad("cut (EVERY/DOWN[@FIRST])", s))?;
+    let (every, down) = (parse_duration(every)?, parse_duration(down)?);
+    if down.is_zero() || down >= every {
         return Err(bad("cut (need 0 < DOWN < EVERY)", s));
     }
-    Ok(cut)
+    Ok(Cut {
+        every,
+        down,
+        first: first.unwrap_or(every - down),
+    })
 }
 
 pub fn parse_dir_spec(s: &str) -> Result<DirSpec, Error> {
@@ -322,6 +332,14 @@ mod tests {
         assert_eq!(c.next_down_start(s(0)), s(8));
         assert_eq!(c.next_down_start(s(9)), s(8));
         assert_eq!(c.next_down_start(s(10)), s(18));
+        let c = parse_cut("10s/2s@3s").expect("valid cut");
+        assert!(!c.is_down(ms(2999)));
+        assert!(c.is_down(s(3)));
+        assert!(!c.is_down(s(5)));
+        assert!(c.is_down(s(14)));
+        assert_eq!(c.next_down_start(s(0)), s(3));
+        assert_eq!(c.next_down_start(s(4)), s(3));
+        assert_eq!(c.next_down_start(s(5)), s(13));
         assert!(parse_cut("2s/2s").is_err());
         assert!(parse_cut("10s").is_err());
     }
