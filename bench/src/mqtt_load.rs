@@ -1,5 +1,5 @@
-//! MQTT 5 load generator for `broker_bench`: N QoS 1 publishers → 1 QoS 1 subscriber, over TCP or
-//! QUIC, written directly on the `quicft_proto` codec (not the SDK) so that it speaks to quicft and
+//! MQTT 5 load generator for `broker_bench`: N QoS 1 publishers → 1 QoS 1 subscriber, over TCP, TLS
+//! or QUIC, written directly on the `quicft_proto` codec (not the SDK) so that it speaks to quicft and
 //! to mosquitto alike and costs as little CPU as possible.
 //!
 //! * Every publisher keeps up to `window` PUBLISHes un-acknowledged (pipelined, never
@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
 use quicft_proto::{
-    Connect, Disconnect, Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode, Subscribe,
-    SubscribeFilter, SubscriptionOptions,
+    Connect, Disconnect, Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode,
+    Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
@@ -49,6 +49,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
+    /// MQTT over TLS over TCP: the encrypted stream transport, QUIC's fair comparison.
+    Tls,
     Quic,
 }
 
@@ -56,6 +58,7 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
             Transport::Quic => "QUIC",
         }
     }
@@ -66,8 +69,10 @@ impl Transport {
 pub struct Target {
     pub transport: Transport,
     pub addr: SocketAddr,
-    /// CA certificate (PEM) to trust over QUIC; the server name checked is `localhost`.
+    /// CA certificate (PEM) to trust over QUIC and TLS; the server name checked is `localhost`.
     pub ca: Option<PathBuf>,
+    /// QUIC: the generator's largest UDP payload (see [`LoadConfig::quic_mtu`]).
+    pub quic_mtu: Option<u16>,
 }
 
 /// The shape of the load.
@@ -82,6 +87,9 @@ pub struct LoadConfig {
     pub max_outstanding: Option<usize>,
     /// Makes client ids unique across runs against one broker.
     pub tag: String,
+    /// QUIC: initial and largest UDP payload of the generator's packets (quinn's default 1200,
+    /// discovering up to 1452). Larger values show how much of QUIC's cost is per packet.
+    pub quic_mtu: Option<u16>,
 }
 
 /// What the subscriber saw between [`Load::begin_window`] and [`Load::end_window`].
@@ -120,6 +128,56 @@ pub struct Totals {
     pub duplicates_or_reordered: u64,
     /// Published and never delivered, even after the drain.
     pub lost: u64,
+    /// QUIC runs only.
+    pub quic: Option<QuicStats>,
+}
+
+/// What the generator's QUIC connections counted (quinn `ConnectionStats`, summed), from the
+/// client side: the publishers' connections carry PUBLISH up and PUBACK down, the subscriber's
+/// carries deliveries down and PUBACK up.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QuicSide {
+    pub connections: u64,
+    pub udp_tx_datagrams: u64,
+    /// Send calls (several datagrams each with GSO).
+    pub udp_tx_ios: u64,
+    pub udp_rx_datagrams: u64,
+    /// Packets that carried ACK frames, sent and received.
+    pub ack_frames_tx: u64,
+    pub ack_frames_rx: u64,
+    pub stream_frames_tx: u64,
+    pub stream_frames_rx: u64,
+    pub lost_packets: u64,
+    pub congestion_events: u64,
+    /// Smallest path MTU seen at the end.
+    pub mtu: u16,
+}
+
+impl QuicSide {
+    fn add(&mut self, s: &quinn::ConnectionStats) {
+        self.connections += 1;
+        self.udp_tx_datagrams += s.udp_tx.datagrams;
+        self.udp_tx_ios += s.udp_tx.ios;
+        self.udp_rx_datagrams += s.udp_rx.datagrams;
+        self.ack_frames_tx += s.frame_tx.acks;
+        self.ack_frames_rx += s.frame_rx.acks;
+        self.stream_frames_tx += s.frame_tx.stream;
+        self.stream_frames_rx += s.frame_rx.stream;
+        self.lost_packets += s.path.lost_packets;
+        self.congestion_events += s.path.congestion_events;
+        self.mtu = if self.mtu == 0 {
+            s.path.current_mtu
+        } else {
+            self.mtu.min(s.path.current_mtu)
+        };
+    }
+}
+
+/// QUIC counters of a run, by role.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QuicStats {
+    pub publishers: QuicSide,
+    pub subscriber: QuicSide,
 }
 
 #[derive(Default)]
@@ -145,6 +203,8 @@ pub struct Load {
     delivered: Arc<AtomicU64>,
     dups: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
+    quic: bool,
+    quic_stats: Arc<Mutex<QuicStats>>,
     pub_stats: Vec<Arc<PublisherStats>>,
     publishers: Vec<JoinHandle<Result<()>>>,
     subscriber: JoinHandle<Result<()>>,
@@ -157,23 +217,36 @@ impl Load {
         if cfg.payload < HEADER {
             bail!("payload must be at least {HEADER} bytes");
         }
-        let quic = match target.transport {
-            Transport::Quic => {
-                let ca = target.ca.as_deref().context("QUIC needs the server's CA certificate")?;
-                Some(Arc::new(quic_client_config(ca)?))
+        let tls = match target.transport {
+            Transport::Quic | Transport::Tls => {
+                let ca = target
+                    .ca
+                    .as_deref()
+                    .context("QUIC and TLS need the server's CA certificate")?;
+                Some(tls_client_config(ca)?)
             }
             Transport::Tcp => None,
         };
+        let quic = match (&tls, target.transport) {
+            (Some(tls), Transport::Quic) => {
+                Some(Arc::new(quic_client_config(tls.clone(), cfg.quic_mtu)?))
+            }
+            _ => None,
+        };
+        let tls = tls.map(|t| tokio_rustls::TlsConnector::from(Arc::new(t)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (sub_stop_tx, sub_stop_rx) = watch::channel(false);
         let recorder = Arc::new(Mutex::new(Recorder::default()));
         let delivered = Arc::new(AtomicU64::new(0));
         let dups = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicBool::new(false));
+        let quic_stats = Arc::new(Mutex::new(QuicStats::default()));
         let outstanding = cfg.max_outstanding.map(|n| Arc::new(Semaphore::new(n)));
 
         let sub_id = format!("bench-sub-{}", cfg.tag);
-        let mut sub = Client::connect(target, quic.as_deref(), &sub_id).await.context("subscriber connect")?;
+        let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id)
+            .await
+            .context("subscriber connect")?;
         sub.subscribe("bench/#").await.context("subscribe")?;
         let subscriber = tokio::spawn(subscribe_loop(
             sub,
@@ -184,24 +257,57 @@ impl Load {
             dups.clone(),
             outstanding.clone(),
             sub_stop_rx,
+            quic_stats.clone(),
         ));
 
         let mut clients = Vec::with_capacity(cfg.publishers);
         for i in 0..cfg.publishers {
             let id = format!("bench-pub-{}-{i}", cfg.tag);
-            clients.push(Client::connect(target, quic.as_deref(), &id).await.with_context(|| format!("publisher {i} connect"))?);
+            clients.push(
+                Client::connect(target, quic.as_deref(), tls.as_ref(), &id)
+                    .await
+                    .with_context(|| format!("publisher {i} connect"))?,
+            );
         }
         let payload = Bytes::from(vec![b'x'; cfg.payload - HEADER]);
         let mut pub_stats = Vec::new();
         let mut publishers = Vec::new();
         for (i, c) in clients.into_iter().enumerate() {
-            let stats = Arc::new(PublisherStats { published: AtomicU64::new(0), acked: AtomicU64::new(0) });
+            let stats = Arc::new(PublisherStats {
+                published: AtomicU64::new(0),
+                acked: AtomicU64::new(0),
+            });
             pub_stats.push(stats.clone());
             let window = cfg.window.min(usize::from(c.receive_maximum)).max(1);
-            let p = Publisher { index: i as u32, topic: format!("bench/{i}"), filler: payload.clone(), window, base };
-            publishers.push(tokio::spawn(p.run(c, stats, outstanding.clone(), stop_rx.clone(), failed.clone())));
+            let p = Publisher {
+                index: i as u32,
+                topic: format!("bench/{i}"),
+                filler: payload.clone(),
+                window,
+                base,
+            };
+            publishers.push(tokio::spawn(p.run(
+                c,
+                stats,
+                outstanding.clone(),
+                stop_rx.clone(),
+                failed.clone(),
+                quic_stats.clone(),
+            )));
         }
-        Ok(Load { stop_tx, sub_stop_tx, recorder, delivered, dups, failed, pub_stats, publishers, subscriber })
+        Ok(Load {
+            stop_tx,
+            sub_stop_tx,
+            recorder,
+            delivered,
+            dups,
+            failed,
+            quic: target.transport == Transport::Quic,
+            quic_stats,
+            pub_stats,
+            publishers,
+            subscriber,
+        })
     }
 
     /// Deliveries so far (all of the run).
@@ -211,13 +317,19 @@ impl Load {
 
     /// True when a client failed (connection error, unexpected packet).
     pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed) || self.subscriber.is_finished() || self.publishers.iter().any(|p| p.is_finished())
+        self.failed.load(Ordering::Relaxed)
+            || self.subscriber.is_finished()
+            || self.publishers.iter().any(|p| p.is_finished())
     }
 
     /// Starts counting deliveries and recording latencies.
     pub fn begin_window(&self) {
         let mut r = lock(&self.recorder);
-        *r = Recorder { recording: true, started: Some(Instant::now()), ..Recorder::default() };
+        *r = Recorder {
+            recording: true,
+            started: Some(Instant::now()),
+            ..Recorder::default()
+        };
     }
 
     /// Stops counting and returns what was counted.
@@ -227,7 +339,11 @@ impl Load {
         r.recording = false;
         let mut latencies_us = std::mem::take(&mut r.latencies_us);
         latencies_us.sort_unstable();
-        Window { elapsed, delivered: r.delivered, latencies_us }
+        Window {
+            elapsed,
+            delivered: r.delivered,
+            latencies_us,
+        }
     }
 
     /// Stops publishing, waits (bounded) for outstanding acks and deliveries, disconnects everyone.
@@ -241,11 +357,23 @@ impl Load {
                 Err(e) => errors.push(format!("publisher task: {e}")),
             }
         }
-        let published: u64 = self.pub_stats.iter().map(|s| s.published.load(Ordering::Relaxed)).sum();
-        let acked: u64 = self.pub_stats.iter().map(|s| s.acked.load(Ordering::Relaxed)).sum();
+        let quic = self.quic;
+        let published: u64 = self
+            .pub_stats
+            .iter()
+            .map(|s| s.published.load(Ordering::Relaxed))
+            .sum();
+        let acked: u64 = self
+            .pub_stats
+            .iter()
+            .map(|s| s.acked.load(Ordering::Relaxed))
+            .sum();
         // The subscriber finishes once it has everything that was published, or after the drain.
         let deadline = Instant::now() + DRAIN;
-        while self.delivered.load(Ordering::Relaxed) < published && Instant::now() < deadline && !self.subscriber.is_finished() {
+        while self.delivered.load(Ordering::Relaxed) < published
+            && Instant::now() < deadline
+            && !self.subscriber.is_finished()
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let delivered = self.delivered.load(Ordering::Relaxed);
@@ -263,9 +391,21 @@ impl Load {
             delivered,
             duplicates_or_reordered: self.dups.load(Ordering::Relaxed),
             lost: published.saturating_sub(delivered),
+            quic: quic.then(|| {
+                self.quic_stats
+                    .lock()
+                    .map(|q| q.clone())
+                    .unwrap_or_default()
+            }),
         };
         if !errors.is_empty() {
-            bail!("{} (totals so far: {totals:?})", errors.join("; "));
+            bail!(
+                "{} (so far: {} published, {} acked, {} delivered)",
+                errors.join("; "),
+                totals.published,
+                totals.acked,
+                totals.delivered
+            );
         }
         Ok(totals)
     }
@@ -299,7 +439,12 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(target: &Target, quic: Option<&quinn::ClientConfig>, client_id: &str) -> Result<Client> {
+    async fn connect(
+        target: &Target,
+        quic: Option<&quinn::ClientConfig>,
+        tls: Option<&tokio_rustls::TlsConnector>,
+        client_id: &str,
+    ) -> Result<Client> {
         let connect = Packet::Connect(Connect {
             protocol: Protocol::V5,
             clean_start: true,
@@ -308,23 +453,49 @@ impl Client {
             will: None,
             username: None,
             password: None,
-            properties: Properties { receive_maximum: Some(u16::MAX), ..Properties::default() },
+            properties: Properties {
+                receive_maximum: Some(u16::MAX),
+                ..Properties::default()
+            },
         });
         let mut out = BytesMut::new();
         connect.encode(Protocol::V5, &mut out)?;
         match (target.transport, quic) {
-            (Transport::Tcp, _) => {
-                let s = tokio::net::TcpStream::connect(target.addr).await.with_context(|| format!("TCP connect {}", target.addr))?;
+            (Transport::Tcp | Transport::Tls, _) => {
+                let s = tokio::net::TcpStream::connect(target.addr)
+                    .await
+                    .with_context(|| format!("TCP connect {}", target.addr))?;
                 s.set_nodelay(true)?;
-                let (r, w) = s.into_split();
-                let mut c = Client { rd: Box::new(r), wr: Box::new(w), buf: BytesMut::with_capacity(64 * 1024), receive_maximum: u16::MAX, quic: None };
+                let (rd, wr): (Reader, Writer) = match (target.transport, tls) {
+                    (Transport::Tls, Some(tls)) => {
+                        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                        let s = tls.connect(name, s).await.context("TLS handshake")?;
+                        let (r, w) = tokio::io::split(s);
+                        (Box::new(r), Box::new(w))
+                    }
+                    (Transport::Tls, None) => bail!("TLS without a client configuration"),
+                    _ => {
+                        let (r, w) = s.into_split();
+                        (Box::new(r), Box::new(w))
+                    }
+                };
+                let mut c = Client {
+                    rd,
+                    wr,
+                    buf: BytesMut::with_capacity(64 * 1024),
+                    receive_maximum: u16::MAX,
+                    quic: None,
+                };
                 c.wr.write_all(&out).await?;
                 c.receive_maximum = read_connack(&mut c.rd, &mut c.buf).await?;
                 Ok(c)
             }
             (Transport::Quic, Some(cfg)) => {
-                let endpoint = quic_endpoint(cfg.clone())?;
-                let conn = endpoint.connect(target.addr, "localhost")?.await.context("QUIC handshake")?;
+                let endpoint = quic_endpoint(cfg.clone(), target.quic_mtu)?;
+                let conn = endpoint
+                    .connect(target.addr, "localhost")?
+                    .await
+                    .context("QUIC handshake")?;
                 // The control stream carries CONNECT/CONNACK; MQTT traffic goes on a data stream.
                 let (mut send, mut recv) = conn.open_bi().await?;
                 send.write_all(&out).await?;
@@ -336,7 +507,12 @@ impl Client {
                     wr: Box::new(dsend),
                     buf: BytesMut::with_capacity(64 * 1024),
                     receive_maximum,
-                    quic: Some(QuicControl { endpoint, conn, send, _recv: recv }),
+                    quic: Some(QuicControl {
+                        endpoint,
+                        conn,
+                        send,
+                        _recv: recv,
+                    }),
                 })
             }
             (Transport::Quic, None) => bail!("QUIC without a client configuration"),
@@ -352,26 +528,35 @@ impl Client {
             pkid: 1,
             filters: vec![SubscribeFilter {
                 filter: filter.to_owned(),
-                options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() },
+                options: SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..SubscriptionOptions::default()
+                },
             }],
             properties: Properties::default(),
         });
         let mut out = BytesMut::new();
         s.encode(Protocol::V5, &mut out)?;
         self.wr.write_all(&out).await?;
-        let p = tokio::time::timeout(Duration::from_secs(10), self.next_packet()).await.context("SUBACK timeout")??;
+        let p = tokio::time::timeout(Duration::from_secs(10), self.next_packet())
+            .await
+            .context("SUBACK timeout")??;
         match p {
-            Some(Packet::SubAck(a)) if a.codes.first() == Some(&ReasonCode::GRANTED_QOS_1) => Ok(()),
+            Some(Packet::SubAck(a)) if a.codes.first() == Some(&ReasonCode::GRANTED_QOS_1) => {
+                Ok(())
+            }
             Some(Packet::SubAck(a)) => bail!("SUBACK {:?}", a.codes),
             Some(other) => bail!("expected SUBACK, got {}", other.name()),
             None => bail!("connection closed before SUBACK"),
         }
     }
-
 }
 
 /// Next packet from a stream; `Ok(None)` at end of stream.
-async fn next_packet<R: AsyncRead + Unpin + ?Sized>(rd: &mut R, buf: &mut BytesMut) -> Result<Option<Packet>> {
+async fn next_packet<R: AsyncRead + Unpin + ?Sized>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Option<Packet>> {
     loop {
         if let Some(p) = Packet::decode(buf, Protocol::V5, MAX_PACKET)? {
             return Ok(Some(p));
@@ -386,10 +571,17 @@ async fn next_packet<R: AsyncRead + Unpin + ?Sized>(rd: &mut R, buf: &mut BytesM
 }
 
 /// Reads the CONNACK and returns the broker's Receive Maximum.
-async fn read_connack<R: AsyncRead + Unpin + ?Sized>(rd: &mut R, buf: &mut BytesMut) -> Result<u16> {
-    let p = tokio::time::timeout(Duration::from_secs(10), next_packet(rd, buf)).await.context("CONNACK timeout")??;
+async fn read_connack<R: AsyncRead + Unpin + ?Sized>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> Result<u16> {
+    let p = tokio::time::timeout(Duration::from_secs(10), next_packet(rd, buf))
+        .await
+        .context("CONNACK timeout")??;
     match p {
-        Some(Packet::ConnAck(a)) if a.code == ReasonCode::SUCCESS => Ok(a.properties.receive_maximum.unwrap_or(u16::MAX)),
+        Some(Packet::ConnAck(a)) if a.code == ReasonCode::SUCCESS => {
+            Ok(a.properties.receive_maximum.unwrap_or(u16::MAX))
+        }
         Some(Packet::ConnAck(a)) => bail!("CONNACK refused: {}", a.code),
         Some(other) => bail!("expected CONNACK, got {}", other.name()),
         None => bail!("connection closed before CONNACK"),
@@ -397,10 +589,15 @@ async fn read_connack<R: AsyncRead + Unpin + ?Sized>(rd: &mut R, buf: &mut Bytes
 }
 
 /// Normal DISCONNECT (on the control stream over QUIC, on the only stream over TCP), then closes.
-async fn disconnect(mut wr: Writer, quic: Option<QuicControl>) {
+/// Returns the QUIC connection's counters.
+async fn disconnect(mut wr: Writer, quic: Option<QuicControl>) -> Option<quinn::ConnectionStats> {
+    let stats = quic.as_ref().map(|q| q.conn.stats());
     let mut out = BytesMut::new();
-    if Packet::Disconnect(Disconnect::default()).encode(Protocol::V5, &mut out).is_err() {
-        return;
+    if Packet::Disconnect(Disconnect::default())
+        .encode(Protocol::V5, &mut out)
+        .is_err()
+    {
+        return stats;
     }
     match quic {
         None => {
@@ -417,6 +614,7 @@ async fn disconnect(mut wr: Writer, quic: Option<QuicControl>) {
             let _ = tokio::time::timeout(Duration::from_secs(1), q.endpoint.wait_idle()).await;
         }
     }
+    stats
 }
 
 /// A publisher: one topic, a window of un-acknowledged PUBLISHes.
@@ -436,10 +634,26 @@ impl Publisher {
         outstanding: Option<Arc<Semaphore>>,
         mut stop: watch::Receiver<bool>,
         failed: Arc<AtomicBool>,
+        quic_stats: Arc<Mutex<QuicStats>>,
     ) -> Result<()> {
         let credit = Arc::new(Semaphore::new(self.window));
-        let Client { rd, mut wr, buf, quic, .. } = client;
-        let reader = tokio::spawn(ack_loop(rd, buf, credit.clone(), stats.clone()));
+        let Client {
+            rd,
+            mut wr,
+            buf,
+            quic,
+            ..
+        } = client;
+        // When the ack reader ends (error, or the broker closed the stream) it closes the window,
+        // which wakes the writer below with an error.
+        let mut reader = tokio::spawn({
+            let (credit, stats) = (credit.clone(), stats.clone());
+            async move {
+                let r = ack_loop(rd, buf, credit.clone(), stats).await;
+                credit.close();
+                r
+            }
+        });
         let mut seq: u32 = 0;
         let mut pkid: u16 = 0;
         let mut out = BytesMut::with_capacity(MAX_BATCH * (self.filler.len() + HEADER + 64));
@@ -508,17 +722,35 @@ impl Publisher {
             Ok(())
         }
         .await;
+        let result = match result {
+            // The writer saw the window close: the reader knows why.
+            Err(e) if reader.is_finished() => match (&mut reader).await {
+                Ok(Err(why)) => Err(why.context("reading PUBACKs")),
+                Ok(Ok(())) => Err(anyhow!("broker closed the publisher's stream")),
+                Err(_) => Err(e),
+            },
+            other => other,
+        };
         if result.is_err() {
             failed.store(true, Ordering::Relaxed);
         }
         reader.abort();
-        disconnect(wr, quic).await;
+        if let Some(st) = disconnect(wr, quic).await {
+            if let Ok(mut q) = quic_stats.lock() {
+                q.publishers.add(&st);
+            }
+        }
         result
     }
 }
 
 /// Reads PUBACKs and gives their credit back.
-async fn ack_loop(mut rd: Reader, mut buf: BytesMut, credit: Arc<Semaphore>, stats: Arc<PublisherStats>) -> Result<()> {
+async fn ack_loop(
+    mut rd: Reader,
+    mut buf: BytesMut,
+    credit: Arc<Semaphore>,
+    stats: Arc<PublisherStats>,
+) -> Result<()> {
     loop {
         let mut acks = 0;
         while let Some(p) = Packet::decode(&mut buf, Protocol::V5, MAX_PACKET)? {
@@ -553,8 +785,15 @@ async fn subscribe_loop(
     dups: Arc<AtomicU64>,
     outstanding: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
+    quic_stats: Arc<Mutex<QuicStats>>,
 ) -> Result<()> {
-    let Client { mut rd, mut wr, mut buf, quic, .. } = client;
+    let Client {
+        mut rd,
+        mut wr,
+        mut buf,
+        quic,
+        ..
+    } = client;
     let mut last_seq: Vec<Option<u32>> = vec![None; publishers];
     let mut acks = BytesMut::with_capacity(64 * 1024);
     let mut lat = Vec::with_capacity(1024);
@@ -565,9 +804,12 @@ async fn subscribe_loop(
                 match p {
                     Packet::Publish(p) => {
                         if p.qos != QoS::AtMostOnce {
-                            Packet::PubAck(PubResp::new(p.pkid, ReasonCode::SUCCESS)).encode(Protocol::V5, &mut acks)?;
+                            Packet::PubAck(PubResp::new(p.pkid, ReasonCode::SUCCESS))
+                                .encode(Protocol::V5, &mut acks)?;
                         }
-                        let Some(h) = p.payload.get(..HEADER) else { bail!("delivery without the bench header") };
+                        let Some(h) = p.payload.get(..HEADER) else {
+                            bail!("delivery without the bench header")
+                        };
                         let sent = u64::from_be_bytes(h[0..8].try_into()?);
                         let who = u32::from_be_bytes(h[8..12].try_into()?) as usize;
                         let seq = u32::from_be_bytes(h[12..16].try_into()?);
@@ -618,12 +860,16 @@ async fn subscribe_loop(
         }
     }
     .await;
-    disconnect(wr, quic).await;
+    if let Some(st) = disconnect(wr, quic).await {
+        if let Ok(mut q) = quic_stats.lock() {
+            q.subscriber.add(&st);
+        }
+    }
     result
 }
 
-/// rustls + quinn client configuration trusting `ca` only, ALPN `mqtt`.
-fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig> {
+/// rustls client configuration trusting `ca` only, ALPN `mqtt`.
+fn tls_client_config(ca: &Path) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
@@ -637,6 +883,11 @@ fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"mqtt".to_vec()];
+    Ok(tls)
+}
+
+/// quinn client configuration on top of [`tls_client_config`].
+fn quic_client_config(tls: rustls::ClientConfig, mtu: Option<u16>) -> Result<quinn::ClientConfig> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -645,19 +896,31 @@ fn quic_client_config(ca: &Path) -> Result<quinn::ClientConfig> {
         .stream_receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024))
         .receive_window(quinn::VarInt::from_u32(32 * 1024 * 1024))
         .send_window(32 * 1024 * 1024);
+    if let Some(mtu) = mtu {
+        let mut discovery = quinn::MtuDiscoveryConfig::default();
+        discovery.upper_bound(mtu);
+        transport
+            .initial_mtu(mtu)
+            .mtu_discovery_config(Some(discovery));
+    }
     cfg.transport_config(Arc::new(transport));
     Ok(cfg)
 }
 
 /// A client endpoint on its own UDP socket (one per simulated device) with large buffers.
-fn quic_endpoint(cfg: quinn::ClientConfig) -> Result<quinn::Endpoint> {
+fn quic_endpoint(cfg: quinn::ClientConfig, mtu: Option<u16>) -> Result<quinn::Endpoint> {
     use socket2::{Domain, Protocol as SockProto, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(SockProto::UDP))?;
     socket.set_recv_buffer_size(UDP_BUFFER)?;
     socket.set_send_buffer_size(UDP_BUFFER)?;
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime"))?;
-    let mut ep = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket.into(), runtime)?;
+    let mut endpoint_cfg = quinn::EndpointConfig::default();
+    if let Some(mtu) = mtu {
+        // What we tell the server we can receive; quinn's default is 1472.
+        endpoint_cfg.max_udp_payload_size(mtu)?;
+    }
+    let mut ep = quinn::Endpoint::new(endpoint_cfg, None, socket.into(), runtime)?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }
@@ -668,4 +931,23 @@ pub fn udp_buffers_granted() -> io::Result<(usize, usize)> {
     s.set_recv_buffer_size(UDP_BUFFER)?;
     s.set_send_buffer_size(UDP_BUFFER)?;
     Ok((s.recv_buffer_size()?, s.send_buffer_size()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let w = Window {
+            elapsed: Duration::from_secs(2),
+            delivered: 100,
+            latencies_us: (1..=100).map(|i| i * 1000).collect(),
+        };
+        assert_eq!(w.rate(), 50.0);
+        assert_eq!(w.percentile_ms(50.0), Some(50.0));
+        assert_eq!(w.percentile_ms(99.0), Some(99.0));
+        assert_eq!(w.percentile_ms(100.0), Some(100.0));
+        assert_eq!(Window::default().percentile_ms(50.0), None);
+    }
 }

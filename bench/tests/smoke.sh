@@ -23,6 +23,10 @@ check() {
 }
 
 if [ "$(id -u)" -ne 0 ] || [ ! -c /dev/net/tun ]; then
+	if [ "${CI:-}" = true ]; then
+		echo "smoke: FAILED: CI must run as root with /dev/net/tun"
+		exit 1
+	fi
 	echo "smoke: skipped (needs root and /dev/net/tun)"
 	echo "smoke: 0 passed, 0 failed"
 	exit 0

@@ -69,6 +69,18 @@ pub enum Error {
     /// All 65,535 packet identifiers are in flight.
     #[error("no free packet identifier")]
     PacketIdsExhausted,
+    /// Neither the first transport nor its fallback connected; both errors, by transport.
+    #[error("no transport connected ({0})")]
+    AllTransportsFailed(String),
+    /// A file transfer was refused or cancelled (0x83), or failed in a way retrying cannot fix.
+    #[error("upload of {file_id} failed: {why}")]
+    Upload { file_id: String, why: String },
+    /// [`Upload::cancel`](crate::Upload::cancel) stopped the transfer.
+    #[error("upload of {0} cancelled")]
+    UploadCancelled(String),
+    /// The upload source could not be read.
+    #[error("cannot read {what}: {error}")]
+    Source { what: String, error: std::io::Error },
     /// A packet could not be encoded (string over 64 KiB …).
     #[error("encode: {0}")]
     Encode(EncodeError),

@@ -1,4 +1,4 @@
-//! `quicft`: publish and subscribe from a shell (uploads come next, issue 4).
+//! `quicft`: upload files, ask for their status, publish and subscribe from a shell.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use quicft_client::{
     CaSource, Client, ClientOptions, Congestion, Message, Protocol, QoS, ReasonCode, Transport,
+    UploadOptions,
 };
 
 /// Where the zero-config server writes its development CA.
@@ -30,6 +31,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Upload files (resumable: run it again after any failure and it continues where the server
+    /// stands).
+    Upload(UploadArgs),
+    /// Ask the server what it holds of a transfer of this client id; prints its JSON answer.
+    Status(StatusArgs),
     /// Publish one message.
     Pub(PubArgs),
     /// Subscribe and print each message's payload on its own line.
@@ -37,10 +43,43 @@ enum Command {
 }
 
 #[derive(Args)]
+struct UploadArgs {
+    /// Files to upload, all at once on one connection.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Transfer id (one file only). Default: derived from the path, size and modification time,
+    /// so that running the same command again resumes the transfer.
+    #[arg(long)]
+    file_id: Option<String>,
+    /// Segment size in bytes (K and M suffixes allowed). Default: 256K over QUIC, 64K over TLS/TCP.
+    #[arg(long, value_parser = parse_size)]
+    segment_size: Option<usize>,
+    /// Bytes in flight per file, unacknowledged (K and M suffixes allowed).
+    #[arg(long, value_parser = parse_size, default_value = "8M")]
+    window: usize,
+    /// Streams per file (QUIC; over TCP they share the one connection).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    streams: u16,
+    /// No progress bar; print one JSON summary line per file on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The transfer's id (as printed by `quicft upload --json`).
+    file_id: String,
+}
+
+#[derive(Args)]
 struct Common {
-    /// quic, tls or tcp.
-    #[arg(long, global = true, default_value = "quic")]
-    transport: Transport,
+    /// auto (QUIC, falling back to TLS), quic, tls or tcp.
+    #[arg(long, global = true, default_value = "auto")]
+    transport: TransportArg,
+    /// With --transport auto: the TLS port to fall back to (default 8883); the port in --server
+    /// is then the QUIC port.
+    #[arg(long, global = true)]
+    fallback_port: Option<u16>,
     /// Server as HOST or HOST:PORT (default ports: 14567 QUIC, 8883 TLS, 1883 TCP); an IPv6
     /// address with a port goes in brackets, as in `[::1]:14567`.
     #[arg(long, global = true, default_value = "localhost")]
@@ -58,7 +97,8 @@ struct Common {
     /// Private key (PEM) of --cert.
     #[arg(long, global = true, requires = "cert")]
     key: Option<PathBuf>,
-    /// Client identifier (default: assigned by the server).
+    /// Client identifier (default: assigned by the server; for upload and status
+    /// `quicft-<hostname>`, since transfers belong to a client id).
     #[arg(short = 'i', long = "client-id", global = true)]
     client_id: Option<String>,
     /// User name for the server's password authentication.
@@ -76,7 +116,7 @@ struct Common {
     /// Give up connecting after this many seconds.
     #[arg(long, global = true, default_value_t = 10)]
     connect_timeout: u64,
-    /// QUIC congestion controller: bbr, cubic or newreno.
+    /// QUIC congestion controller: bbr, cubic, newreno or delay.
     #[arg(long, global = true, default_value = "bbr")]
     congestion: Congestion,
 }
@@ -152,11 +192,241 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let options = options(&cli.common)?;
+    let mut options = options(&cli.common)?;
+    if options.client_id.is_empty()
+        && matches!(cli.command, Command::Upload(_) | Command::Status(_))
+    {
+        options.client_id = default_client_id();
+    }
     match cli.command {
+        Command::Upload(args) => upload(options, args).await,
+        Command::Status(args) => status(options, args).await,
         Command::Pub(args) => publish(options, args).await,
         Command::Sub(args) => subscribe(options, args).await,
     }
+}
+
+/// `--transport`: one transport, or QUIC with TLS as the fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransportArg {
+    Auto,
+    Only(Transport),
+}
+
+impl std::str::FromStr for TransportArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(TransportArg::Auto);
+        }
+        s.parse()
+            .map(TransportArg::Only)
+            .map_err(|_| format!("unknown transport {s:?} (auto, quic, tls or tcp)"))
+    }
+}
+
+/// `4096`, `64K`, `8M` (binary units).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        _ => return Err(format!("bad size unit in {s:?} (K or M)")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("bad size {s:?}")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// A stable client id for this machine: transfers are keyed by client id, so a second run must
+/// use the same one to resume.
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "device".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("quicft-{host}")
+}
+
+/// The one-line summary `--json` prints per file.
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    file: String,
+    file_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    goodput_bps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<Transport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconnects: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_resent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if args.file_id.is_some() && args.files.len() > 1 {
+        bail!("--file-id names one transfer: give one file with it");
+    }
+    let client = connect(options).await?;
+    let bars = (!args.json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let mut running = Vec::new();
+    for file in &args.files {
+        let opts = UploadOptions {
+            file_id: args.file_id.clone(),
+            segment_size: args.segment_size,
+            window: args.window,
+            streams: usize::from(args.streams),
+            ..UploadOptions::default()
+        };
+        let started = match client.upload(file.as_path(), opts).await {
+            Ok(u) => u,
+            Err(e) => {
+                // Reported with the others below; the remaining files still go.
+                let e = anyhow::Error::new(e).context("cannot start the upload");
+                let task = tokio::spawn(async move { Err(e) });
+                running.push((file.clone(), String::new(), task));
+                continue;
+            }
+        };
+        if let Some(bars) = &bars {
+            let bar = bars.add(indicatif::ProgressBar::new(0));
+            bar.set_style(style.clone());
+            bar.set_prefix(
+                file.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            );
+            let mut progress = started.progress();
+            tokio::spawn(async move {
+                loop {
+                    let p = progress.borrow_and_update().clone();
+                    bar.set_length(p.total.unwrap_or(0));
+                    bar.set_position(p.bytes_acked);
+                    bar.set_message(match p.state {
+                        quicft_client::UploadState::Uploading => String::new(),
+                        s => format!("{s:?}").to_lowercase(),
+                    });
+                    if progress.changed().await.is_err() {
+                        bar.finish();
+                        return;
+                    }
+                }
+            });
+        }
+        let file_id = started.file_id().to_owned();
+        let task = tokio::spawn(async move { started.wait().await.map_err(anyhow::Error::new) });
+        running.push((file.clone(), file_id, task));
+    }
+    let mut failed = 0usize;
+    for (file, file_id, task) in running {
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("upload task failed: {e}")),
+        };
+        let summary = match &result {
+            Ok(r) => Summary {
+                file: file.display().to_string(),
+                file_id: &file_id,
+                bytes: Some(r.bytes),
+                seconds: Some(r.seconds),
+                goodput_bps: Some(r.goodput_bps),
+                transport: Some(r.transport),
+                reconnects: Some(r.reconnects),
+                bytes_resent: Some(r.bytes_resent),
+                sha256: Some(&r.sha256),
+                error: None,
+            },
+            Err(e) => Summary {
+                file: file.display().to_string(),
+                file_id: &file_id,
+                bytes: None,
+                seconds: None,
+                goodput_bps: None,
+                transport: None,
+                reconnects: None,
+                bytes_resent: None,
+                sha256: None,
+                error: Some(format!("{e:#}")),
+            },
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        match result {
+            Ok(r) if !args.json => eprintln!(
+                "{}: {} bytes in {:.2} s ({:.1} Mbit/s) over {}, id {}{}",
+                file.display(),
+                r.bytes,
+                r.seconds,
+                r.goodput_bps / 1e6,
+                r.transport,
+                r.file_id,
+                if r.reconnects > 0 {
+                    format!(
+                        ", {} reconnects, {} bytes re-sent",
+                        r.reconnects, r.bytes_resent
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                failed += 1;
+                if !args.json {
+                    eprintln!("quicft: {}: {e:#}", file.display());
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.disconnect()).await;
+    if failed > 0 {
+        bail!("{failed} of {} uploads failed", args.files.len());
+    }
+    Ok(())
+}
+
+async fn status(options: ClientOptions, args: StatusArgs) -> anyhow::Result<()> {
+    let client = connect(options).await?;
+    let status = client
+        .file_status(&args.file_id)
+        .await
+        .context("status query failed")?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.disconnect()).await;
+    Ok(())
 }
 
 fn qos(n: u8) -> QoS {
@@ -295,7 +565,14 @@ async fn interrupted() {
 
 fn options(c: &Common) -> anyhow::Result<ClientOptions> {
     let (host, port) = split_server(&c.server)?;
-    let mut o = ClientOptions::new(host, c.transport);
+    let mut o = match c.transport {
+        TransportArg::Auto => {
+            let mut o = ClientOptions::auto(host);
+            o.fallback_port = c.fallback_port;
+            o
+        }
+        TransportArg::Only(t) => ClientOptions::new(host, t),
+    };
     o.port = port;
     o.protocol = if c.v311 { Protocol::V311 } else { Protocol::V5 };
     o.client_id = c.client_id.clone().unwrap_or_default();
@@ -357,6 +634,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn upload_and_status_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["quicft", "upload", "big.bin"]).expect("parses");
+        assert_eq!(cli.common.transport, TransportArg::Auto);
+        let Command::Upload(u) = cli.command else {
+            panic!("upload expected")
+        };
+        assert_eq!((u.streams, u.window, u.json), (1, 8 << 20, false));
+        let cli = Cli::try_parse_from([
+            "quicft",
+            "upload",
+            "a",
+            "b",
+            "--segment-size",
+            "64K",
+            "--streams",
+            "4",
+            "--json",
+            "--transport",
+            "tls",
+            "--client-id",
+            "dev-1",
+        ])
+        .expect("parses");
+        let Command::Upload(u) = cli.command else {
+            panic!("upload expected")
+        };
+        assert_eq!(u.segment_size, Some(64 << 10));
+        assert_eq!(u.files.len(), 2);
+        assert!(
+            Cli::try_parse_from(["quicft", "upload"]).is_err(),
+            "needs a file"
+        );
+        assert!(Cli::try_parse_from(["quicft", "status", "f1"]).is_ok());
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert!(parse_size("0").is_err() && parse_size("3G").is_err());
+    }
+
+    #[test]
     fn server_forms() {
         let ok = |s: &str| split_server(s).expect(s);
         assert_eq!(ok("localhost"), ("localhost".into(), None));
@@ -384,7 +699,7 @@ mod tests {
             "tcp",
         ])
         .expect("parses");
-        assert_eq!(cli.common.transport, Transport::Tcp);
+        assert_eq!(cli.common.transport, TransportArg::Only(Transport::Tcp));
         assert!(matches!(
             cli.command,
             Command::Pub(PubArgs {

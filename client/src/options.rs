@@ -15,7 +15,8 @@ pub const DEFAULT_TLS_PORT: u16 = 8883;
 pub const DEFAULT_TCP_PORT: u16 = 1883;
 
 /// How the client reaches the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// MQTT over QUIC: one stream per channel, ALPN `mqtt` (DESIGN §3).
     #[default]
@@ -101,6 +102,10 @@ pub enum Congestion {
     /// quinn's default; fine on clean links.
     Cubic,
     NewReno,
+    /// quicft's delay-aware, loss-tolerant controller (`quicft_congestion::DelayBbr`): BBR's
+    /// goodput under random loss with a ~0.25 × BDP queue instead of BBR's full buffer, so
+    /// telemetry on the same connection is not stuck behind file data (bench/CC.md).
+    Delay,
     /// Any controller written against quinn's `congestion::Controller` trait.
     Custom(Arc<dyn quinn::congestion::ControllerFactory + Send + Sync>),
 }
@@ -111,6 +116,7 @@ impl std::fmt::Debug for Congestion {
             Congestion::Bbr => "Bbr",
             Congestion::Cubic => "Cubic",
             Congestion::NewReno => "NewReno",
+            Congestion::Delay => "Delay",
             Congestion::Custom(_) => "Custom",
         })
     }
@@ -123,8 +129,9 @@ impl std::str::FromStr for Congestion {
             "bbr" => Ok(Congestion::Bbr),
             "cubic" => Ok(Congestion::Cubic),
             "newreno" | "new-reno" | "reno" => Ok(Congestion::NewReno),
+            "delay" => Ok(Congestion::Delay),
             other => Err(format!(
-                "unknown congestion controller {other:?} (bbr, cubic, newreno)"
+                "unknown congestion controller {other:?} (bbr, cubic, newreno, delay)"
             )),
         }
     }
@@ -188,14 +195,88 @@ impl Default for Priorities {
     }
 }
 
+/// How a client that lost its connection gets it back: exponential backoff with jitter, capped.
+///
+/// The n-th attempt (from 0) waits `min(max_delay, initial_delay × 2ⁿ)`, less a random share of
+/// up to `jitter` of it, so that a fleet of devices dropped by the same outage does not come back
+/// in lock-step. The first attempt after a drop waits too: a server that just said "shutting
+/// down" is not back within microseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconnect {
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    /// Share of each delay (0.0 to 1.0) that is randomised away.
+    pub jitter: f64,
+    /// Give up (and close the client) after this many failed attempts in a row; `None`: never.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(30),
+            jitter: 0.5,
+            max_attempts: None,
+        }
+    }
+}
+
+impl Reconnect {
+    /// The wait before attempt `attempt` (0-based), given a random number in `[0, 1)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quicft_client::Reconnect;
+    ///
+    /// let r = Reconnect {
+    ///     initial_delay: Duration::from_millis(100),
+    ///     max_delay: Duration::from_secs(2),
+    ///     jitter: 0.5,
+    ///     max_attempts: None,
+    /// };
+    /// assert_eq!(r.delay(0, 0.0), Duration::from_millis(100));
+    /// assert_eq!(r.delay(10, 0.0), Duration::from_secs(2)); // capped
+    /// assert_eq!(r.delay(1, 0.5), Duration::from_millis(150)); // 200 ms less a quarter
+    /// ```
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let factor = 2f64.powi(i32::try_from(attempt.min(30)).unwrap_or(30));
+        let base = self
+            .initial_delay
+            .mul_f64(factor)
+            .min(self.max_delay)
+            .max(Duration::from_millis(1));
+        let cut = self.jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0);
+        base.mul_f64(1.0 - cut)
+    }
+}
+
 /// Everything [`Client::connect`](crate::Client::connect) needs. Build it with
-/// [`ClientOptions::new`] and adjust the public fields.
+/// [`ClientOptions::new`] (one transport) or [`ClientOptions::auto`] (QUIC, falling back to TLS)
+/// and adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub host: String,
-    /// `None`: the transport's default port.
+    /// Port of `transport`; `None`: the transport's default port.
     pub port: Option<u16>,
+    /// The transport tried first.
     pub transport: Transport,
+    /// Tried as well when `transport` fails or has not connected within `fallback_delay` (both
+    /// race from then on, the first CONNACK wins; [`ConnectionInfo::transport`] tells which).
+    ///
+    /// [`ConnectionInfo::transport`]: crate::ConnectionInfo::transport
+    pub fallback: Option<Transport>,
+    /// Port of the fallback transport; `None`: its default port.
+    pub fallback_port: Option<u16>,
+    /// Head start of `transport` over `fallback` (happy eyeballs). Short: a network that drops
+    /// UDP gives no error at all, only silence.
+    pub fallback_delay: Duration,
+    /// Reconnect after a lost connection; `None`: the client closes with the connection.
+    pub reconnect: Option<Reconnect>,
+    /// TCP_NOTSENT_LOWAT on TCP/TLS connections: bytes the kernel may hold unsent. Keeping it small
+    /// keeps the priority order in our writer instead of letting megabytes of file data queue in
+    /// the socket ahead of the next telemetry message. `None`: the system default.
+    pub tcp_notsent_lowat: Option<u32>,
     pub tls: TlsOptions,
     pub quic: QuicOptions,
     pub protocol: Protocol,
@@ -231,6 +312,11 @@ impl ClientOptions {
             host: host.into(),
             port: None,
             transport,
+            fallback: None,
+            fallback_port: None,
+            fallback_delay: Duration::from_millis(300),
+            reconnect: Some(Reconnect::default()),
+            tcp_notsent_lowat: Some(128 * 1024),
             tls: TlsOptions::default(),
             quic: QuicOptions::default(),
             protocol: Protocol::V5,
@@ -250,6 +336,14 @@ impl ClientOptions {
         }
     }
 
+    /// QUIC first, TLS when QUIC fails or does not answer within `fallback_delay`: what a device
+    /// on an unknown network should use.
+    pub fn auto(host: impl Into<String>) -> Self {
+        let mut o = ClientOptions::new(host, Transport::Quic);
+        o.fallback = Some(Transport::Tls);
+        o
+    }
+
     /// The port in use: the given one or the transport's default.
     pub fn port(&self) -> u16 {
         self.port.unwrap_or_else(|| self.transport.default_port())
@@ -258,5 +352,26 @@ impl ClientOptions {
     /// The name the server certificate must carry.
     pub fn server_name(&self) -> &str {
         self.tls.server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_only_shortens() {
+        let r = Reconnect {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            jitter: 0.5,
+            max_attempts: None,
+        };
+        assert_eq!(r.delay(0, 0.0), Duration::from_millis(100));
+        assert_eq!(r.delay(2, 0.0), Duration::from_millis(400));
+        assert_eq!(r.delay(10, 0.0), Duration::from_secs(1));
+        assert_eq!(r.delay(1000, 0.0), Duration::from_secs(1));
+        assert_eq!(r.delay(0, 0.999_999).as_millis(), 50);
+        assert!(r.delay(3, 0.3) < r.delay(3, 0.0));
     }
 }

@@ -101,6 +101,10 @@ pub(crate) struct Shared {
     pub(crate) limits: ServerLimits,
     /// QoS 1/2 publishes in flight: the smaller of the server's Receive Maximum and our own cap.
     pub(crate) inflight: Arc<Semaphore>,
+    /// A file-channel publish also takes one of these: files may fill at most three quarters of
+    /// `inflight`, so that uploads filling their windows never make a telemetry publish wait for
+    /// a slot.
+    pub(crate) file_inflight: Arc<Semaphore>,
     /// Cancelled when the connection ends; every task of the connection stops on it.
     pub(crate) cancel: CancellationToken,
     state: Mutex<Session>,
@@ -111,7 +115,7 @@ struct Pending {
     channel: ChannelId,
     kind: PendingKind,
     /// Released with the entry: the flow no longer counts against Receive Maximum.
-    _permit: Option<OwnedSemaphorePermit>,
+    _permits: Vec<OwnedSemaphorePermit>,
     /// Keeps the channel (its QUIC stream) open until the flow ends, so a PUBREL can still go out
     /// after the publishing future was dropped.
     _channel: ChannelTx,
@@ -150,8 +154,6 @@ struct Session {
     /// these ids is a duplicate and is not delivered again.
     incoming_qos2: HashSet<u16>,
     routes: Vec<Route>,
-    next_route_key: u64,
-    next_sub_id: u32,
     /// A PINGREQ went out and its PINGRESP has not come back.
     ping_outstanding: bool,
     closed: Option<CloseReason>,
@@ -168,10 +170,19 @@ pub(crate) struct Reaction {
     pub(crate) close: Option<CloseReason>,
 }
 
+/// What identifies a subscription's route: the client's key, its Subscription Identifier, its filter.
+pub(crate) struct RouteSpec {
+    pub(crate) key: u64,
+    pub(crate) sub_id: u32,
+    pub(crate) filter: TopicFilter,
+}
+
+/// Largest Subscription Identifier; the client wraps its counter there.
+pub(crate) const MAX_SUBSCRIPTION_ID: u32 = MAX_SUB_ID;
+
 /// A registered subscription, before its SUBACK.
 pub(crate) struct NewRoute {
     pub(crate) pkid: u16,
-    pub(crate) key: u64,
     pub(crate) sub_id: Option<u32>,
 }
 
@@ -183,18 +194,21 @@ impl Shared {
         cancel: CancellationToken,
     ) -> Self {
         let permits = usize::from(limits.receive_maximum.min(max_inflight).max(1));
+        let file = match permits {
+            1 => 1,
+            n => n - (n / 4).max(1),
+        };
         Shared {
             protocol,
             limits,
             inflight: Arc::new(Semaphore::new(permits)),
+            file_inflight: Arc::new(Semaphore::new(file)),
             cancel,
             state: Mutex::new(Session {
                 pkids: PacketIds::new(),
                 pending: HashMap::new(),
                 incoming_qos2: HashSet::new(),
                 routes: Vec::new(),
-                next_route_key: 1,
-                next_sub_id: 1,
                 ping_outstanding: false,
                 closed: None,
             }),
@@ -238,6 +252,7 @@ impl Shared {
             s.incoming_qos2.clear();
         }
         self.inflight.close();
+        self.file_inflight.close();
         self.cancel.cancel();
     }
 
@@ -262,7 +277,7 @@ impl Shared {
         &self,
         channel: &ChannelTx,
         kind: PendingKind,
-        permit: Option<OwnedSemaphorePermit>,
+        permits: Vec<OwnedSemaphorePermit>,
     ) -> Result<u16> {
         let mut s = self.lock();
         if let Some(reason) = &s.closed {
@@ -274,7 +289,7 @@ impl Shared {
             Pending {
                 channel: channel.id,
                 kind,
-                _permit: permit,
+                _permits: permits,
                 _channel: channel.clone(),
             },
         );
@@ -291,10 +306,14 @@ impl Shared {
 
     /// Registers a subscription's route and its SUBSCRIBE flow in one step, so that messages the
     /// server sends right after (or even before) its SUBACK are already routed.
+    ///
+    /// `key` names the route (the client keeps it across reconnects) and `sub_id` is the
+    /// Subscription Identifier to use when the server supports them; a route with the same key is
+    /// replaced.
     pub(crate) fn register_subscription(
         &self,
         channel: &ChannelTx,
-        filter: TopicFilter,
+        sub: RouteSpec,
         tx: mpsc::Sender<Publish>,
         done: oneshot::Sender<SubAck>,
     ) -> Result<NewRoute> {
@@ -303,13 +322,13 @@ impl Shared {
             return Err(Error::ConnectionClosed(reason.clone()));
         }
         let pkid = s.pkids.alloc().ok_or(Error::PacketIdsExhausted)?;
-        let sub_id = self.limits.sub_ids_available.then(|| {
-            let id = s.next_sub_id;
-            s.next_sub_id = if id >= MAX_SUB_ID { 1 } else { id + 1 };
-            id
-        });
-        let key = s.next_route_key;
-        s.next_route_key += 1;
+        let RouteSpec {
+            key,
+            sub_id,
+            filter,
+        } = sub;
+        let sub_id = self.limits.sub_ids_available.then_some(sub_id);
+        s.routes.retain(|r| r.key != key);
         s.routes.push(Route {
             key,
             channel: channel.id,
@@ -322,11 +341,31 @@ impl Shared {
             Pending {
                 channel: channel.id,
                 kind: PendingKind::Subscribe { done },
-                _permit: None,
+                _permits: Vec::new(),
                 _channel: channel.clone(),
             },
         );
-        Ok(NewRoute { pkid, key, sub_id })
+        Ok(NewRoute { pkid, sub_id })
+    }
+
+    /// Routes deliveries of a subscription the server may still hold from an earlier connection
+    /// (resumed session) without sending SUBSCRIBE: they are then delivered, not acked and dropped.
+    pub(crate) fn restore_route(
+        &self,
+        channel: ChannelId,
+        sub: RouteSpec,
+        tx: mpsc::Sender<Publish>,
+    ) {
+        let mut s = self.lock();
+        let sub_id = self.limits.sub_ids_available.then_some(sub.sub_id);
+        s.routes.retain(|r| r.key != sub.key);
+        s.routes.push(Route {
+            key: sub.key,
+            channel,
+            sub_id,
+            filter: sub.filter,
+            tx,
+        });
     }
 
     pub(crate) fn remove_route(&self, key: u64) {
@@ -524,9 +563,10 @@ impl Session {
         if !by_id.is_empty() {
             return by_id;
         }
+        // No identifier we know: a server that does not echo them, or a subscription of a resumed
+        // session made under identifiers of an earlier connection. Filters decide.
         self.routes
             .iter()
-            .filter(|r| r.sub_id.is_none() || ids.is_empty())
             .filter(|r| r.filter.matches(&publish.topic))
             .map(|r| r.tx.clone())
             .collect()
@@ -573,6 +613,29 @@ mod tests {
         }
     }
 
+    fn spec(key: u64, filter: TopicFilter) -> RouteSpec {
+        RouteSpec {
+            key,
+            sub_id: u32::try_from(key).expect("small key"),
+            filter,
+        }
+    }
+
+    #[test]
+    fn restored_route_gets_deliveries_of_an_earlier_connection() {
+        let sh = shared(true);
+        let (tx, mut rx) = mpsc::channel(4);
+        let filter = TopicFilter::parse("cmd/#").expect("filter");
+        sh.restore_route(1, spec(7, filter), tx);
+        // Delivered under an identifier the earlier connection used: routed by filter, not dropped.
+        let r = sh.on_packet(publish("cmd/x", QoS::AtLeastOnce, 3, vec![99]));
+        let (targets, p) = r.deliver.expect("delivered");
+        for t in targets {
+            t.try_send(p.clone()).expect("room");
+        }
+        assert!(rx.try_recv().is_ok());
+    }
+
     fn publish(topic: &str, qos: QoS, pkid: u16, sub_ids: Vec<u32>) -> Packet {
         let properties = Properties {
             subscription_identifiers: sub_ids,
@@ -598,7 +661,9 @@ mod tests {
             done,
             rec: None,
         };
-        let pkid = sh.register(&channel(1), kind, None).expect("registered");
+        let pkid = sh
+            .register(&channel(1), kind, Vec::new())
+            .expect("registered");
         let r = sh.on_packet(Packet::PubAck(PubResp::new(
             pkid,
             ReasonCode::QUOTA_EXCEEDED,
@@ -620,7 +685,9 @@ mod tests {
             done,
             rec: None,
         };
-        let pkid = sh.register(&channel(1), kind, None).expect("registered");
+        let pkid = sh
+            .register(&channel(1), kind, Vec::new())
+            .expect("registered");
         // A PUBACK for a QoS 2 flow is the wrong kind: ignored, flow kept.
         sh.on_packet(Packet::PubAck(PubResp::new(pkid, ReasonCode::SUCCESS)));
         assert!(rx.try_recv().is_err());
@@ -651,7 +718,9 @@ mod tests {
             done,
             rec: None,
         };
-        let pkid = sh.register(&channel(1), kind, None).expect("registered");
+        let pkid = sh
+            .register(&channel(1), kind, Vec::new())
+            .expect("registered");
         let r = sh.on_packet(Packet::PubRec(PubResp::new(
             pkid,
             ReasonCode::NOT_AUTHORIZED,
@@ -682,7 +751,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(4);
         let (done, _) = oneshot::channel();
         let filter = TopicFilter::parse("a/+").expect("filter");
-        sh.register_subscription(&channel(1), filter, tx, done)
+        sh.register_subscription(&channel(1), spec(1, filter), tx, done)
             .expect("registered");
         let r = sh.on_packet(publish("a/b", QoS::ExactlyOnce, 5, vec![]));
         assert!(r.deliver.is_some());
@@ -723,10 +792,10 @@ mod tests {
         let (d2, _) = oneshot::channel();
         let f = |s: &str| TopicFilter::parse(s).expect("filter");
         let a = sh
-            .register_subscription(&channel(1), f("a/#"), tx1, d1)
+            .register_subscription(&channel(1), spec(1, f("a/#")), tx1, d1)
             .expect("registered");
         let b = sh
-            .register_subscription(&channel(1), f("a/b"), tx2, d2)
+            .register_subscription(&channel(1), spec(2, f("a/b")), tx2, d2)
             .expect("registered");
         let (Some(ida), Some(idb)) = (a.sub_id, b.sub_id) else {
             panic!("ids expected")
@@ -750,7 +819,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let (done, _) = oneshot::channel();
         let filter = TopicFilter::parse("t").expect("filter");
-        sh.register_subscription(&channel(1), filter, tx, done)
+        sh.register_subscription(&channel(1), spec(1, filter), tx, done)
             .expect("registered");
         drop(rx);
         let r = sh.on_packet(publish("t", QoS::AtLeastOnce, 3, vec![]));
@@ -766,7 +835,7 @@ mod tests {
         let (done, mut drx) = oneshot::channel();
         let filter = TopicFilter::parse("t").expect("filter");
         let nr = sh
-            .register_subscription(&channel(1), filter, tx, done)
+            .register_subscription(&channel(1), spec(1, filter), tx, done)
             .expect("registered");
         let ack = SubAck {
             pkid: nr.pkid,
@@ -787,8 +856,11 @@ mod tests {
             done,
             rec: None,
         };
-        sh.register(&channel(1), k(d1), None).expect("registered");
-        let p2 = sh.register(&channel(2), k(d2), None).expect("registered");
+        sh.register(&channel(1), k(d1), Vec::new())
+            .expect("registered");
+        let p2 = sh
+            .register(&channel(2), k(d2), Vec::new())
+            .expect("registered");
         sh.fail_channel(1);
         assert!(matches!(
             r1.try_recv(),
@@ -812,7 +884,7 @@ mod tests {
             done,
             rec: None,
         };
-        sh.register(&channel(1), k, None).expect("registered");
+        sh.register(&channel(1), k, Vec::new()).expect("registered");
         let d = quicft_proto::Disconnect {
             code: ReasonCode::SESSION_TAKEN_OVER,
             properties: Properties::default(),
@@ -834,7 +906,7 @@ mod tests {
             rec: None,
         };
         assert!(matches!(
-            sh.register(&channel(1), k, None),
+            sh.register(&channel(1), k, Vec::new()),
             Err(Error::ConnectionClosed(_))
         ));
     }

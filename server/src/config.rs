@@ -24,6 +24,16 @@ pub struct Config {
     pub limits: Limits,
     pub quic: QuicConfig,
     pub file_transfer: FtConfig,
+    pub http: HttpConfig,
+}
+
+/// The HTTP API (listening on `listeners.http`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Bearer token required on every route but `/healthz`. Without one the API is open, which is
+    /// allowed on loopback addresses only.
+    pub token: Option<String>,
 }
 
 /// Listener addresses; `None` disables a listener.
@@ -58,6 +68,36 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     /// Extra names for the generated development certificate (e.g. a LAN host name).
     pub dev_cert_names: Vec<String>,
+    /// PEM CA certificates that sign device certificates (mTLS on QUIC and TLS).
+    pub client_ca: Option<PathBuf>,
+    /// Whether devices present a certificate; anything but `off` needs `client_ca`.
+    pub client_auth: ClientAuth,
+    /// How a certificate's name (CN, else the first SAN) relates to the CONNECT client id.
+    pub cert_client_id: CertClientId,
+}
+
+/// Client-certificate policy of the QUIC and TLS listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// No certificate is asked for.
+    #[default]
+    Off,
+    /// A certificate, if sent, must chain to `client_ca`; devices without one use passwords.
+    Optional,
+    /// The handshake fails without a certificate that chains to `client_ca`.
+    Required,
+}
+
+/// What the certificate's name does to the client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertClientId {
+    /// The CONNECT client id must be the certificate name (an empty one is assigned it).
+    #[default]
+    Match,
+    /// The certificate name is the client id, whatever the CONNECT says.
+    Assign,
 }
 
 /// Who may connect.
@@ -67,8 +107,13 @@ pub struct AuthConfig {
     /// Accept CONNECTs without credentials. `None` means "yes on loopback-only listeners, refuse to
     /// start on any other address", so a server is never opened to the world by accident.
     pub allow_anonymous: Option<bool>,
-    /// Username/password pairs. Passwords are compared in constant time.
+    /// Accounts. Passwords are stored as argon2 PHC strings (`quicft-server hash-password`).
     pub users: Vec<User>,
+    /// A separate TOML file with more `[[users]]`, so that accounts can change without the config.
+    pub users_file: Option<PathBuf>,
+    /// Topic access rules (mosquitto-style patterns, see `acl.rs`). None: every topic but the
+    /// reserved file-transfer ones is open.
+    pub acl: Vec<crate::acl::Rule>,
 }
 
 /// One username/password account.
@@ -76,7 +121,8 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub username: String,
-    pub password: String,
+    /// argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$…`; never the password itself.
+    pub password_hash: String,
 }
 
 /// Resource limits; each protects the server from one kind of misbehaving or overeager peer.
@@ -129,7 +175,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuicConfig {
-    /// Congestion controller for data the server sends: `cubic` (quinn's default) or `bbr`.
+    /// Congestion controller for data the server sends: `delay` (quicft-congestion's delay-aware,
+    /// loss-tolerant controller, the default; bench/CC.md), `cubic` (quinn's default) or `bbr`.
     pub congestion: Congestion,
     /// Per-stream receive window in bytes.
     pub stream_receive_window: u32,
@@ -150,7 +197,8 @@ pub struct QuicConfig {
 impl Default for QuicConfig {
     fn default() -> Self {
         QuicConfig {
-            congestion: Congestion::Cubic,
+            // bench/CC.md: BBR's goodput under random loss with a fifth of its queue.
+            congestion: Congestion::Delay,
             stream_receive_window: 8 * 1024 * 1024,
             receive_window: 32 * 1024 * 1024,
             send_window: 32 * 1024 * 1024,
@@ -165,9 +213,14 @@ impl Default for QuicConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
-    #[default]
+    /// quinn's default; collapses to a fifth of the link at 1% random loss.
     Cubic,
+    /// quinn's (experimental) BBR: keeps goodput under loss but fills the bottleneck queue.
     Bbr,
+    /// `quicft_congestion::DelayBbr`: keeps the link full under random loss and the queue short
+    /// (bench/CC.md). The default.
+    #[default]
+    Delay,
 }
 
 impl std::str::FromStr for Congestion {
@@ -176,7 +229,8 @@ impl std::str::FromStr for Congestion {
         match s {
             "cubic" => Ok(Congestion::Cubic),
             "bbr" => Ok(Congestion::Bbr),
-            other => Err(format!("unknown congestion controller {other:?} (cubic, bbr)")),
+            "delay" => Ok(Congestion::Delay),
+            other => Err(format!("unknown congestion controller {other:?} (cubic, bbr, delay)")),
         }
     }
 }
@@ -205,6 +259,12 @@ pub enum ConfigError {
     HalfTls,
     #[error("invalid limit: {0}")]
     Limit(&'static str),
+    #[error("HTTP API on non-loopback address {0} without a token: set [http] token")]
+    HttpExposed(SocketAddr),
+    #[error("[http] token must not be empty")]
+    EmptyHttpToken,
+    #[error("tls.client_auth needs tls.client_ca")]
+    NoClientCa,
 }
 
 impl Config {
@@ -218,6 +278,7 @@ impl Config {
             limits: Limits::default(),
             quic: QuicConfig::default(),
             file_transfer: FtConfig::default(),
+            http: HttpConfig::default(),
         };
         cfg.set_data_dir(data_dir);
         cfg
@@ -279,9 +340,24 @@ impl Config {
         }
         let exposed = |a: &SocketAddr| !a.ip().is_loopback();
         // Anonymous access off loopback only when asked for in so many words.
-        if self.auth.allow_anonymous.is_none() && self.auth.users.is_empty() {
+        let authenticated = !self.auth.users.is_empty()
+            || self.auth.users_file.is_some()
+            || self.tls.client_auth == ClientAuth::Required;
+        if self.tls.client_auth != ClientAuth::Off && self.tls.client_ca.is_none() {
+            return Err(ConfigError::NoClientCa);
+        }
+        if self.auth.allow_anonymous.is_none() && !authenticated {
             if let Some(a) = self.addresses().find(exposed) {
                 return Err(ConfigError::AnonymousExposed(a));
+            }
+        }
+        // The API can cancel transfers and hand out every file: never open beyond loopback.
+        if self.http.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::EmptyHttpToken);
+        }
+        if let Some(a) = self.listeners.http.filter(exposed) {
+            if self.http.token.is_none() {
+                return Err(ConfigError::HttpExposed(a));
             }
         }
         // Plain TCP carries passwords in the clear: off loopback only on explicit request.
@@ -328,11 +404,33 @@ mod tests {
     }
 
     #[test]
+    fn client_certificates_need_a_ca_and_count_as_authentication() {
+        let mut cfg = Config::default();
+        cfg.tls.client_auth = ClientAuth::Required;
+        assert!(matches!(cfg.validate(), Err(ConfigError::NoClientCa)));
+        cfg.tls.client_ca = Some(PathBuf::from("devices-ca.pem"));
+        cfg.listeners.quic = Some("0.0.0.0:14567".parse().expect("addr"));
+        cfg.validate().expect("required client certificates are authentication");
+    }
+
+    #[test]
     fn exposed_plain_tcp_needs_explicit_consent() {
         let mut cfg = Config::default();
-        cfg.auth.users.push(User { username: "u".into(), password: "p".into() });
+        cfg.auth.users.push(User { username: "u".into(), password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into() });
         cfg.listeners.tcp = Some("0.0.0.0:1883".parse().expect("addr"));
         assert!(matches!(cfg.validate(), Err(ConfigError::PlainTcpExposed(_))));
+    }
+
+    #[test]
+    fn exposed_http_needs_a_token() {
+        let mut cfg = Config::default();
+        cfg.auth.allow_anonymous = Some(true);
+        cfg.listeners.http = Some("0.0.0.0:8080".parse().expect("addr"));
+        assert!(matches!(cfg.validate(), Err(ConfigError::HttpExposed(_))));
+        cfg.http.token = Some(" ".into());
+        assert!(matches!(cfg.validate(), Err(ConfigError::EmptyHttpToken)));
+        cfg.http.token = Some("s3cret-token".into());
+        cfg.validate().expect("token given");
     }
 
     #[test]
@@ -353,5 +451,14 @@ mod tests {
         std::fs::write(&path, "bogus = 1\n").expect("write");
         assert!(matches!(Config::from_toml(&path), Err(ConfigError::Parse { .. })));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn congestion_names() {
+        assert_eq!("delay".parse::<Congestion>(), Ok(Congestion::Delay));
+        assert_eq!("bbr".parse::<Congestion>(), Ok(Congestion::Bbr));
+        assert!("reno".parse::<Congestion>().is_err());
+        let q: QuicConfig = toml::from_str("congestion = \"delay\"").expect("parse");
+        assert_eq!(q.congestion, Congestion::Delay);
     }
 }

@@ -5,10 +5,14 @@
 //! `transport` (listeners) → `stream` (bytes ↔ packets, one task per stream) → `session` (one task per
 //! connected client) → `broker` (sessions, routing, retained) and `ft` (file transfer).
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
+pub mod clients;
 pub mod config;
 pub mod ft;
+pub mod http;
+pub mod metrics;
 mod session;
 mod stream;
 pub mod tls;
@@ -18,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quicft_proto::ft as ftp;
 use quicft_proto::topic::TopicFilter;
 use quicft_proto::QoS;
 use tokio::sync::{watch, Semaphore};
@@ -36,31 +39,27 @@ pub(crate) struct Ctx {
     pub broker: Arc<Broker>,
     pub ft: FtService,
     pub auth: auth::Auth,
+    /// Topic access rules (`[[auth.acl]]`).
+    pub acl: acl::Acl,
     /// One permit per open connection (`limits.max_connections`).
     pub connections: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
+    /// Connected clients, for the HTTP API.
+    pub clients: Arc<clients::Clients>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Ctx {
-    /// Subscriptions a client may not make: other clients' file-transfer responses and the command
-    /// topics themselves (which are never routed anyway).
-    pub fn acl_subscribe(&self, client_id: &str, filter: &TopicFilter) -> bool {
-        let f = filter.as_str();
-        if f.starts_with(ftp::SYNC_PREFIX) || f.starts_with(ftp::ASYNC_PREFIX) || f == "$file" || f == "$file-async" {
-            return false;
-        }
-        if let Some(rest) = f.strip_prefix(ftp::RESPONSE_PREFIX) {
-            return rest == client_id;
-        }
-        if f.starts_with("$file-response") {
-            return false;
-        }
-        true
+    /// May this client subscribe to `filter`? Never to the `$file…` command topics nor to other
+    /// clients' `$file-response/…`; otherwise as `[[auth.acl]]` says (`acl.rs`).
+    pub fn acl_subscribe(&self, who: acl::Who<'_>, filter: &TopicFilter) -> bool {
+        self.acl.subscribe(who, filter)
     }
 
-    /// Topics a client may publish to (beyond the reserved server topics).
-    pub fn acl_publish(&self, _client_id: &str, _topic: &str) -> bool {
-        true
+    /// May this client publish to `topic` (beyond the reserved server topics)?
+    pub fn acl_publish(&self, who: acl::Who<'_>, topic: &str) -> bool {
+        self.acl.publish(who, topic)
     }
 }
 
@@ -73,6 +72,8 @@ pub enum StartError {
     Listen(#[from] transport::ListenError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
     #[error("file transfer store: {0}")]
     Ft(String),
     #[error("cannot create data directory {path}: {source}")]
@@ -85,6 +86,8 @@ pub struct Server {
     pub quic_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
+    /// Bound HTTP API address, if that listener is enabled.
+    pub http_addr: Option<SocketAddr>,
     ctx: Arc<Ctx>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -105,13 +108,16 @@ impl Server {
         let ctx = Arc::new(Ctx {
             broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
             ft,
-            auth: auth::Auth::new(&config.auth, config.anonymous_allowed()),
+            auth: auth::Auth::new(&config.auth, config.anonymous_allowed())?,
+            acl: acl::Acl::new(&config.auth.acl),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             shutdown: shutdown_rx,
+            clients: Arc::default(),
+            metrics: Arc::default(),
             config: config.clone(),
         });
         let mut tasks = JoinSet::new();
-        let mut server = Server { quic_addr: None, tcp_addr: None, tls_addr: None, ctx: ctx.clone(), shutdown: shutdown_tx, tasks: JoinSet::new(), endpoint: None };
+        let mut server = Server { quic_addr: None, tcp_addr: None, tls_addr: None, http_addr: None, ctx: ctx.clone(), shutdown: shutdown_tx, tasks: JoinSet::new(), endpoint: None };
 
         if let Some(addr) = config.listeners.quic {
             let endpoint = transport::quic_endpoint(&config, &identity, addr)?;
@@ -132,6 +138,12 @@ impl Server {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
             tracing::info!(addr = ?server.tls_addr, "MQTT over TLS listening");
             tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
+        }
+        if let Some(addr) = config.listeners.http {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| transport::ListenError::Bind { addr, source })?;
+            server.http_addr = l.local_addr().ok();
+            tracing::info!(addr = ?server.http_addr, token = config.http.token.is_some(), "HTTP API listening");
+            tasks.spawn(http::serve(l, http::router(server.api_state()), ctx.shutdown.clone()));
         }
 
         // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}.
@@ -170,6 +182,12 @@ impl Server {
     /// The file-transfer service (for tests and the HTTP API).
     pub fn file_transfer(&self) -> &FtService {
         &self.ctx.ft
+    }
+
+    /// What the HTTP API serves from (`http::router(server.api_state())` is the app, without a socket).
+    pub fn api_state(&self) -> http::ApiState {
+        let c = &self.ctx;
+        http::ApiState::new(c.ft.clone(), c.clients.clone(), c.metrics.clone(), c.config.http.token.as_deref())
     }
 
     /// Stops accepting, tells every client (DISCONNECT 0x8B), waits for sessions to end (at most

@@ -35,9 +35,18 @@ struct Args {
     /// Accept clients without credentials even on non-loopback addresses.
     #[arg(long)]
     allow_anonymous: bool,
-    /// QUIC congestion controller: cubic or bbr.
+    /// QUIC congestion controller: delay (the default), cubic or bbr.
     #[arg(long)]
     congestion: Option<Congestion>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Reads a password from standard input (first line) and prints its argon2id PHC string, for
+    /// `password_hash` in `[[auth.users]]` or the users file.
+    HashPassword,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +77,15 @@ fn real_main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::HashPassword) = args.command {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        anyhow::ensure!(!password.is_empty(), "empty password on standard input");
+        println!("{}", quicft_server::auth::hash_password(password)?);
+        return Ok(());
+    }
     let mut config = match &args.config {
         Some(path) => Config::from_toml(path)?,
         None => Config::default(),

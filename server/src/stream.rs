@@ -173,7 +173,13 @@ pub(crate) fn spawn_reader<R: PacketRead>(
                     return;
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
+            // A large packet (a file segment) gets its whole buffer at once: growing 64 KiB at a
+            // time re-allocates and copies it many times, and fresh memory is costly here.
+            let want = Packet::frame_len(&buf).filter(|n| *n <= max_packet_size).unwrap_or(0);
+            let spare = buf.capacity() - buf.len();
+            if want > buf.len() && want - buf.len() > spare {
+                buf.reserve(want - buf.len());
+            } else if spare < 4096 {
                 buf.reserve(64 * 1024);
             }
             match r.read_buf(&mut buf).await {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsConfig;
+use crate::config::{ClientAuth, TlsConfig};
 
 /// ALPN protocol id of MQTT over QUIC (and advertised on TLS too).
 pub const ALPN_MQTT: &[u8] = b"mqtt";
@@ -27,18 +27,56 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientCa(String),
 }
 
 /// A certificate chain and its key, ready for rustls.
 pub struct Identity {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// Verifies device certificates (mTLS) when `tls.client_auth` is not `off`.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Identity { chain: self.chain.clone(), key: self.key.clone_key() }
+        Identity { chain: self.chain.clone(), key: self.key.clone_key(), client_verifier: self.client_verifier.clone() }
     }
+}
+
+/// Builds the verifier of device certificates from `tls.client_ca`.
+fn client_verifier(cfg: &TlsConfig) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    let (ClientAuth::Optional | ClientAuth::Required, Some(ca)) = (cfg.client_auth, &cfg.client_ca) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(ca).map_err(|source| TlsError::Io { path: ca.clone(), source })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.map_err(|source| TlsError::Io { path: ca.clone(), source })?)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCert(ca.clone()));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if cfg.client_auth == ClientAuth::Optional { builder.allow_unauthenticated() } else { builder };
+    builder.build().map(Some).map_err(|e| TlsError::ClientCa(e.to_string()))
+}
+
+/// The client id a verified device certificate carries: its subject CN, else its first SAN
+/// (DNS name, URI or e-mail). `None` for a certificate without a usable name.
+pub fn cert_name(der: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok().map(str::to_owned));
+    let san = || {
+        let ext = cert.subject_alternative_name().ok()??;
+        ext.value.general_names.iter().find_map(|n| match n {
+            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => Some((*s).to_owned()),
+            _ => None,
+        })
+    };
+    cn.or_else(san).filter(|n| !n.is_empty())
 }
 
 /// The crypto provider: ring only (aws-lc-rs is not compiled in).
@@ -48,6 +86,12 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Loads the configured identity or creates (once) the development CA and server certificate.
 pub fn load_or_generate(cfg: &TlsConfig, data_dir: &Path) -> Result<Identity, TlsError> {
+    let mut id = load_or_generate_server(cfg, data_dir)?;
+    id.client_verifier = client_verifier(cfg)?;
+    Ok(id)
+}
+
+fn load_or_generate_server(cfg: &TlsConfig, data_dir: &Path) -> Result<Identity, TlsError> {
     match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => load_pem(cert, key),
         _ => {
@@ -85,7 +129,7 @@ pub fn load_pem(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(io(key))?
         .ok_or_else(|| TlsError::NoKey(key.to_owned()))?;
-    Ok(Identity { chain, key })
+    Ok(Identity { chain, key, client_verifier: None })
 }
 
 /// Writes `ca.pem`, `ca.key`, `server.pem` (leaf + CA) and `server.key` into `dir`.
@@ -141,10 +185,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 pub fn server_config(id: &Identity, quic: bool) -> Result<rustls::ServerConfig, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] =
         if quic { &[&rustls::version::TLS13] } else { rustls::ALL_VERSIONS };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+    let builder = match &id.client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
     cfg.alpn_protocols = vec![ALPN_MQTT.to_vec()];
     if quic {
         // 0-RTT data could be replayed; MQTT publishes are not idempotent.

@@ -65,6 +65,7 @@ pub(crate) fn quic_endpoint(cfg: &Config, id: &Identity, addr: SocketAddr) -> Re
     match q.congestion {
         Congestion::Cubic => transport.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
         Congestion::Bbr => transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
+        Congestion::Delay => transport.congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default())),
     };
     server.transport_config(Arc::new(transport));
     let socket = udp_socket(addr, q.socket_buffer)?;
@@ -109,7 +110,8 @@ pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
                         conn.close(quinn::VarInt::from_u32(0x82), b"control stream must be the first stream");
                         return;
                     }
-                    let link = Link { transport: Transport::Quic, peer, quic: Some(conn) };
+                    let cert_name = quic_cert_name(&conn);
+                    let link = Link { transport: Transport::Quic, peer, quic: Some(conn), cert_name };
                     session::serve(ctx, link, recv, send).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
@@ -118,6 +120,13 @@ pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
             drop(permit);
         });
     }
+}
+
+/// The verified client certificate's name on a QUIC connection (mTLS), if there is one.
+fn quic_cert_name(conn: &quinn::Connection) -> Option<Arc<str>> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    chain.first().and_then(tls::cert_name).map(Arc::from)
 }
 
 /// Accepts TCP connections (TLS when an acceptor is given) until shutdown.
@@ -144,14 +153,15 @@ pub(crate) async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::T
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
-                    let link = Link { transport: Transport::Tcp, peer, quic: None };
+                    let link = Link { transport: Transport::Tcp, peer, quic: None, cert_name: None };
                     session::serve(ctx, link, r, w).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(ctx.config.limits.handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
+                            let cert_name = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::cert_name).map(Arc::from);
                             let (r, w) = tokio::io::split(tls);
-                            let link = Link { transport: Transport::Tls, peer, quic: None };
+                            let link = Link { transport: Transport::Tls, peer, quic: None, cert_name };
                             session::serve(ctx, link, r, w).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

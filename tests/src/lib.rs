@@ -58,6 +58,19 @@ impl TestServer {
     }
 }
 
+/// The HTTP API of a test server.
+impl TestServer {
+    /// The API app, to call without a socket (`tower::ServiceExt::oneshot`).
+    pub fn api(&self) -> axum::Router {
+        quicft_server::http::router(self.server.api_state())
+    }
+
+    /// `http://127.0.0.1:port` when the HTTP listener is enabled (`listeners.http`, off in [`test_config`]).
+    pub fn http_url(&self) -> Option<String> {
+        self.server.http_addr.map(|a| format!("http://{a}"))
+    }
+}
+
 /// Where a server listens and which CA it uses: an in-process [`TestServer`] or a server process.
 pub trait Target {
     fn addr(&self, t: Transport) -> SocketAddr;
@@ -425,6 +438,42 @@ impl Conn {
         }
     }
 
+    /// Like [`Conn::open`] with a given rustls client configuration (e.g. one with a client
+    /// certificate for mTLS); TLS and QUIC only.
+    pub async fn open_with_tls(server: &impl Target, t: Transport, connect: Connect, tls: rustls::ClientConfig) -> Result<(Conn, ConnAck)> {
+        let mut conn = Conn::raw_with_tls(server, t, connect.protocol, tls).await?;
+        conn.ctl.send(&Packet::Connect(connect)).await?;
+        match conn.ctl.recv().await? {
+            Packet::ConnAck(ack) => Ok((conn, ack)),
+            other => bail!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Like [`Conn::raw`] with a given rustls client configuration; TLS and QUIC only.
+    pub async fn raw_with_tls(server: &impl Target, t: Transport, protocol: Protocol, tls: rustls::ClientConfig) -> Result<Conn> {
+        let addr = server.addr(t);
+        match t {
+            Transport::Tcp => bail!("plain TCP has no TLS"),
+            Transport::Tls => {
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                let tls = connector.connect(name, s).await?;
+                let (r, w) = tokio::io::split(tls);
+                Ok(Conn::single(t, Box::new(r), Box::new(w), protocol))
+            }
+            Transport::Quic => {
+                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+                let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+                endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+                let conn = endpoint.connect(addr, "localhost")?.await.context("QUIC handshake")?;
+                let (send, recv) = conn.open_bi().await?;
+                let ctl = RawStream { quic_id: Some(send.id()), reader: Box::new(recv), writer: Box::new(send), buf: BytesMut::new(), protocol, pending: Default::default() };
+                Ok(Conn { transport: t, ctl, quic: Some(conn), endpoint: Some(endpoint), data: None })
+            }
+        }
+    }
+
     fn single(t: Transport, r: Reader, w: Writer, protocol: Protocol) -> Conn {
         let ctl = RawStream { reader: r, writer: w, buf: BytesMut::new(), protocol, quic_id: None, pending: Default::default() };
         Conn { transport: t, ctl, quic: None, endpoint: None, data: None }
@@ -480,6 +529,24 @@ pub fn client_tls(ca: &std::path::Path) -> Result<rustls::ClientConfig> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"mqtt".to_vec()];
+    Ok(cfg)
+}
+
+/// Like [`client_tls`], presenting a client certificate chain and key (PEM) for mTLS.
+pub fn client_tls_with_cert(ca: &std::path::Path, cert_pem: &str, key_pem: &str) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+    for c in rustls_pemfile_certs(&pem)? {
+        roots.add(c)?;
+    }
+    let chain = rustls_pemfile_certs(cert_pem.as_bytes())?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(cfg)
 }

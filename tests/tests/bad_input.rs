@@ -165,7 +165,7 @@ async fn oversize_packet_is_refused_before_it_arrives() -> Result<()> {
 async fn garbage_on_a_quic_data_stream_after_connect() -> Result<()> {
     let srv = TestServer::start().await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    let mut conn = srv.connect(Transport::Quic, "fuzzy").await?;
+    let conn = srv.connect(Transport::Quic, "fuzzy").await?;
     let mut good = conn.open_stream().await?;
     good.subscribe("alive", QoS::AtLeastOnce, 1).await?;
     for _ in 0..30 {

@@ -87,7 +87,7 @@ async fn out_of_order_duplicates_and_overlaps() -> Result<()> {
 #[tokio::test]
 async fn quic_upload_spread_across_two_streams() -> Result<()> {
     let srv = TestServer::start().await?;
-    let mut c = srv.connect(Transport::Quic, "two-streams").await?;
+    let c = srv.connect(Transport::Quic, "two-streams").await?;
     let mut a = c.open_stream().await?;
     let mut b = c.open_stream().await?;
     let data = content(8 * SEG + 5, 3);

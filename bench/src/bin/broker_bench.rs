@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use quicft_bench::broker_procs::{self, BrokerProc, Kind};
+use quicft_bench::broker_procs::{self, BrokerProc, Kind, MachineTicks};
 use quicft_bench::mqtt_load::{Load, LoadConfig, Target, Totals, Transport};
 
 /// MQTT broker throughput: quicft over QUIC and TCP against mosquitto over TCP.
@@ -45,12 +45,34 @@ struct Args {
     /// Rounds; each runs every target for every publisher count, interleaved.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Targets to run (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "mosquitto-tcp,quicft-tcp,quicft-quic")]
+    /// Targets to run (comma-separated); quicft-tls is also available.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mosquitto-tcp,quicft-tcp,quicft-quic"
+    )]
     targets: Vec<TargetKind>,
+    /// quicft TOML configuration to start it with (flags still set the listeners and data dir).
+    #[arg(long)]
+    quicft_config: Option<PathBuf>,
     /// mosquitto's max_inflight_messages (quicft's inflight_window default is 256).
     #[arg(long, default_value_t = 256)]
     mosquitto_inflight: u16,
+    /// Extra lines for the generated mosquitto.conf (e.g. "set_tcp_nodelay true").
+    #[arg(long)]
+    mosquitto_conf: Vec<String>,
+    /// Pin the broker and the generator to disjoint CPUs, "BROKER:GENERATOR" in taskset syntax
+    /// (e.g. 1:0): every broker then gets the same single core, and the generator cannot steal it.
+    #[arg(long)]
+    pin: Option<String>,
+    /// QUIC: the generator's initial and largest UDP payload (analysis; quinn's default is 1200
+    /// growing to 1452). The server's own packets follow its configuration.
+    #[arg(long)]
+    quic_mtu: Option<u16>,
+    /// Seconds a broker gets to exit after SIGTERM before it is killed (raise it when the broker
+    /// runs under valgrind, which writes its profile at exit).
+    #[arg(long, default_value_t = 5.0)]
+    stop_timeout: f64,
     /// Load generator worker threads.
     #[arg(long, default_value_t = 2)]
     gen_threads: usize,
@@ -76,18 +98,21 @@ enum TargetKind {
     MosquittoTcp,
     QuicftTcp,
     QuicftQuic,
+    /// Not in the default set: QUIC's encrypted counterpart, for analysis.
+    QuicftTls,
 }
 
 impl TargetKind {
     fn server(self) -> Kind {
         match self {
             TargetKind::MosquittoTcp => Kind::Mosquitto,
-            TargetKind::QuicftTcp | TargetKind::QuicftQuic => Kind::Quicft,
+            TargetKind::QuicftTcp | TargetKind::QuicftQuic | TargetKind::QuicftTls => Kind::Quicft,
         }
     }
     fn transport(self) -> Transport {
         match self {
             TargetKind::QuicftQuic => Transport::Quic,
+            TargetKind::QuicftTls => Transport::Tls,
             TargetKind::MosquittoTcp | TargetKind::QuicftTcp => Transport::Tcp,
         }
     }
@@ -106,10 +131,17 @@ struct Row {
     server_cpu: f64,
     server_peak_rss_mib: f64,
     generator_cpu: f64,
-    /// Machine busy time not charged to the broker or the generator (other work, interrupts).
+    /// Machine-wide softirq time (loopback networking, charged to no process).
+    softirq_cpu: f64,
+    /// Machine busy time charged to neither the broker, the generator nor softirq: other work on
+    /// a shared machine (noise).
     other_cpu: f64,
+    /// Machine idle time: with some left, the run was not CPU-bound.
+    idle_cpu: f64,
     window_s: f64,
     totals: Totals,
+    /// The broker ignored SIGTERM for `--stop-timeout` and was killed (does not affect the figures).
+    killed: bool,
     error: Option<String>,
 }
 
@@ -122,7 +154,10 @@ fn main() -> Result<()> {
         args.rounds = 1;
         args.targets = vec![TargetKind::QuicftTcp, TargetKind::QuicftQuic];
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.gen_threads.max(1)).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.gen_threads.max(1))
+        .enable_all()
+        .build()?;
     rt.block_on(run(args))
 }
 
@@ -132,7 +167,12 @@ async fn run(args: Args) -> Result<()> {
     let quicft_bin = broker_procs::find_binary(args.quicft_bin.as_deref(), &default_quicft_bins());
     let mosquitto_bin = broker_procs::find_binary(
         args.mosquitto_bin.as_deref(),
-        &["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"].map(PathBuf::from),
+        &[
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ]
+        .map(PathBuf::from),
     );
     let needs = |k: Kind| args.targets.iter().any(|t| t.server() == k);
     let quicft_bin = match (needs(Kind::Quicft), quicft_bin) {
@@ -140,10 +180,22 @@ async fn run(args: Args) -> Result<()> {
         (_, b) => b,
     };
     let mosquitto_bin = match (needs(Kind::Mosquitto), mosquitto_bin) {
-        (true, None) => bail!("mosquitto not found: apt-get install mosquitto, or pass --mosquitto-bin"),
+        (true, None) => {
+            bail!("mosquitto not found: apt-get install mosquitto, or pass --mosquitto-bin")
+        }
         (_, b) => b,
     };
     let tck = broker_procs::clock_ticks_per_sec() as f64;
+    let broker_cpus = match &args.pin {
+        None => None,
+        Some(p) => {
+            let (broker, generator) = p
+                .split_once(':')
+                .context("--pin wants BROKER_CPUS:GENERATOR_CPUS, e.g. 1:0")?;
+            broker_procs::pin_self(generator)?;
+            Some(broker.to_owned())
+        }
+    };
     print_header(&args, quicft_bin.as_deref(), mosquitto_bin.as_deref());
 
     let base = Instant::now();
@@ -152,28 +204,54 @@ async fn run(args: Args) -> Result<()> {
         for &publishers in &args.publishers {
             for &target in &args.targets {
                 let label = format!("r{round}-{publishers}p-{target:?}").to_lowercase();
-                eprint!("round {round}: {} {} × {publishers} publishers … ", target.server().as_str(), target.transport().as_str());
+                eprint!(
+                    "round {round}: {} {} × {publishers} publishers … ",
+                    target.server().as_str(),
+                    target.transport().as_str()
+                );
                 let started = match target.server() {
                     Kind::Quicft => BrokerProc::start_quicft(
                         quicft_bin.as_deref().context("no quicft binary")?,
+                        broker_cpus.as_deref(),
+                        target == TargetKind::QuicftTls,
+                        args.quicft_config.as_deref(),
                         &data_dir,
                         work.path(),
                         &label,
                     ),
                     Kind::Mosquitto => BrokerProc::start_mosquitto(
                         mosquitto_bin.as_deref().context("no mosquitto binary")?,
+                        broker_cpus.as_deref(),
                         work.path(),
                         args.mosquitto_inflight,
+                        &args.mosquitto_conf,
                         &label,
                     ),
                 };
+                if let Ok(b) = &started {
+                    eprint!(
+                        "(pid {}, tcp {}{}) ",
+                        b.pid,
+                        b.tcp,
+                        b.quic.map(|q| format!(", quic {q}")).unwrap_or_default()
+                    );
+                }
                 let row = match started {
-                    Ok(broker) => scenario(&args, broker, target, publishers, round, &label, base, tck).await,
+                    Ok(broker) => {
+                        scenario(&args, broker, target, publishers, round, &label, base, tck).await
+                    }
                     Err(e) => failed_row(round, target, publishers, format!("{e:#}")),
                 };
                 match &row.error {
                     None => eprintln!("{:.0} msg/s", row.msgs_per_s),
                     Some(e) => eprintln!("FAILED: {e}"),
+                }
+                if row.killed {
+                    eprintln!(
+                        "  note: {} did not exit within {} s of SIGTERM; killed by PID",
+                        target.server().as_str(),
+                        args.stop_timeout
+                    );
                 }
                 rows.push(row);
             }
@@ -182,6 +260,7 @@ async fn run(args: Args) -> Result<()> {
 
     println!();
     print_rows(&args, &rows);
+    print_quic(&rows);
     let ratios = print_ratios(&args, &rows);
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
@@ -194,14 +273,18 @@ async fn run(args: Args) -> Result<()> {
             "rows": rows,
             "ratios": ratios,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("write {}", path.display()))?;
     }
     if args.keep_logs {
         let kept = work.keep();
         eprintln!("broker logs and configs kept in {}", kept.display());
     }
 
-    let failures: Vec<&Row> = rows.iter().filter(|r| r.error.is_some() || r.totals.delivered == 0).collect();
+    let failures: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.error.is_some() || r.totals.delivered == 0)
+        .collect();
     if !failures.is_empty() {
         for r in &failures {
             eprintln!(
@@ -232,54 +315,92 @@ async fn scenario(
     let addr = match target.transport() {
         Transport::Tcp => Some(broker.tcp),
         Transport::Quic => broker.quic,
+        Transport::Tls => broker.tls,
     };
     let Some(addr) = addr else {
-        return failed_row(round, target, publishers, "broker has no such listener".into());
+        return failed_row(
+            round,
+            target,
+            publishers,
+            "broker has no such listener".into(),
+        );
     };
-    let t = Target { transport: target.transport(), addr, ca: broker.ca.clone() };
+    let t = Target {
+        transport: target.transport(),
+        addr,
+        ca: broker.ca.clone(),
+        quic_mtu: args.quic_mtu,
+    };
     let cfg = LoadConfig {
         publishers,
         window: args.window,
         payload: args.payload,
         max_outstanding: (args.max_outstanding > 0).then_some(args.max_outstanding),
         tag: label.to_owned(),
+        quic_mtu: args.quic_mtu,
     };
     let result = measure(args, &broker, &t, &cfg, base, tck).await;
-    let rss = broker.peak_rss_kib().map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN);
+    let rss = broker
+        .peak_rss_kib()
+        .map(|k| k as f64 / 1024.0)
+        .unwrap_or(f64::NAN);
     let tail = broker.log_tail();
-    let stopped = broker.stop();
+    let stopped = broker.stop(Duration::from_secs_f64(args.stop_timeout));
     match result {
         Ok(mut row) => {
             row.round = round;
             row.target = target;
             row.server_peak_rss_mib = rss;
-            if let Err(e) = stopped {
-                row.error = Some(format!("{e:#}"));
+            match stopped {
+                Ok(true) => {}
+                Ok(false) => {
+                    row.killed = true;
+                }
+                Err(e) => row.error = Some(format!("{e:#}")),
             }
             row
         }
-        Err(e) => failed_row(round, target, publishers, format!("{e:#}\nbroker log:\n{tail}")),
+        Err(e) => failed_row(
+            round,
+            target,
+            publishers,
+            format!("{e:#}\nbroker log:\n{tail}"),
+        ),
     }
 }
 
-async fn measure(args: &Args, broker: &BrokerProc, t: &Target, cfg: &LoadConfig, base: Instant, tck: f64) -> Result<Row> {
+async fn measure(
+    args: &Args,
+    broker: &BrokerProc,
+    t: &Target,
+    cfg: &LoadConfig,
+    base: Instant,
+    tck: f64,
+) -> Result<Row> {
     let load = Load::start(t, cfg, base).await?;
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     if load.failed() {
-        return Err(load.stop().await.err().unwrap_or_else(|| anyhow::anyhow!("a client failed during warm-up")));
+        return Err(load
+            .stop()
+            .await
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("a client failed during warm-up")));
     }
     let s0 = broker.cpu_ticks()?;
     let g0 = broker_procs::process_ticks("/proc/self/stat")?;
-    let (m0, _) = broker_procs::machine_ticks()?;
+    let m0 = MachineTicks::read()?;
     load.begin_window();
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     while Instant::now() < deadline && !load.failed() {
-        tokio::time::sleep(Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
     let window = load.end_window();
     let s1 = broker.cpu_ticks()?;
     let g1 = broker_procs::process_ticks("/proc/self/stat")?;
-    let (m1, _) = broker_procs::machine_ticks()?;
+    let m = MachineTicks::read()?.since(m0);
     let totals = load.stop().await?;
     let secs = window.elapsed.as_secs_f64();
     let pct = |ticks: u64| ticks as f64 / tck / secs * 100.0;
@@ -294,9 +415,12 @@ async fn measure(args: &Args, broker: &BrokerProc, t: &Target, cfg: &LoadConfig,
         server_cpu,
         server_peak_rss_mib: 0.0,
         generator_cpu,
-        other_cpu: (pct(m1 - m0) - server_cpu - generator_cpu).max(0.0),
+        softirq_cpu: pct(m.softirq),
+        other_cpu: (pct(m.busy) - server_cpu - generator_cpu - pct(m.softirq)).max(0.0),
+        idle_cpu: pct(m.idle),
         window_s: secs,
         totals,
+        killed: false,
         error: None,
     })
 }
@@ -312,16 +436,22 @@ fn failed_row(round: usize, target: TargetKind, publishers: usize, error: String
         server_cpu: 0.0,
         server_peak_rss_mib: 0.0,
         generator_cpu: 0.0,
+        softirq_cpu: 0.0,
         other_cpu: 0.0,
+        idle_cpu: 0.0,
         window_s: 0.0,
         totals: Totals::default(),
+        killed: false,
         error: Some(error),
     }
 }
 
 fn default_quicft_bins() -> Vec<PathBuf> {
     let mut v = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         v.push(dir.join("quicft-server"));
     }
     v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/quicft-server"));
@@ -335,24 +465,43 @@ fn cpus() -> usize {
 fn print_header(args: &Args, quicft: Option<&Path>, mosquitto: Option<&Path>) {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("# broker_bench");
     println!();
-    println!("- machine: {} cores ({model}), Linux {}, loopback only", cpus(), kernel.trim());
+    println!(
+        "- machine: {} cores ({model}), Linux {}, loopback only",
+        cpus(),
+        kernel.trim()
+    );
     if let Some(q) = quicft {
         println!("- quicft: {}", q.display());
     }
     if let Some(m) = mosquitto {
-        let v = std::process::Command::new(m).arg("-h").output().ok().and_then(|o| {
-            String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned)
-        });
+        let v = std::process::Command::new(m)
+            .arg("-h")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(str::to_owned)
+            });
         println!("- mosquitto: {} ({})", m.display(), v.unwrap_or_default());
     }
-    let udp = quicft_bench::mqtt_load::udp_buffers_granted().map(|(r, s)| format!("{} KiB rcv / {} KiB snd", r / 1024, s / 1024));
+    // Linux reports twice the usable size.
+    let udp = quicft_bench::mqtt_load::udp_buffers_granted()
+        .map(|(r, s)| format!("{} KiB rcv / {} KiB snd", r / 2048, s / 2048));
     println!(
-        "- load: QoS 1, {} B payload, window {} per publisher, max outstanding {}, {} s warm-up + {} s window, {} round(s), generator {} threads, QUIC client UDP buffers {}",
+        "- pinning: {}\n- load: QoS 1, {} B payload, window {} per publisher, max outstanding {}, {} s warm-up + {} s window, {} round(s), generator {} threads, QUIC client UDP buffers {}",
+        args.pin.as_deref().map_or_else(|| "none (broker and generator share all cores)".to_owned(), |p| format!("broker:generator on CPUs {p}")),
         args.payload,
         args.window,
         if args.max_outstanding == 0 { "unbounded".to_owned() } else { args.max_outstanding.to_string() },
@@ -362,7 +511,11 @@ fn print_header(args: &Args, quicft: Option<&Path>, mosquitto: Option<&Path>) {
         args.gen_threads,
         udp.unwrap_or_else(|e| e.to_string())
     );
-    println!("- CPU % is of one core ({} cores = {} %); other = machine busy − broker − generator", cpus(), cpus() * 100);
+    let n = cpus();
+    println!(
+        "- CPU % is of one core ({n} cores = {} %), measured over the window from /proc; softirq, other (= busy − broker − generator − softirq: the rest of a shared machine) and idle are machine-wide",
+        n * 100
+    );
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -370,12 +523,16 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 }
 
 fn print_rows(args: &Args, rows: &[Row]) {
-    println!("| round | server | transport | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | msgs per server CPU-s | server peak RSS MiB | generator CPU % | other CPU % | lost |");
-    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| round | server | transport | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | msgs per server CPU-s | server peak RSS MiB | generator CPU % | softirq % | other % | idle % | lost |");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        let per_cpu = if r.server_cpu > 0.0 { format!("{:.0}", r.msgs_per_s / (r.server_cpu / 100.0)) } else { "–".into() };
+        let per_cpu = if r.server_cpu > 0.0 {
+            format!("{:.0}", r.msgs_per_s / (r.server_cpu / 100.0))
+        } else {
+            "–".into()
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             r.round,
             r.target.server().as_str(),
             r.target.transport().as_str(),
@@ -387,7 +544,9 @@ fn print_rows(args: &Args, rows: &[Row]) {
             per_cpu,
             r.server_peak_rss_mib,
             r.generator_cpu,
+            r.softirq_cpu,
             r.other_cpu,
+            r.idle_cpu,
             r.totals.lost,
         );
     }
@@ -399,11 +558,16 @@ fn print_rows(args: &Args, rows: &[Row]) {
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &args.publishers {
             for &t in &args.targets {
-                let sel: Vec<&Row> = rows.iter().filter(|r| r.publishers == n && r.target == t && r.error.is_none()).collect();
+                let sel: Vec<&Row> = rows
+                    .iter()
+                    .filter(|r| r.publishers == n && r.target == t && r.error.is_none())
+                    .collect();
                 if sel.is_empty() {
                     continue;
                 }
-                let m = |f: &dyn Fn(&Row) -> Option<f64>| median(sel.iter().filter_map(|r| f(r)).collect());
+                let m = |f: &dyn Fn(&Row) -> Option<f64>| {
+                    median(sel.iter().filter_map(|r| f(r)).collect())
+                };
                 println!(
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     t.server().as_str(),
@@ -421,19 +585,66 @@ fn print_rows(args: &Args, rows: &[Row]) {
     }
 }
 
+/// Client-side QUIC counters per message: how many packets, I/O calls and ACKs each MQTT
+/// message costs on the wire.
+fn print_quic(rows: &[Row]) {
+    let q: Vec<(&Row, &quicft_bench::mqtt_load::QuicStats)> = rows
+        .iter()
+        .filter_map(|r| r.totals.quic.as_ref().map(|q| (r, q)))
+        .collect();
+    if q.is_empty() {
+        return;
+    }
+    let per = |a: u64, b: u64| {
+        if b == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.2}", a as f64 / b as f64)
+        }
+    };
+    println!();
+    println!("QUIC, seen from the generator (whole run, per message): publishers → server datagrams and send calls, server → subscriber datagrams, ACK frames, path MTU, losses");
+    println!();
+    println!("| round | publishers | pub datagrams/msg | pub send calls/msg | pub ACKs rcvd/msg | sub datagrams/msg | sub ACKs sent/msg | MTU | lost pkts | congestion events |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (r, q) in q {
+        let (p, s) = (&q.publishers, &q.subscriber);
+        let (np, nd) = (r.totals.published, r.totals.delivered);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.round,
+            r.publishers,
+            per(p.udp_tx_datagrams, np),
+            per(p.udp_tx_ios, np),
+            per(p.ack_frames_rx, np),
+            per(s.udp_rx_datagrams, nd),
+            per(s.ack_frames_tx, nd),
+            p.mtu.min(s.mtu),
+            p.lost_packets + s.lost_packets,
+            p.congestion_events + s.congestion_events,
+        );
+    }
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// Ratios from rows of the same round (run side by side), then their median over rounds.
 fn print_ratios(args: &Args, rows: &[Row]) -> serde_json::Value {
     let rate = |round: usize, n: usize, t: TargetKind| {
-        rows.iter().find(|r| r.round == round && r.publishers == n && r.target == t && r.error.is_none()).map(|r| r.msgs_per_s)
+        rows.iter()
+            .find(|r| r.round == round && r.publishers == n && r.target == t && r.error.is_none())
+            .map(|r| r.msgs_per_s)
     };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -444,25 +655,62 @@ fn print_ratios(args: &Args, rows: &[Row]) -> serde_json::Value {
         Some(x) => format!("{x:.2} ✗"),
         None => "–".into(),
     };
+    let tls = args.targets.contains(&TargetKind::QuicftTls);
     println!();
-    println!("| publishers | round | quicft TCP / mosquitto (target ≥ 1.0) | quicft QUIC / quicft TCP (target ≥ 0.8) |");
-    println!("|---:|---:|---:|---:|");
+    println!(
+        "| publishers | round | quicft TCP / mosquitto (target ≥ 1.0) | quicft QUIC / quicft TCP (target ≥ 0.8) |{}",
+        if tls { " quicft QUIC / quicft TLS (no target) |" } else { "" }
+    );
+    println!("|---:|---:|---:|---:|{}", if tls { "---:|" } else { "" });
     let mut out = Vec::new();
     for &n in &args.publishers {
-        let mut tcp_mos = Vec::new();
-        let mut quic_tcp = Vec::new();
+        let (mut tcp_mos, mut quic_tcp, mut quic_tls) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=args.rounds {
-            let a = ratio(rate(round, n, TargetKind::QuicftTcp), rate(round, n, TargetKind::MosquittoTcp));
-            let b = ratio(rate(round, n, TargetKind::QuicftQuic), rate(round, n, TargetKind::QuicftTcp));
+            let a = ratio(
+                rate(round, n, TargetKind::QuicftTcp),
+                rate(round, n, TargetKind::MosquittoTcp),
+            );
+            let b = ratio(
+                rate(round, n, TargetKind::QuicftQuic),
+                rate(round, n, TargetKind::QuicftTcp),
+            );
+            let c = ratio(
+                rate(round, n, TargetKind::QuicftQuic),
+                rate(round, n, TargetKind::QuicftTls),
+            );
             tcp_mos.extend(a);
             quic_tcp.extend(b);
-            println!("| {n} | {round} | {} | {} |", verdict(a, 1.0), verdict(b, 0.8));
+            quic_tls.extend(c);
+            let extra = if tls {
+                format!(" {} |", c.map_or_else(|| "–".into(), |x| format!("{x:.2}")))
+            } else {
+                String::new()
+            };
+            println!(
+                "| {n} | {round} | {} | {} |{extra}",
+                verdict(a, 1.0),
+                verdict(b, 0.8)
+            );
         }
-        let (a, b) = (median(tcp_mos), median(quic_tcp));
+        let (a, b, c) = (median(tcp_mos), median(quic_tcp), median(quic_tls));
         if args.rounds > 1 {
-            println!("| {n} | median | {} | {} |", verdict(a, 1.0), verdict(b, 0.8));
+            let extra = if tls {
+                format!(" {} |", c.map_or_else(|| "–".into(), |x| format!("{x:.2}")))
+            } else {
+                String::new()
+            };
+            println!(
+                "| {n} | median | {} | {} |{extra}",
+                verdict(a, 1.0),
+                verdict(b, 0.8)
+            );
         }
-        out.push(serde_json::json!({ "publishers": n, "quicft_tcp_over_mosquitto": a, "quicft_quic_over_quicft_tcp": b }));
+        out.push(serde_json::json!({
+            "publishers": n,
+            "quicft_tcp_over_mosquitto": a,
+            "quicft_quic_over_quicft_tcp": b,
+            "quicft_quic_over_quicft_tls": c,
+        }));
     }
     serde_json::Value::Array(out)
 }

@@ -69,11 +69,57 @@ pub(crate) struct Established {
     pub(crate) control: ChannelTx,
     pub(crate) connack: ConnAck,
     pub(crate) remote: SocketAddr,
+    /// The transport that won.
+    pub(crate) transport: Transport,
 }
 
-/// Connects over `options.transport` and exchanges CONNECT / CONNACK.
+/// Connects over `options.transport` and exchanges CONNECT / CONNACK; with a fallback configured,
+/// races it against the first choice once the head start has passed (happy eyeballs, RFC 8305
+/// style): the first successful CONNACK wins, the loser is dropped mid-handshake (nothing of it
+/// has been spawned yet, so nothing lingers).
 pub(crate) async fn establish(options: &ClientOptions, connect: &Packet) -> Result<Established> {
     let connect = encode(connect, options.protocol, usize::MAX)?;
+    let Some(fallback) = options.fallback.filter(|&f| f != options.transport) else {
+        return establish_over(options, connect).await;
+    };
+    let mut fb_options = options.clone();
+    fb_options.transport = fallback;
+    fb_options.port = options.fallback_port;
+    let primary = establish_over(options, connect.clone());
+    let secondary = establish_over(&fb_options, connect);
+    tokio::pin!(primary, secondary);
+    let first_error = tokio::select! {
+        r = &mut primary => match r {
+            Ok(est) => return Ok(est),
+            Err(e) => e,
+        },
+        _ = tokio::time::sleep(options.fallback_delay) => {
+            tracing::debug!(primary = %options.transport, %fallback, "no connection within the head start; racing the fallback");
+            tokio::select! {
+                r = &mut primary => match r {
+                    Ok(est) => return Ok(est),
+                    Err(e) => e,
+                },
+                r = &mut secondary => match r {
+                    Ok(est) => return Ok(est),
+                    Err(e2) => {
+                        return primary.await.map_err(|e1| both_failed(options.transport, e1, fallback, e2));
+                    }
+                },
+            }
+        }
+    };
+    tracing::debug!(primary = %options.transport, error = %first_error, %fallback, "falling back");
+    secondary
+        .await
+        .map_err(|e2| both_failed(options.transport, first_error, fallback, e2))
+}
+
+fn both_failed(first: Transport, e1: Error, second: Transport, e2: Error) -> Error {
+    Error::AllTransportsFailed(format!("{first}: {e1}; {second}: {e2}"))
+}
+
+async fn establish_over(options: &ClientOptions, connect: bytes::Bytes) -> Result<Established> {
     match options.transport {
         Transport::Quic => quic::establish(options, connect).await,
         Transport::Tls | Transport::Tcp => stream::establish(options, connect).await,

@@ -89,6 +89,7 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
         control,
         connack,
         remote,
+        transport: crate::options::Transport::Quic,
     })
 }
 
@@ -318,6 +319,7 @@ fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig> {
         Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
         Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+        Congestion::Delay => Arc::new(quicft_congestion::DelayBbrConfig::default()),
         Congestion::Custom(f) => f.clone(),
     };
     t.congestion_controller_factory(factory);

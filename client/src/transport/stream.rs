@@ -45,6 +45,12 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
     let remote = tcp.peer_addr()?;
     // Telemetry is many small packets; Nagle would hold each one for the previous one's ACK.
     tcp.set_nodelay(true)?;
+    if let Some(lowat) = options.tcp_notsent_lowat {
+        // Best effort: kernels without it just queue more in the socket.
+        if let Err(e) = socket2_06::SockRef::from(&tcp).set_tcp_notsent_lowat(lowat) {
+            tracing::debug!(%e, "TCP_NOTSENT_LOWAT not set");
+        }
+    }
     let io: Box<dyn ByteStream> = match options.transport {
         Transport::Tls => {
             let config = crate::tls::tls_config(&options.tls)?;
@@ -128,6 +134,7 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
         control,
         connack,
         remote,
+        transport: options.transport,
     })
 }
 

@@ -214,6 +214,14 @@ impl Packet {
         crate::wire::decode_packet(buf, protocol, max_packet_size)
     }
 
+    /// Total size (fixed header included) of the packet at the front of `buf`, as soon as its fixed
+    /// header is complete. Lets a reader reserve a large packet's buffer once instead of growing it
+    /// read by read. `None` while the header is incomplete or malformed (`decode` reports that).
+    pub fn frame_len(buf: &[u8]) -> Option<usize> {
+        let (len, n) = crate::wire::parse_varint(buf.get(1..)?).ok()??;
+        Some(1 + n + len)
+    }
+
     /// Appends the encoding of this packet to `out` (which may already hold bytes).
     pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
         crate::wire::encode_packet(self, protocol, out)
@@ -245,5 +253,21 @@ impl Packet {
             Packet::Disconnect(_) => "DISCONNECT",
             Packet::Auth(_) => "AUTH",
         }
+    }
+}
+
+#[cfg(test)]
+mod frame_len_tests {
+    use super::Packet;
+
+    #[test]
+    fn frame_len_from_the_fixed_header_only() {
+        assert_eq!(Packet::frame_len(&[]), None);
+        assert_eq!(Packet::frame_len(&[0x30]), None);
+        assert_eq!(Packet::frame_len(&[0x30, 0x05]), Some(7));
+        // 1 MiB + 10: a three-byte remaining length, body not yet read.
+        assert_eq!(Packet::frame_len(&[0x32, 0x8a, 0x80, 0x40]), Some(1 + 3 + (1 << 20) + 10));
+        assert_eq!(Packet::frame_len(&[0x32, 0x8a, 0x80]), None);
+        assert_eq!(Packet::frame_len(&[0x32, 0xff, 0xff, 0xff, 0xff]), None, "malformed");
     }
 }

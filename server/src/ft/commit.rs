@@ -78,7 +78,11 @@ fn commit_batch(batch: Vec<CommitJob>) {
             }),
         }
     }
-    par_each(&mut groups, |g| g.result = sync_group(&g.jobs));
+    par_each(&mut groups, |g| {
+        let t = std::time::Instant::now();
+        g.result = sync_group(&g.jobs);
+        crate::metrics::group_committed(t.elapsed(), g.jobs.len(), g.result.is_ok()); // /metrics
+    });
     for g in groups {
         for job in g.jobs {
             let result = match &g.result {

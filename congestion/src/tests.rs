@@ -1,0 +1,526 @@
+//! Scenario tests on the simulated link (`sim.rs`): virtual time, seeded loss, no sockets or clocks.
+//! The link is DESIGN §6's unless a test says otherwise: 20 Mbit/s, 40 ms RTT, 200 ms drop-tail
+//! queue, random loss after the bottleneck, a telemetry message every 100 ms next to the upload.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::congestion::{Controller, ControllerFactory};
+
+use crate::sim::{run_bulk, Link, Run, Sim, Traffic};
+use crate::{DelayBbr, DelayBbrConfig, Mode};
+
+fn s(secs: f64) -> Duration {
+    Duration::from_secs_f64(secs)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn summary(name: &str, run: &Run) {
+    for w in &run.windows {
+        eprintln!(
+            "{name} [{:.1}-{:.1}s] goodput {:.2} Mbit/s util {:.3} queue mean {:.1} p99 {:.1} max {:.1} ms \
+             srtt mean {:.1} ms telemetry p50 {:.1} p99 {:.1} max {:.1} ms (n={}) lost random/queue {}/{}",
+            w.from.as_secs_f64(),
+            w.until.as_secs_f64(),
+            w.goodput() / 1e6,
+            w.utilisation(),
+            ms(w.mean_queue()),
+            ms(w.queue_pct(0.99)),
+            ms(w.queue_pct(1.0)),
+            ms(w.mean_srtt()),
+            ms(w.telemetry_pct(0.5)),
+            ms(w.telemetry_pct(0.99)),
+            ms(w.telemetry_pct(1.0)),
+            w.telemetry.len(),
+            run.lost_random,
+            run.lost_queue,
+        );
+    }
+}
+
+/// Probes (ProbeRtt entries) between `from` and `until`.
+fn probes(run: &Run, from: f64, until: f64) -> usize {
+    let modes: Vec<Mode> = run
+        .trace
+        .iter()
+        .filter(|t| t.at >= s(from) && t.at < s(until))
+        .map(|t| t.mode)
+        .collect();
+    modes
+        .windows(2)
+        .filter(|w| w[0] != Mode::ProbeRtt && w[1] == Mode::ProbeRtt)
+        .count()
+}
+
+fn bw_mbit(run: &Run, at: f64) -> f64 {
+    let snap = run
+        .trace
+        .iter()
+        .rev()
+        .find(|t| t.at <= s(at))
+        .expect("trace");
+    snap.bw as f64 * 8.0 / 1e6
+}
+
+#[test]
+fn fills_the_link_with_a_short_queue_at_0_1_and_3_percent_random_loss() {
+    for loss in [0.0, 0.01, 0.03] {
+        let run = run_bulk(Link::lte(loss), s(30.0), &[(s(5.0), s(30.0))]);
+        summary(&format!("lte {loss}"), &run);
+        let w = &run.windows[0];
+        assert!(
+            w.utilisation() >= 0.95,
+            "loss {loss}: utilisation {:.3}",
+            w.utilisation()
+        );
+        let ceiling = 20e6 * (1.0 - loss);
+        assert!(
+            w.goodput() >= 0.93 * ceiling,
+            "loss {loss}: goodput {:.2} Mbit/s",
+            w.goodput() / 1e6
+        );
+        // The standing queue is the gain's 0.25 × BDP = 10 ms; the sender's srtt stays within
+        // base RTT + 50%.
+        assert!(
+            ms(w.mean_queue()) <= 15.0,
+            "loss {loss}: mean queue {:.1} ms",
+            ms(w.mean_queue())
+        );
+        assert!(
+            ms(w.mean_srtt()) <= 60.0,
+            "loss {loss}: mean srtt {:.1} ms",
+            ms(w.mean_srtt())
+        );
+        assert!(
+            ms(w.telemetry_pct(0.5)) <= 60.0,
+            "loss {loss}: telemetry p50 {:.1}",
+            ms(w.telemetry_pct(0.5))
+        );
+        // Random loss never reads as congestion: only the periodic min-RTT probes (every 10 s).
+        assert!(
+            probes(&run, 5.0, 30.0) <= 3,
+            "loss {loss}: {} probes",
+            probes(&run, 5.0, 30.0)
+        );
+    }
+}
+
+#[test]
+fn startup_reaches_the_link_rate_in_a_few_round_trips_and_drains_its_queue() {
+    for loss in [0.0, 0.03] {
+        let run = run_bulk(
+            Link::lte(loss),
+            s(3.0),
+            &[(s(0.0), s(1.0)), (s(1.0), s(3.0))],
+        );
+        summary(&format!("startup {loss}"), &run);
+        let cruising = run
+            .trace
+            .iter()
+            .find(|t| t.mode == Mode::Cruise)
+            .expect("reaches cruise");
+        assert!(
+            cruising.at <= s(0.5),
+            "loss {loss}: cruise only at {:?}",
+            cruising.at
+        );
+        assert!(
+            bw_mbit(&run, 0.5) >= 18.0,
+            "loss {loss}: bw {:.1} at 0.5 s",
+            bw_mbit(&run, 0.5)
+        );
+        // Startup's overshoot is bounded by its delay exit (BBR's startup would queue ~1.9 BDP).
+        let first = &run.windows[0];
+        assert!(
+            ms(first.queue_pct(1.0)) <= 60.0,
+            "loss {loss}: startup queue max {:.1}",
+            ms(first.queue_pct(1.0))
+        );
+        let after = &run.windows[1];
+        assert!(
+            ms(after.queue_pct(1.0)) <= 15.0,
+            "loss {loss}: queue after startup {:.1}",
+            ms(after.queue_pct(1.0))
+        );
+    }
+}
+
+#[test]
+fn adapts_when_the_bandwidth_halves() {
+    let mut link = Link::lte(0.01);
+    link.rate_changes = vec![(s(10.0), 10e6)];
+    let run = run_bulk(link, s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
+    summary("halve", &run);
+    let w = &run.windows[1];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_queue()) <= 15.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+    let bw = bw_mbit(&run, 20.0);
+    assert!(
+        (9.0..=11.0).contains(&bw),
+        "bandwidth estimate {bw:.2} Mbit/s"
+    );
+    // The stale estimate's queue is gone within a second.
+    assert!(
+        ms(run.windows[0].mean_queue()) <= 30.0,
+        "queue during the change {:.1}",
+        ms(run.windows[0].mean_queue())
+    );
+}
+
+#[test]
+fn adapts_when_the_bandwidth_doubles() {
+    let mut link = Link::lte(0.01);
+    link.rate = 10e6;
+    link.rate_changes = vec![(s(10.0), 20e6)];
+    let run = run_bulk(link, s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
+    summary("double", &run);
+    // +25% per round trip while there is room: the new capacity is found in well under a second.
+    assert!(
+        bw_mbit(&run, 10.5) >= 18.0,
+        "bandwidth estimate {:.2} at 10.5 s",
+        bw_mbit(&run, 10.5)
+    );
+    assert!(
+        run.windows[0].utilisation() >= 0.9,
+        "utilisation {:.3}",
+        run.windows[0].utilisation()
+    );
+    let w = &run.windows[1];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_queue()) <= 15.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+}
+
+#[test]
+fn backs_off_on_a_real_queue_build_up() {
+    // The link drops to a quarter: the window from the old estimate holds 4 × the new BDP, i.e. a
+    // queue of ~190 ms. The delay signal must catch it and empty it, and the new estimate must be
+    // the new rate, not the old one nor a collapse below it.
+    let mut link = Link::lte(0.01);
+    link.rate_changes = vec![(s(10.0), 5e6)];
+    let run = run_bulk(link, s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
+    summary("quarter", &run);
+    trace(&run, 9.9, 12.0, 4);
+    let first_probe = run
+        .trace
+        .iter()
+        .find(|t| t.at >= s(10.0) && t.mode == Mode::ProbeRtt)
+        .expect("backs off");
+    assert!(
+        first_probe.at <= s(10.4),
+        "backed off only at {:?}",
+        first_probe.at
+    );
+    let w = &run.windows[1];
+    assert!(
+        ms(w.mean_queue()) <= 15.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    let bw = bw_mbit(&run, 20.0);
+    assert!(
+        (4.5..=5.5).contains(&bw),
+        "bandwidth estimate {bw:.2} Mbit/s"
+    );
+    // Min RTT unharmed by the queue it saw.
+    let min = run.controller.min_rtt().expect("min rtt");
+    assert!(ms(min) < 45.0, "min rtt {:.1}", ms(min));
+}
+
+#[test]
+fn follows_a_longer_route_without_mistaking_it_for_congestion() {
+    let mut link = Link::lte(0.01);
+    link.delay_changes = vec![(s(10.0), Duration::from_millis(40))];
+    let run = run_bulk(link, s(20.0), &[(s(11.0), s(20.0))]);
+    summary("rtt 40 -> 80", &run);
+    let min = run.controller.min_rtt().expect("min rtt");
+    assert!((78.0..=85.0).contains(&ms(min)), "min rtt {:.1}", ms(min));
+    // The bandwidth estimate survived: a delay-based controller that read the longer path as a
+    // queue would have cut it.
+    assert!(
+        bw_mbit(&run, 11.0) >= 18.0,
+        "bandwidth estimate {:.2}",
+        bw_mbit(&run, 11.0)
+    );
+    let w = &run.windows[0];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_queue()) <= 25.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+}
+
+#[test]
+fn follows_a_shorter_route() {
+    let mut link = Link::lte(0.01);
+    link.delay_changes = vec![(s(10.0), Duration::from_millis(10))];
+    let run = run_bulk(link, s(25.0), &[(s(11.0), s(20.0)), (s(21.0), s(25.0))]);
+    summary("rtt 40 -> 20", &run);
+    assert!(run.windows[0].utilisation() >= 0.95);
+    // The standing queue hides the new min RTT until the periodic probe (10 s) finds it.
+    let min = run.controller.min_rtt().expect("min rtt");
+    assert!(ms(min) <= 21.0, "min rtt {:.1}", ms(min));
+    let w = &run.windows[1];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_queue()) <= 8.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+}
+
+#[test]
+fn telemetry_only_periods_keep_the_bandwidth_for_the_next_upload() {
+    let traffic = Traffic {
+        bulk: vec![(s(0.0), s(10.0)), (s(20.0), s(30.0))],
+        telemetry: Some(Duration::from_millis(100)),
+    };
+    let run = Sim::new(Link::lte(0.01), traffic, DelayBbrConfig::default())
+        .run(s(30.0), &[(s(12.0), s(20.0)), (s(20.0), s(20.5))]);
+    summary("idle", &run);
+    // While idle the telemetry sees the bare path.
+    let idle = &run.windows[0];
+    assert!(
+        ms(idle.telemetry_pct(0.5)) <= 45.0,
+        "idle telemetry p50 {:.1}",
+        ms(idle.telemetry_pct(0.5))
+    );
+    assert!(
+        bw_mbit(&run, 19.9) >= 18.0,
+        "estimate kept through idle: {:.2}",
+        bw_mbit(&run, 19.9)
+    );
+    // The upload resumes at full rate at once: no new startup from the minimum window.
+    let resumed = &run.windows[1];
+    assert!(
+        resumed.utilisation() >= 0.9,
+        "utilisation {:.3}",
+        resumed.utilisation()
+    );
+}
+
+#[test]
+fn slow_long_lossy_link() {
+    // bench/profiles.txt `3g` without jitter: 1 Mbit/s, 150 ms RTT, 0.5% loss, 500 ms queue.
+    let link = Link {
+        rate: 1e6,
+        rate_changes: Vec::new(),
+        one_way: Duration::from_millis(75),
+        delay_changes: Vec::new(),
+        queue: Duration::from_millis(500),
+        loss: 0.005,
+        seed: 2,
+        ack_slots: None,
+    };
+    let run = run_bulk(link, s(60.0), &[(s(10.0), s(60.0))]);
+    summary("3g", &run);
+    let w = &run.windows[0];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_srtt()) <= 225.0,
+        "mean srtt {:.1}",
+        ms(w.mean_srtt())
+    );
+}
+
+#[test]
+fn acks_in_bursts_do_not_starve_the_link() {
+    // ACKs reach the sender only every 10 ms, in bursts (as behind a cellular scheduler): the
+    // window must hold what a burst acknowledges beyond the bandwidth, or the link idles.
+    let mut link = Link::lte(0.01);
+    link.ack_slots = Some(Duration::from_millis(10));
+    let run = run_bulk(link, s(20.0), &[(s(5.0), s(20.0))]);
+    summary("ack bursts 10 ms", &run);
+    trace(&run, 5.0, 6.0, 4);
+    let w = &run.windows[0];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_queue()) <= 25.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+}
+
+#[test]
+fn short_paths_are_not_starved_by_a_microsecond_min_rtt() {
+    // A LAN: 100 Mbit/s, 0.4 ms RTT, ACKs batched per millisecond by a busy host. Sizing the
+    // window from the bare min RTT would cap it near the 4-datagram minimum.
+    let link = Link {
+        rate: 100e6,
+        rate_changes: Vec::new(),
+        one_way: Duration::from_micros(200),
+        delay_changes: Vec::new(),
+        queue: Duration::from_millis(20),
+        loss: 0.0,
+        seed: 3,
+        ack_slots: Some(Duration::from_millis(1)),
+    };
+    let run = run_bulk(link, s(5.0), &[(s(1.0), s(5.0))]);
+    summary("lan", &run);
+    let w = &run.windows[0];
+    assert!(
+        w.utilisation() >= 0.95,
+        "utilisation {:.3}",
+        w.utilisation()
+    );
+    assert!(
+        ms(w.mean_queue()) <= 5.0,
+        "mean queue {:.1} ms",
+        ms(w.mean_queue())
+    );
+}
+
+#[test]
+fn same_seed_same_run() {
+    let a = run_bulk(Link::lte(0.03), s(5.0), &[(s(0.0), s(5.0))]);
+    let b = run_bulk(Link::lte(0.03), s(5.0), &[(s(0.0), s(5.0))]);
+    assert_eq!(a.windows[0].goodput_bytes, b.windows[0].goodput_bytes);
+    assert_eq!(a.lost_random, b.lost_random);
+    assert!(a.lost_random > 0);
+}
+
+/// A controller cruising on the standard link after 5 s.
+fn cruising() -> DelayBbr {
+    let run = run_bulk(Link::lte(0.0), s(5.0), &[]);
+    assert_eq!(run.controller.mode(), Mode::Cruise);
+    run.controller
+}
+
+#[test]
+fn random_loss_without_a_queue_leaves_the_window_alone() {
+    let mut cc = cruising();
+    let window = cc.window();
+    let now = Instant::now() + s(6.0);
+    for i in 0..20 {
+        let t = now + Duration::from_millis(i);
+        cc.on_congestion_event(t, t - Duration::from_millis(45), false, 1200);
+    }
+    assert_eq!(cc.window(), window);
+    assert_eq!(cc.mode(), Mode::Cruise);
+}
+
+#[test]
+fn persistent_congestion_restarts_from_the_minimum_window() {
+    let mut cc = cruising();
+    let min_rtt = cc.min_rtt();
+    let now = Instant::now() + s(6.0);
+    cc.on_congestion_event(now, now - s(1.0), true, 50_000);
+    assert_eq!(cc.window(), 4 * 1200);
+    assert_eq!(cc.mode(), Mode::Startup);
+    assert_eq!(cc.bandwidth(), 0);
+    assert_eq!(cc.min_rtt(), min_rtt, "the path's length is still known");
+    cc.on_mtu_update(1452);
+    assert_eq!(cc.window(), 4 * 1452);
+}
+
+#[test]
+fn an_ecn_mark_starts_a_back_off() {
+    let mut cc = cruising();
+    let window = cc.window();
+    let now = Instant::now() + s(6.0);
+    cc.on_congestion_event(now, now - Duration::from_millis(45), false, 0);
+    assert_eq!(cc.mode(), Mode::ProbeRtt);
+    assert!(cc.window() < window / 2 + 1200);
+}
+
+#[test]
+fn builds_through_quinns_factory_trait() {
+    let config = Arc::new(DelayBbrConfig::default());
+    let now = Instant::now();
+    let cc: Box<dyn Controller> = config.build(now, 1200);
+    assert_eq!(cc.initial_window(), 12_000);
+    assert_eq!(cc.window(), 12_000);
+    assert_eq!(cc.metrics().congestion_window, 12_000);
+    let copy = cc.clone_box();
+    assert_eq!(copy.window(), 12_000);
+    let concrete = copy.into_any().downcast::<DelayBbr>().expect("a DelayBbr");
+    assert_eq!(concrete.mode(), Mode::Startup);
+}
+
+/// Prints the controller's trajectory between `from` and `until` (every `step`-th 10 ms sample).
+fn trace(run: &Run, from: f64, until: f64, step: usize) {
+    for t in run
+        .trace
+        .iter()
+        .filter(|t| t.at >= s(from) && t.at < s(until))
+        .step_by(step)
+    {
+        eprintln!(
+            "  {:>6.2}s {:?} cwnd {} bw {:.2} Mbit/s min rtt {:.1} ms srtt {:.1} ms",
+            t.at.as_secs_f64(),
+            t.mode,
+            t.cwnd,
+            t.bw as f64 * 8.0 / 1e6,
+            ms(t.min_rtt.unwrap_or_default()),
+            ms(t.srtt),
+        );
+    }
+}
+
+/// Not a test: prints the scenarios that are hard to assert on, for tuning.
+/// `cargo test -p quicft-congestion scenarios -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn scenarios() {
+    // A shallow buffer (5 ms, ten datagrams) with 3% loss: the gain's 0.25 × BDP does not fit.
+    let mut link = Link::lte(0.03);
+    link.queue = Duration::from_millis(5);
+    let run = run_bulk(link, s(20.0), &[(s(5.0), s(20.0))]);
+    summary("shallow 5 ms", &run);
+    trace(&run, 5.0, 6.0, 3);
+    // Satellite-like: 5 Mbit/s, 600 ms RTT, 300 ms queue (smaller than the BDP).
+    let link = Link {
+        rate: 5e6,
+        rate_changes: Vec::new(),
+        one_way: Duration::from_millis(300),
+        delay_changes: Vec::new(),
+        queue: Duration::from_millis(300),
+        loss: 0.0,
+        seed: 2,
+        ack_slots: None,
+    };
+    summary(
+        "satellite",
+        &run_bulk(link, s(60.0), &[(s(0.0), s(10.0)), (s(10.0), s(60.0))]),
+    );
+}

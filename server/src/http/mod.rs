@@ -1,0 +1,190 @@
+//! The HTTP API (DESIGN §4): transfers in progress, finished files with download, connected clients,
+//! health and Prometheus metrics, described by an OpenAPI document at `/api/v1/openapi.json`.
+//!
+//! [`router`] builds the whole app from an [`ApiState`] so tests call it without a socket;
+//! [`serve`] runs it on a listener until shutdown. Everything except `/healthz` needs
+//! `Authorization: Bearer <token>` once `[http] token` is configured; without a token the API is
+//! open, which [`crate::Config::validate`] allows on loopback addresses only.
+
+mod clients;
+mod error;
+mod files;
+mod listener;
+mod ops;
+mod range;
+mod transfers;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+use crate::clients::Clients;
+use crate::ft::FtService;
+use crate::metrics::Metrics;
+
+/// What the handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ft: FtService,
+    clients: Arc<Clients>,
+    metrics: Arc<Metrics>,
+    /// SHA-256 of the configured token: comparing digests keeps the compare constant-time whatever
+    /// the length of the token presented.
+    token: Option<[u8; 32]>,
+}
+
+impl ApiState {
+    pub fn new(
+        ft: FtService,
+        clients: Arc<Clients>,
+        metrics: Arc<Metrics>,
+        token: Option<&str>,
+    ) -> ApiState {
+        let token = token.map(|t| Sha256::digest(t.trim().as_bytes()).into());
+        ApiState {
+            inner: Arc::new(Inner {
+                ft,
+                clients,
+                metrics,
+                token,
+            }),
+        }
+    }
+
+    fn ft(&self) -> &FtService {
+        &self.inner.ft
+    }
+
+    fn clients(&self) -> &Clients {
+        &self.inner.clients
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// The whole HTTP app.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/transfers", get(transfers::list))
+        .route(
+            "/api/v1/transfers/{clientId}/{fileId}",
+            get(transfers::get).delete(transfers::cancel),
+        )
+        .route("/api/v1/files", get(files::list))
+        .route("/api/v1/files/{clientId}/{fileId}", get(files::manifest))
+        .route(
+            "/api/v1/files/{clientId}/{fileId}/content",
+            get(files::content),
+        )
+        .route("/api/v1/clients", get(clients::list))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` changes.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let graceful = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener::Limited::new(listener), router)
+        .with_graceful_shutdown(graceful)
+        .await
+    {
+        tracing::warn!(error = %e, "HTTP API stopped");
+    }
+}
+
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(expected) = &state.inner.token {
+        let presented = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| Sha256::digest(t.trim().as_bytes()));
+        let ok = presented.is_some_and(|d| bool::from(d.as_slice().ct_eq(expected)));
+        if !ok {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The OpenAPI description of every route.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "quicft HTTP API", description = "Transfers, exported files, connected clients and metrics of a quicft server."),
+    paths(
+        transfers::list,
+        transfers::get,
+        transfers::cancel,
+        files::list,
+        files::manifest,
+        files::content,
+        clients::list,
+        ops::healthz,
+        ops::metrics,
+        openapi_json,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "openapi", tag = "meta",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|_| "{}".to_owned())
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.clone(),
+    )
+        .into_response()
+}
