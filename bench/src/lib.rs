@@ -1,4 +1,4 @@
 //! Shared helpers for the benchmark binaries in `src/bin/`.
-pub mod mqtt_load;
 pub mod broker_procs;
 pub mod ft_load;
+pub mod mqtt_load;

@@ -53,7 +53,12 @@ pub struct Listeners {
 impl Default for Listeners {
     fn default() -> Self {
         let lo = |port| Some(SocketAddr::from(([127, 0, 0, 1], port)));
-        Listeners { quic: lo(14567), tcp: lo(1883), tls: lo(8883), http: lo(8080) }
+        Listeners {
+            quic: lo(14567),
+            tcp: lo(1883),
+            tls: lo(8883),
+            http: lo(8080),
+        }
     }
 }
 
@@ -230,7 +235,9 @@ impl std::str::FromStr for Congestion {
             "cubic" => Ok(Congestion::Cubic),
             "bbr" => Ok(Congestion::Bbr),
             "delay" => Ok(Congestion::Delay),
-            other => Err(format!("unknown congestion controller {other:?} (cubic, bbr, delay)")),
+            other => Err(format!(
+                "unknown congestion controller {other:?} (cubic, bbr, delay)"
+            )),
         }
     }
 }
@@ -245,15 +252,23 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration in {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error(
         "refusing to listen on non-loopback address {0} without authentication: configure users, \
          or pass --allow-anonymous (allow_anonymous = true) if this network is trusted"
     )]
     AnonymousExposed(SocketAddr),
-    #[error("plain TCP listener on non-loopback address {0}: set allow_anonymous explicitly or use TLS")]
+    #[error(
+        "plain TCP listener on non-loopback address {0}: set allow_anonymous explicitly or use TLS"
+    )]
     PlainTcpExposed(SocketAddr),
     #[error("tls.cert and tls.key must be given together")]
     HalfTls,
@@ -292,20 +307,32 @@ impl Config {
         let derived = |p: &Path, name: &str, default: &Path| {
             p.as_os_str().is_empty() || p == default || p == old.join(name)
         };
-        if derived(&self.file_transfer.store_dir, "transfers", &defaults.store_dir) {
+        if derived(
+            &self.file_transfer.store_dir,
+            "transfers",
+            &defaults.store_dir,
+        ) {
             self.file_transfer.store_dir = self.data_dir.join("transfers");
         }
-        if derived(&self.file_transfer.export_root, "exports", &defaults.export_root) {
+        if derived(
+            &self.file_transfer.export_root,
+            "exports",
+            &defaults.export_root,
+        ) {
             self.file_transfer.export_root = self.data_dir.join("exports");
         }
     }
 
     /// Reads a TOML file over the defaults.
     pub fn from_toml(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut cfg: Config = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
         // Paths left at their defaults follow data_dir.
         let dir = std::mem::take(&mut cfg.data_dir);
         cfg.data_dir = PathBuf::from("quicft-data");
@@ -336,7 +363,9 @@ impl Config {
             return Err(ConfigError::Limit("inflight_window must be at least 1"));
         }
         if self.limits.max_packet_size < 64 || self.limits.max_packet_size > 268_435_460 {
-            return Err(ConfigError::Limit("max_packet_size must be between 64 and 268435460"));
+            return Err(ConfigError::Limit(
+                "max_packet_size must be between 64 and 268435460",
+            ));
         }
         let exposed = |a: &SocketAddr| !a.ip().is_loopback();
         // Anonymous access off loopback only when asked for in so many words.
@@ -352,7 +381,12 @@ impl Config {
             }
         }
         // The API can cancel transfers and hand out every file: never open beyond loopback.
-        if self.http.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        if self
+            .http
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
             return Err(ConfigError::EmptyHttpToken);
         }
         if let Some(a) = self.listeners.http.filter(exposed) {
@@ -391,14 +425,20 @@ mod tests {
         assert!(cfg.addresses().all(|a| a.ip().is_loopback()));
         cfg.validate().expect("defaults must validate");
         assert!(cfg.anonymous_allowed());
-        assert_eq!(cfg.file_transfer.export_root, PathBuf::from("quicft-data/exports"));
+        assert_eq!(
+            cfg.file_transfer.export_root,
+            PathBuf::from("quicft-data/exports")
+        );
     }
 
     #[test]
     fn exposed_without_auth_is_refused() {
         let mut cfg = Config::default();
         cfg.listeners.quic = Some("0.0.0.0:14567".parse().expect("addr"));
-        assert!(matches!(cfg.validate(), Err(ConfigError::AnonymousExposed(_))));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::AnonymousExposed(_))
+        ));
         cfg.auth.allow_anonymous = Some(true);
         cfg.validate().expect("explicit anonymous is allowed");
     }
@@ -410,15 +450,22 @@ mod tests {
         assert!(matches!(cfg.validate(), Err(ConfigError::NoClientCa)));
         cfg.tls.client_ca = Some(PathBuf::from("devices-ca.pem"));
         cfg.listeners.quic = Some("0.0.0.0:14567".parse().expect("addr"));
-        cfg.validate().expect("required client certificates are authentication");
+        cfg.validate()
+            .expect("required client certificates are authentication");
     }
 
     #[test]
     fn exposed_plain_tcp_needs_explicit_consent() {
         let mut cfg = Config::default();
-        cfg.auth.users.push(User { username: "u".into(), password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into() });
+        cfg.auth.users.push(User {
+            username: "u".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        });
         cfg.listeners.tcp = Some("0.0.0.0:1883".parse().expect("addr"));
-        assert!(matches!(cfg.validate(), Err(ConfigError::PlainTcpExposed(_))));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::PlainTcpExposed(_))
+        ));
     }
 
     #[test]
@@ -444,12 +491,21 @@ mod tests {
         )
         .expect("write");
         let cfg = Config::from_toml(&path).expect("parse");
-        assert_eq!(cfg.listeners.tcp, Some("127.0.0.1:1999".parse().expect("addr")));
+        assert_eq!(
+            cfg.listeners.tcp,
+            Some("127.0.0.1:1999".parse().expect("addr"))
+        );
         assert_eq!(cfg.quic.congestion, Congestion::Bbr);
         assert_eq!(cfg.limits.connect_timeout, Duration::from_secs(3));
-        assert_eq!(cfg.file_transfer.store_dir, PathBuf::from("/var/lib/q/transfers"));
+        assert_eq!(
+            cfg.file_transfer.store_dir,
+            PathBuf::from("/var/lib/q/transfers")
+        );
         std::fs::write(&path, "bogus = 1\n").expect("write");
-        assert!(matches!(Config::from_toml(&path), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::from_toml(&path),
+            Err(ConfigError::Parse { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

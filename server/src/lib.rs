@@ -77,7 +77,10 @@ pub enum StartError {
     #[error("file transfer store: {0}")]
     Ft(String),
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: std::path::PathBuf, source: std::io::Error },
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running server.
@@ -98,12 +101,14 @@ impl Server {
     /// Binds every configured listener and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let config = Arc::new(config);
         let identity = tls::load_or_generate(&config.tls, &config.data_dir)?;
-        let (ft, mut ft_events) =
-            FtService::open(config.file_transfer.clone()).map_err(|e| StartError::Ft(e.to_string()))?;
+        let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
+            .map_err(|e| StartError::Ft(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ctx = Arc::new(Ctx {
             broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
@@ -117,7 +122,16 @@ impl Server {
             config: config.clone(),
         });
         let mut tasks = JoinSet::new();
-        let mut server = Server { quic_addr: None, tcp_addr: None, tls_addr: None, http_addr: None, ctx: ctx.clone(), shutdown: shutdown_tx, tasks: JoinSet::new(), endpoint: None };
+        let mut server = Server {
+            quic_addr: None,
+            tcp_addr: None,
+            tls_addr: None,
+            http_addr: None,
+            ctx: ctx.clone(),
+            shutdown: shutdown_tx,
+            tasks: JoinSet::new(),
+            endpoint: None,
+        };
 
         if let Some(addr) = config.listeners.quic {
             let endpoint = transport::quic_endpoint(&config, &identity, addr)?;
@@ -127,23 +141,34 @@ impl Server {
             server.endpoint = Some(endpoint);
         }
         if let Some(addr) = config.listeners.tcp {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| transport::ListenError::Bind { addr, source })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| transport::ListenError::Bind { addr, source })?;
             server.tcp_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.tcp_addr, "MQTT over TCP listening");
             tasks.spawn(transport::serve_tcp(l, None, ctx.clone()));
         }
         if let Some(addr) = config.listeners.tls {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| transport::ListenError::Bind { addr, source })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| transport::ListenError::Bind { addr, source })?;
             server.tls_addr = l.local_addr().ok();
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
+            let acceptor =
+                tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
             tracing::info!(addr = ?server.tls_addr, "MQTT over TLS listening");
             tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
         }
         if let Some(addr) = config.listeners.http {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| transport::ListenError::Bind { addr, source })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| transport::ListenError::Bind { addr, source })?;
             server.http_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.http_addr, token = config.http.token.is_some(), "HTTP API listening");
-            tasks.spawn(http::serve(l, http::router(server.api_state()), ctx.shutdown.clone()));
+            tasks.spawn(http::serve(
+                l,
+                http::router(server.api_state()),
+                ctx.shutdown.clone(),
+            ));
         }
 
         // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}.
@@ -187,7 +212,12 @@ impl Server {
     /// What the HTTP API serves from (`http::router(server.api_state())` is the app, without a socket).
     pub fn api_state(&self) -> http::ApiState {
         let c = &self.ctx;
-        http::ApiState::new(c.ft.clone(), c.clients.clone(), c.metrics.clone(), c.config.http.token.as_deref())
+        http::ApiState::new(
+            c.ft.clone(),
+            c.clients.clone(),
+            c.metrics.clone(),
+            c.config.http.token.as_deref(),
+        )
     }
 
     /// Stops accepting, tells every client (DISCONNECT 0x8B), waits for sessions to end (at most
@@ -196,7 +226,11 @@ impl Server {
         let _ = self.shutdown.send(true);
         let max = self.ctx.config.limits.max_connections;
         let all = u32::try_from(max).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.ctx.connections.acquire_many(all)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.ctx.connections.acquire_many(all),
+        )
+        .await;
         // Listeners have stopped on the signal; background loops (event forwarding, GC, session
         // expiry) are simply cancelled.
         self.tasks.shutdown().await;
@@ -209,7 +243,10 @@ impl Server {
 }
 
 /// Runs a server until `shutdown` resolves, then stops it gracefully.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
     let server = Server::start(config).await?;
     shutdown.await;
     tracing::info!("shutting down");

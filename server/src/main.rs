@@ -56,7 +56,9 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     if s == "off" {
         return Ok(Listen(None));
     }
-    s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{s:?}: {e} (expected IP:PORT or off)"))
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (expected IP:PORT or off)"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,7 +75,8 @@ fn main() -> std::process::ExitCode {
 fn real_main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,quinn=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn".into()),
         )
         .init();
     let args = Args::parse();
@@ -94,7 +97,12 @@ fn real_main() -> anyhow::Result<()> {
         config.set_data_dir(dir);
     }
     let l = &mut config.listeners;
-    for (flag, slot) in [(args.quic, &mut l.quic), (args.tcp, &mut l.tcp), (args.tls, &mut l.tls), (args.http, &mut l.http)] {
+    for (flag, slot) in [
+        (args.quic, &mut l.quic),
+        (args.tcp, &mut l.tcp),
+        (args.tls, &mut l.tls),
+        (args.http, &mut l.http),
+    ] {
         if let Some(Listen(addr)) = flag {
             *slot = addr;
         }
@@ -115,10 +123,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -80,7 +80,11 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
     let io = crate::clients::Io::new(ctx.metrics.clone(), link.transport); // byte counts (HTTP API, metrics)
     let (mut control_rx, control_tx) = (io.wrap(control_rx), io.wrap(control_tx));
     let max = ctx.config.limits.max_packet_size;
-    let first = tokio::time::timeout(ctx.config.limits.connect_timeout, stream::read_first(&mut control_rx, max)).await;
+    let first = tokio::time::timeout(
+        ctx.config.limits.connect_timeout,
+        stream::read_first(&mut control_rx, max),
+    )
+    .await;
     let (writer, writer_task) = stream::spawn_writer(control_tx);
     let (connect, leftover) = match first {
         Ok(Ok((Packet::Connect(c), rest))) => (c, rest),
@@ -92,7 +96,11 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
             tracing::debug!(peer = %link.peer, error = %e, "bad CONNECT");
             if let quicft_proto::DecodeError::UnsupportedProtocol(_) = e {
                 // A 3.1.1-format CONNACK is what any client version can read (MQTT 5 §3.1.2.2).
-                let ack = ConnAck { session_present: false, code: e.reason_code(), properties: Properties::default() };
+                let ack = ConnAck {
+                    session_present: false,
+                    code: e.reason_code(),
+                    properties: Properties::default(),
+                };
                 send_packet(&writer, &Packet::ConnAck(ack), Protocol::V311);
             }
             return finish(link, writer, writer_task, e.reason_code()).await;
@@ -108,12 +116,20 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
     };
     let protocol = connect.protocol;
     let refuse = |code: ReasonCode| {
-        let ack = ConnAck { session_present: false, code, properties: Properties::default() };
+        let ack = ConnAck {
+            session_present: false,
+            code,
+            properties: Properties::default(),
+        };
         ctx.metrics.reason_sent(crate::metrics::Sent::ConnAck, code);
         send_packet(&writer, &Packet::ConnAck(ack), protocol);
     };
 
-    let username = match ctx.auth.check(&connect, link.transport, link.cert_name.as_deref()).await {
+    let username = match ctx
+        .auth
+        .check(&connect, link.transport, link.cert_name.as_deref())
+        .await
+    {
         Ok(verified) => verified,
         Err(code) => {
             tracing::info!(peer = %link.peer, client_id = %connect.client_id, code = %code, "CONNECT refused");
@@ -121,7 +137,11 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
             return finish(link, writer, writer_task, code).await;
         }
     };
-    let by_cert = match cert_client_id(&connect, link.cert_name.as_deref(), ctx.config.tls.cert_client_id) {
+    let by_cert = match cert_client_id(
+        &connect,
+        link.cert_name.as_deref(),
+        ctx.config.tls.cert_client_id,
+    ) {
         Ok(v) => v,
         Err(code) => {
             tracing::info!(peer = %link.peer, client_id = %connect.client_id, cert = ?link.cert_name, "client id does not match the certificate");
@@ -139,8 +159,12 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
     // A will is a publish made later on the client's behalf: the same topic rules apply now, or it
     // could forge another client's `$file-response/…` or `$events/…` when the connection drops.
     if let Some(w) = &connect.will {
-        let who = crate::acl::Who { client_id: &client_id, username: username.as_deref() };
-        if reserved_topic(&w.topic) || ftp::is_ft_topic(&w.topic) || !ctx.acl_publish(who, &w.topic) {
+        let who = crate::acl::Who {
+            client_id: &client_id,
+            username: username.as_deref(),
+        };
+        if reserved_topic(&w.topic) || ftp::is_ft_topic(&w.topic) || !ctx.acl_publish(who, &w.topic)
+        {
             tracing::info!(peer = %link.peer, client_id = %client_id, topic = %w.topic, "will topic refused");
             refuse(ReasonCode::NOT_AUTHORIZED);
             return finish(link, writer, writer_task, ReasonCode::NOT_AUTHORIZED).await;
@@ -148,9 +172,23 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
     }
     let span = tracing::info_span!("conn", client_id = %client_id, transport = link.transport.as_str(), peer = %link.peer);
     async move {
-        let opened = ctx.broker.open_session(&client_id, connect.clean_start).await;
-        let conn = ctx.clients.register(&client_id, link.transport, link.peer, io);
-        let mut s = Session::new(ctx, link, connect, client_id, opened.state, opened.generation, writer, conn);
+        let opened = ctx
+            .broker
+            .open_session(&client_id, connect.clean_start)
+            .await;
+        let conn = ctx
+            .clients
+            .register(&client_id, link.transport, link.peer, io);
+        let mut s = Session::new(
+            ctx,
+            link,
+            connect,
+            client_id,
+            opened.state,
+            opened.generation,
+            writer,
+            conn,
+        );
         s.username = username;
         s.connack(opened.session_present, assigned);
         tracing::info!(session_present = opened.session_present, "connected");
@@ -192,7 +230,9 @@ fn cert_client_id(
     match mode {
         _ if c.client_id == name => Ok(Some((name.into(), false))),
         crate::config::CertClientId::Assign => Ok(Some((name.into(), true))),
-        crate::config::CertClientId::Match if c.client_id.is_empty() => Ok(Some((name.into(), true))),
+        crate::config::CertClientId::Match if c.client_id.is_empty() => {
+            Ok(Some((name.into(), true)))
+        }
         crate::config::CertClientId::Match => Err(ReasonCode::NOT_AUTHORIZED),
     }
 }
@@ -214,7 +254,12 @@ fn assign_client_id(c: &Connect) -> Result<(Arc<str>, bool), ReasonCode> {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish()
 }
 
@@ -294,14 +339,31 @@ impl Session {
             // 3.1.1: a persistent session lasts until the client cleans it (capped by config).
             Protocol::V311 if !connect.clean_start => Some(limits.max_session_expiry),
             Protocol::V311 => Some(0),
-            Protocol::V5 => Some(props.session_expiry_interval.unwrap_or(0).min(limits.max_session_expiry)),
+            Protocol::V5 => Some(
+                props
+                    .session_expiry_interval
+                    .unwrap_or(0)
+                    .min(limits.max_session_expiry),
+            ),
         }
         .map(|s| Duration::from_secs(u64::from(s)));
-        let send_window = usize::from(props.receive_maximum.unwrap_or(u16::MAX).min(limits.inflight_window)).max(1);
+        let send_window = usize::from(
+            props
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(limits.inflight_window),
+        )
+        .max(1);
         let client_max_packet = props.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
         let (events_tx, events_rx) = mpsc::channel(256);
         let mut streams = HashMap::new();
-        streams.insert(CONTROL, StreamState { writer: control, pending_acks: VecDeque::new() });
+        streams.insert(
+            CONTROL,
+            StreamState {
+                writer: control,
+                pending_acks: VecDeque::new(),
+            },
+        );
         let resend_pending = !state.outgoing.is_empty();
         Session {
             protocol: connect.protocol,
@@ -332,7 +394,10 @@ impl Session {
 
     /// This client, as ACL rules see it.
     fn who(&self) -> crate::acl::Who<'_> {
-        crate::acl::Who { client_id: &self.client_id, username: self.username.as_deref() }
+        crate::acl::Who {
+            client_id: &self.client_id,
+            username: self.username.as_deref(),
+        }
     }
 
     fn is_quic(&self) -> bool {
@@ -361,14 +426,22 @@ impl Session {
                 properties.assigned_client_identifier = Some(self.client_id.to_string());
             }
             if limits.max_keep_alive > 0 {
-                properties.server_keep_alive = self.keep_alive.and_then(|d| u16::try_from(d.as_secs()).ok());
+                properties.server_keep_alive = self
+                    .keep_alive
+                    .and_then(|d| u16::try_from(d.as_secs()).ok());
             }
             if let Some(d) = self.session_expiry {
                 properties.session_expiry_interval = u32::try_from(d.as_secs()).ok();
             }
         }
-        let ack = ConnAck { session_present, code: ReasonCode::SUCCESS, properties };
-        self.ctx.metrics.reason_sent(crate::metrics::Sent::ConnAck, ReasonCode::SUCCESS);
+        let ack = ConnAck {
+            session_present,
+            code: ReasonCode::SUCCESS,
+            properties,
+        };
+        self.ctx
+            .metrics
+            .reason_sent(crate::metrics::Sent::ConnAck, ReasonCode::SUCCESS);
         self.send(CONTROL, &Packet::ConnAck(ack));
     }
 
@@ -380,9 +453,22 @@ impl Session {
         control_rx: R,
     ) -> Exit {
         let max = self.ctx.config.limits.max_packet_size;
-        self.tasks.push(stream::spawn_reader(control_rx, leftover, CONTROL, self.protocol, max, self.events_tx.clone()));
+        self.tasks.push(stream::spawn_reader(
+            control_rx,
+            leftover,
+            CONTROL,
+            self.protocol,
+            max,
+            self.events_tx.clone(),
+        ));
         if let Some(conn) = self.link.quic.clone() {
-            self.tasks.push(tokio::spawn(accept_data_streams(conn, self.protocol, max, self.events_tx.clone(), self.conn.io().clone())));
+            self.tasks.push(tokio::spawn(accept_data_streams(
+                conn,
+                self.protocol,
+                max,
+                self.events_tx.clone(),
+                self.conn.io().clone(),
+            )));
         } else {
             self.data_order.push(CONTROL);
         }
@@ -429,7 +515,9 @@ impl Session {
             // Handle what the stream readers have already queued before paying for another
             // `select!` (it re-polls every branch): under load this halves the per-message cost.
             for _ in 0..64 {
-                let Ok(ev) = self.events_rx.try_recv() else { break };
+                let Ok(ev) = self.events_rx.try_recv() else {
+                    break;
+                };
                 if let Err(exit) = self.on_event(ev) {
                     return exit;
                 }
@@ -472,7 +560,13 @@ impl Session {
                 Ok(())
             }
             Event::Opened { stream, writer } => {
-                self.streams.insert(stream, StreamState { writer, pending_acks: VecDeque::new() });
+                self.streams.insert(
+                    stream,
+                    StreamState {
+                        writer,
+                        pending_acks: VecDeque::new(),
+                    },
+                );
                 self.data_order.push(stream);
                 self.conn.stream_opened();
                 self.resend_inflight();
@@ -515,7 +609,11 @@ impl Session {
             }
             Packet::Disconnect(d) => {
                 if stream != CONTROL {
-                    return self.violation(stream, ReasonCode::PROTOCOL_ERROR, "DISCONNECT on a data stream");
+                    return self.violation(
+                        stream,
+                        ReasonCode::PROTOCOL_ERROR,
+                        "DISCONNECT on a data stream",
+                    );
                 }
                 if let Some(s) = d.properties.session_expiry_interval {
                     // MQTT 5 §3.14.2.2.2: cannot be set from zero to non-zero at DISCONNECT.
@@ -525,23 +623,41 @@ impl Session {
                     let max = self.ctx.config.limits.max_session_expiry;
                     self.session_expiry = Some(Duration::from_secs(u64::from(s.min(max))));
                 }
-                Err(if d.code == ReasonCode::DISCONNECT_WITH_WILL { Exit::NormalWithWill } else { Exit::Normal })
+                Err(if d.code == ReasonCode::DISCONNECT_WITH_WILL {
+                    Exit::NormalWithWill
+                } else {
+                    Exit::Normal
+                })
             }
-            Packet::Connect(_) => self.violation(stream, ReasonCode::PROTOCOL_ERROR, "second CONNECT"),
+            Packet::Connect(_) => {
+                self.violation(stream, ReasonCode::PROTOCOL_ERROR, "second CONNECT")
+            }
             Packet::Auth(_) => {
                 // No enhanced authentication method is offered, so AUTH is never expected.
-                self.violation(stream, ReasonCode::PROTOCOL_ERROR, "AUTH without an authentication method")
+                self.violation(
+                    stream,
+                    ReasonCode::PROTOCOL_ERROR,
+                    "AUTH without an authentication method",
+                )
             }
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                self.violation(stream, ReasonCode::PROTOCOL_ERROR, "server-to-client packet from the client")
-            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => self
+                .violation(
+                    stream,
+                    ReasonCode::PROTOCOL_ERROR,
+                    "server-to-client packet from the client",
+                ),
             p if control_only => {
                 let what = format!("{} on the control stream", p.name());
                 self.violation(stream, ReasonCode::PROTOCOL_ERROR, &what)
             }
             Packet::Publish(p) => self.on_publish(stream, p),
             Packet::PubAck(r) => {
-                if self.state.outgoing.get(&r.pkid).is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce) {
+                if self
+                    .state
+                    .outgoing
+                    .get(&r.pkid)
+                    .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
+                {
                     self.state.outgoing.remove(&r.pkid);
                 }
                 Ok(())
@@ -558,12 +674,20 @@ impl Session {
                     self.state.outgoing.remove(&r.pkid);
                 } else {
                     o.awaiting_ack = false;
-                    self.send(stream, &Packet::PubRel(PubResp::new(r.pkid, ReasonCode::SUCCESS)));
+                    self.send(
+                        stream,
+                        &Packet::PubRel(PubResp::new(r.pkid, ReasonCode::SUCCESS)),
+                    );
                 }
                 Ok(())
             }
             Packet::PubComp(r) => {
-                if self.state.outgoing.get(&r.pkid).is_some_and(|o| !o.awaiting_ack) {
+                if self
+                    .state
+                    .outgoing
+                    .get(&r.pkid)
+                    .is_some_and(|o| !o.awaiting_ack)
+                {
                     self.state.outgoing.remove(&r.pkid);
                 }
                 Ok(())
@@ -594,7 +718,9 @@ impl Session {
         let topic = match p.properties.topic_alias {
             None => p.topic.clone(),
             Some(0) => return Err(ReasonCode::TOPIC_ALIAS_INVALID),
-            Some(a) if a > self.ctx.config.limits.topic_alias_maximum => return Err(ReasonCode::TOPIC_ALIAS_INVALID),
+            Some(a) if a > self.ctx.config.limits.topic_alias_maximum => {
+                return Err(ReasonCode::TOPIC_ALIAS_INVALID)
+            }
             Some(a) if p.topic.is_empty() => match self.aliases.get(&a) {
                 Some(t) => t.clone(),
                 None => return Err(ReasonCode::PROTOCOL_ERROR),
@@ -613,12 +739,21 @@ impl Session {
             Ok(t) => t,
             Err(code) => return self.violation(stream, code, "bad PUBLISH topic"),
         };
-        if p.qos != QoS::AtMostOnce && self.inflight_in >= usize::from(self.ctx.config.limits.inflight_window) {
-            return self.violation(stream, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
+        if p.qos != QoS::AtMostOnce
+            && self.inflight_in >= usize::from(self.ctx.config.limits.inflight_window)
+        {
+            return self.violation(
+                stream,
+                ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                "receive maximum exceeded",
+            );
         }
         if p.qos == QoS::ExactlyOnce && self.state.incoming_qos2.contains(&p.pkid) {
             // A retransmission of a message already routed: acknowledge again, route once.
-            self.send(stream, &Packet::PubRec(PubResp::new(p.pkid, ReasonCode::SUCCESS)));
+            self.send(
+                stream,
+                &Packet::PubRec(PubResp::new(p.pkid, ReasonCode::SUCCESS)),
+            );
             return Ok(());
         }
         if ftp::is_ft_topic(&topic) {
@@ -642,8 +777,14 @@ impl Session {
                     self.state.incoming_qos2.insert(pkid);
                     self.inflight_in += 1;
                 }
-                let code = if self.protocol == Protocol::V5 { code } else { ReasonCode::SUCCESS };
-                self.ctx.metrics.reason_sent(crate::metrics::Sent::PubRec, code);
+                let code = if self.protocol == Protocol::V5 {
+                    code
+                } else {
+                    ReasonCode::SUCCESS
+                };
+                self.ctx
+                    .metrics
+                    .reason_sent(crate::metrics::Sent::PubRec, code);
                 self.send(stream, &Packet::PubRec(PubResp::new(pkid, code)));
             }
         }
@@ -654,7 +795,9 @@ impl Session {
     fn on_file_command(&mut self, stream: StreamId, p: Publish, topic: String) {
         let (pkid, qos) = (p.pkid, p.qos);
         let (response_topic, correlation) = match (&p.properties.response_topic, self.protocol) {
-            (Some(t), Protocol::V5) if TopicName::parse(t).is_ok() => (t.clone(), p.properties.correlation_data.clone()),
+            (Some(t), Protocol::V5) if TopicName::parse(t).is_ok() => {
+                (t.clone(), p.properties.correlation_data.clone())
+            }
             _ => (ftp::RESPONSE_PREFIX.to_owned() + &self.client_id, None),
         };
         let parsed = ftp::parse_topic(&topic);
@@ -663,25 +806,34 @@ impl Session {
             pkid,
             ack_pending: true,
             reason,
-            response: ftp::Response::new(topic.clone(), pkid, reason).with_description(why).to_bytes(),
+            response: ftp::Response::new(topic.clone(), pkid, reason)
+                .with_description(why)
+                .to_bytes(),
             response_topic: response_topic.clone(),
             correlation: correlation.clone(),
         };
         // File commands are QoS 1 only (DESIGN §2): anything else gets an answer, never silence.
         let early = match (&parsed, qos) {
-            (_, QoS::AtMostOnce) | (_, QoS::ExactlyOnce) => {
-                Some(refuse(FtReason::Cancel, "file-transfer commands must be published with QoS 1".into()))
-            }
+            (_, QoS::AtMostOnce) | (_, QoS::ExactlyOnce) => Some(refuse(
+                FtReason::Cancel,
+                "file-transfer commands must be published with QoS 1".into(),
+            )),
             (Some(Err(e)), _) => Some(refuse(FtReason::Cancel, e.to_string())),
             (None, _) => Some(refuse(FtReason::Cancel, "not a file-transfer topic".into())),
             (Some(Ok(_)), _) => None,
         };
         if let Some(done) = early {
             match qos {
-                QoS::AtMostOnce => self.publish_response(done.response, done.response_topic, done.correlation),
+                QoS::AtMostOnce => {
+                    self.publish_response(done.response, done.response_topic, done.correlation)
+                }
                 QoS::ExactlyOnce => {
                     // A PUBREC with an error code ends the QoS 2 flow (MQTT 5 §4.3.3).
-                    let code = if self.protocol == Protocol::V5 { ReasonCode(done.reason.code()) } else { ReasonCode::SUCCESS };
+                    let code = if self.protocol == Protocol::V5 {
+                        ReasonCode(done.reason.code())
+                    } else {
+                        ReasonCode::SUCCESS
+                    };
                     self.send(stream, &Packet::PubRec(PubResp::new(pkid, code)));
                     self.publish_response(done.response, done.response_topic, done.correlation);
                 }
@@ -745,7 +897,11 @@ impl Session {
         self.ctx.metrics.ft_result(done.reason);
         if done.ack_pending {
             self.inflight_in = self.inflight_in.saturating_sub(1);
-            let code = if self.protocol == Protocol::V5 { ReasonCode(done.reason.code()) } else { ReasonCode::SUCCESS };
+            let code = if self.protocol == Protocol::V5 {
+                ReasonCode(done.reason.code())
+            } else {
+                ReasonCode::SUCCESS
+            };
             self.complete_ack(done.stream, done.pkid, code);
         }
         self.publish_response(done.response, done.response_topic, done.correlation);
@@ -765,10 +921,18 @@ impl Session {
     }
 
     fn complete_ack(&mut self, stream: StreamId, pkid: u16, code: ReasonCode) {
-        self.ctx.metrics.reason_sent(crate::metrics::Sent::PubAck, code);
+        self.ctx
+            .metrics
+            .reason_sent(crate::metrics::Sent::PubAck, code);
         let protocol = self.protocol;
-        let Some(s) = self.streams.get_mut(&stream) else { return };
-        if let Some(slot) = s.pending_acks.iter_mut().find(|(id, r)| *id == pkid && r.is_none()) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if let Some(slot) = s
+            .pending_acks
+            .iter_mut()
+            .find(|(id, r)| *id == pkid && r.is_none())
+        {
             slot.1 = Some(PubResp::new(pkid, code));
         }
         while let Some((_, Some(_))) = s.pending_acks.front() {
@@ -780,13 +944,25 @@ impl Session {
 
     /// Sends a PUBACK now, or queues it behind held file-transfer acks of the same stream.
     fn ack_publish(&mut self, stream: StreamId, pkid: u16, code: ReasonCode) {
-        let code = if self.protocol == Protocol::V5 { code } else { ReasonCode::SUCCESS };
-        self.ctx.metrics.reason_sent(crate::metrics::Sent::PubAck, code);
+        let code = if self.protocol == Protocol::V5 {
+            code
+        } else {
+            ReasonCode::SUCCESS
+        };
+        self.ctx
+            .metrics
+            .reason_sent(crate::metrics::Sent::PubAck, code);
         match self.streams.get_mut(&stream) {
             Some(s) if s.pending_acks.is_empty() => {
-                send_packet(&s.writer, &Packet::PubAck(PubResp::new(pkid, code)), self.protocol);
+                send_packet(
+                    &s.writer,
+                    &Packet::PubAck(PubResp::new(pkid, code)),
+                    self.protocol,
+                );
             }
-            Some(s) => s.pending_acks.push_back((pkid, Some(PubResp::new(pkid, code)))),
+            Some(s) => s
+                .pending_acks
+                .push_back((pkid, Some(PubResp::new(pkid, code)))),
             None => {}
         }
     }
@@ -798,14 +974,25 @@ impl Session {
         for f in s.filters {
             let code = match TopicFilter::parse(&f.filter) {
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
-                Ok(filter) if filter.shared().is_some() => ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                Ok(filter) if filter.shared().is_some() => {
+                    ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+                }
                 Ok(filter) if !self.ctx.acl_subscribe(self.who(), &filter) => {
                     tracing::info!(client_id = %self.client_id, filter = %f.filter, "subscription refused");
                     ReasonCode::NOT_AUTHORIZED
                 }
                 Ok(filter) => {
-                    let sub = Subscription { filter: filter.clone(), options: f.options, sub_id, stream };
-                    let existed = self.state.subscriptions.insert(f.filter.clone(), sub.clone()).is_some();
+                    let sub = Subscription {
+                        filter: filter.clone(),
+                        options: f.options,
+                        sub_id,
+                        stream,
+                    };
+                    let existed = self
+                        .state
+                        .subscriptions
+                        .insert(f.filter.clone(), sub.clone())
+                        .is_some();
                     self.ctx.broker.subscribe(&self.client_id, sub);
                     let send_retained = match f.options.retain_handling {
                         0 => true,
@@ -831,7 +1018,14 @@ impl Session {
             };
             codes.push(code);
         }
-        self.send(stream, &Packet::SubAck(SubAck { pkid: s.pkid, codes, properties: Properties::default() }));
+        self.send(
+            stream,
+            &Packet::SubAck(SubAck {
+                pkid: s.pkid,
+                codes,
+                properties: Properties::default(),
+            }),
+        );
         self.stash.extend(retained);
     }
 
@@ -849,7 +1043,14 @@ impl Session {
                 }
             })
             .collect();
-        self.send(stream, &Packet::UnsubAck(UnsubAck { pkid: u.pkid, codes, properties: Properties::default() }));
+        self.send(
+            stream,
+            &Packet::UnsubAck(UnsubAck {
+                pkid: u.pkid,
+                codes,
+                properties: Properties::default(),
+            }),
+        );
     }
 
     /// The stream for a delivery: the subscribing stream while it lives, else the oldest data stream.
@@ -866,7 +1067,9 @@ impl Session {
 
     fn drain_stash(&mut self) {
         while self.can_send_more() {
-            let Some(d) = self.stash.pop_front() else { break };
+            let Some(d) = self.stash.pop_front() else {
+                break;
+            };
             self.deliver(d);
         }
     }
@@ -899,20 +1102,35 @@ impl Session {
         }
         if buf.len() > self.client_max_packet {
             // MQTT 5 §3.1.2.11.4: discard what the client said it cannot take.
-            tracing::debug!(size = buf.len(), "delivery larger than the client's maximum packet size dropped");
+            tracing::debug!(
+                size = buf.len(),
+                "delivery larger than the client's maximum packet size dropped"
+            );
             return;
         }
-        let Some(s) = self.streams.get(&stream) else { return };
+        let Some(s) = self.streams.get(&stream) else {
+            return;
+        };
         if d.qos == QoS::AtMostOnce {
             if s.writer.backlog() > self.ctx.config.limits.max_stream_backlog {
-                self.ctx.broker.stats.dropped_queue_full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.ctx
+                    .broker
+                    .stats
+                    .dropped_queue_full
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
             s.writer.send(buf.freeze());
             return;
         }
         s.writer.send(buf.freeze());
-        self.state.outgoing.insert(pkid, Outgoing { delivery: Delivery { stream, ..d }, awaiting_ack: true });
+        self.state.outgoing.insert(
+            pkid,
+            Outgoing {
+                delivery: Delivery { stream, ..d },
+                awaiting_ack: true,
+            },
+        );
     }
 
     /// Re-sends the in-flight deliveries of a resumed session (MQTT 5 §4.4) once a stream exists.
@@ -922,9 +1140,16 @@ impl Session {
         }
         self.resend_pending = false;
         let now = Instant::now();
-        let items: Vec<(u16, Outgoing)> = self.state.outgoing.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let items: Vec<(u16, Outgoing)> = self
+            .state
+            .outgoing
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         for (pkid, o) in items {
-            let Some(stream) = self.delivery_stream(o.delivery.stream) else { return };
+            let Some(stream) = self.delivery_stream(o.delivery.stream) else {
+                return;
+            };
             let packet = if o.awaiting_ack {
                 let mut p = o.delivery.msg.to_publish(&o.delivery, pkid, now);
                 p.dup = true;
@@ -952,8 +1177,13 @@ impl Session {
         tracing::info!(reason = ?code.map(|c| c.to_string()), "disconnected");
         if let (true, Some(code)) = (v5, code) {
             if code != ReasonCode::UNSPECIFIED_ERROR {
-                let d = Disconnect { code, properties: Properties::default() };
-                self.ctx.metrics.reason_sent(crate::metrics::Sent::Disconnect, code);
+                let d = Disconnect {
+                    code,
+                    properties: Properties::default(),
+                };
+                self.ctx
+                    .metrics
+                    .reason_sent(crate::metrics::Sent::Disconnect, code);
                 self.send(CONTROL, &Packet::Disconnect(d));
             }
         }
@@ -963,7 +1193,10 @@ impl Session {
             Exit::TakenOver(k) => {
                 let _ = k.reply.send(state);
             }
-            _ => self.ctx.broker.close_session(state, self.generation, self.session_expiry),
+            _ => self
+                .ctx
+                .broker
+                .close_session(state, self.generation, self.session_expiry),
         }
         if let Some(w) = will_msg {
             self.publish_will(w);
@@ -976,14 +1209,28 @@ impl Session {
             if code.is_some() {
                 let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
             }
-            conn.close(quinn::VarInt::from_u32(u32::from(code.unwrap_or_default().0)), b"");
+            conn.close(
+                quinn::VarInt::from_u32(u32::from(code.unwrap_or_default().0)),
+                b"",
+            );
         }
     }
 
     fn publish_will(&self, w: quicft_proto::Will) {
-        let delay = w.properties.will_delay_interval.map_or(Duration::ZERO, |s| Duration::from_secs(u64::from(s)));
+        let delay = w
+            .properties
+            .will_delay_interval
+            .map_or(Duration::ZERO, |s| Duration::from_secs(u64::from(s)));
         let delay = delay.min(self.session_expiry.unwrap_or(Duration::MAX));
-        let p = Publish { dup: false, qos: w.qos, retain: w.retain, topic: w.topic.clone(), pkid: 0, properties: w.properties, payload: w.payload };
+        let p = Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic.clone(),
+            pkid: 0,
+            properties: w.properties,
+            payload: w.payload,
+        };
         let msg = Message::from_publish(p, w.topic, Some(self.client_id.clone()), Instant::now());
         let broker = self.ctx.broker.clone();
         if delay.is_zero() {
@@ -1016,18 +1263,33 @@ fn placeholder_state(client_id: &Arc<str>) -> SessionState {
 
 /// Topics a client may not publish to: what the server itself publishes.
 fn reserved_topic(topic: &str) -> bool {
-    topic.starts_with(ftp::RESPONSE_PREFIX) || topic.starts_with(ftp::EVENTS_PREFIX) || topic.starts_with("$SYS/")
+    topic.starts_with(ftp::RESPONSE_PREFIX)
+        || topic.starts_with(ftp::EVENTS_PREFIX)
+        || topic.starts_with("$SYS/")
 }
 
 /// Accepts the data streams of a QUIC connection (after CONNACK: streams opened earlier wait in
 /// quinn until then).
-async fn accept_data_streams(conn: quinn::Connection, protocol: Protocol, max: usize, events: mpsc::Sender<Event>, io: crate::clients::Io) {
+async fn accept_data_streams(
+    conn: quinn::Connection,
+    protocol: Protocol,
+    max: usize,
+    events: mpsc::Sender<Event>,
+    io: crate::clients::Io,
+) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let stream = recv.id().index();
         let (writer, _task) = stream::spawn_writer(io.wrap(send));
         if events.send(Event::Opened { stream, writer }).await.is_err() {
             return;
         }
-        stream::spawn_reader(io.wrap(recv), BytesMut::new(), stream, protocol, max, events.clone());
+        stream::spawn_reader(
+            io.wrap(recv),
+            BytesMut::new(),
+            stream,
+            protocol,
+            max,
+            events.clone(),
+        );
     }
 }

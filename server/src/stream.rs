@@ -45,13 +45,24 @@ impl PacketWrite for tokio::net::tcp::OwnedWriteHalf {}
 
 /// What the stream tasks (and the file-transfer tasks) tell a session.
 pub(crate) enum Event {
-    Packet { stream: StreamId, packet: Packet },
+    Packet {
+        stream: StreamId,
+        packet: Packet,
+    },
     /// Bytes that are not a valid packet. The reader has already stopped its stream.
-    Malformed { stream: StreamId, error: DecodeError },
+    Malformed {
+        stream: StreamId,
+        error: DecodeError,
+    },
     /// The peer finished or reset the stream, or the connection broke.
-    Closed { stream: StreamId },
+    Closed {
+        stream: StreamId,
+    },
     /// The peer opened a data stream (QUIC).
-    Opened { stream: StreamId, writer: Writer },
+    Opened {
+        stream: StreamId,
+        writer: Writer,
+    },
     /// A file-transfer command finished in the background.
     FtDone(Box<FtDone>),
 }
@@ -101,7 +112,10 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteCmd>();
     let backlog = Arc::new(AtomicUsize::new(0));
-    let writer = Writer { tx, backlog: backlog.clone() };
+    let writer = Writer {
+        tx,
+        backlog: backlog.clone(),
+    };
     let task = tokio::spawn(async move {
         let mut batch = BytesMut::new();
         while let Some(cmd) = rx.recv().await {
@@ -175,7 +189,9 @@ pub(crate) fn spawn_reader<R: PacketRead>(
             }
             // A large packet (a file segment) gets its whole buffer at once: growing 64 KiB at a
             // time re-allocates and copies it many times, and fresh memory is costly here.
-            let want = Packet::frame_len(&buf).filter(|n| *n <= max_packet_size).unwrap_or(0);
+            let want = Packet::frame_len(&buf)
+                .filter(|n| *n <= max_packet_size)
+                .unwrap_or(0);
             let spare = buf.capacity() - buf.len();
             if want > buf.len() && want - buf.len() > spare {
                 buf.reserve(want - buf.len());

@@ -18,7 +18,10 @@ pub const ALPN_MQTT: &[u8] = b"mqtt";
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: no certificate found in PEM file")]
     NoCert(PathBuf),
     #[error("{0}: no private key found in PEM file")]
@@ -41,26 +44,47 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Identity { chain: self.chain.clone(), key: self.key.clone_key(), client_verifier: self.client_verifier.clone() }
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            client_verifier: self.client_verifier.clone(),
+        }
     }
 }
 
 /// Builds the verifier of device certificates from `tls.client_ca`.
-fn client_verifier(cfg: &TlsConfig) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
-    let (ClientAuth::Optional | ClientAuth::Required, Some(ca)) = (cfg.client_auth, &cfg.client_ca) else {
+fn client_verifier(
+    cfg: &TlsConfig,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    let (ClientAuth::Optional | ClientAuth::Required, Some(ca)) = (cfg.client_auth, &cfg.client_ca)
+    else {
         return Ok(None);
     };
-    let pem = std::fs::read(ca).map_err(|source| TlsError::Io { path: ca.clone(), source })?;
+    let pem = std::fs::read(ca).map_err(|source| TlsError::Io {
+        path: ca.clone(),
+        source,
+    })?;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.map_err(|source| TlsError::Io { path: ca.clone(), source })?)?;
+        roots.add(c.map_err(|source| TlsError::Io {
+            path: ca.clone(),
+            source,
+        })?)?;
     }
     if roots.is_empty() {
         return Err(TlsError::NoCert(ca.clone()));
     }
-    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-    let builder = if cfg.client_auth == ClientAuth::Optional { builder.allow_unauthenticated() } else { builder };
-    builder.build().map(Some).map_err(|e| TlsError::ClientCa(e.to_string()))
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if cfg.client_auth == ClientAuth::Optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 
 /// The client id a verified device certificate carries: its subject CN, else its first SAN
@@ -68,11 +92,16 @@ fn client_verifier(cfg: &TlsConfig) -> Result<Option<Arc<dyn rustls::server::dan
 pub fn cert_name(der: &CertificateDer<'_>) -> Option<String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    let cn = cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok().map(str::to_owned));
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .find_map(|cn| cn.as_str().ok().map(str::to_owned));
     let san = || {
         let ext = cert.subject_alternative_name().ok()??;
         ext.value.general_names.iter().find_map(|n| match n {
-            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => Some((*s).to_owned()),
+            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                Some((*s).to_owned())
+            }
             _ => None,
         })
     };
@@ -129,7 +158,11 @@ pub fn load_pem(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(io(key))?
         .ok_or_else(|| TlsError::NoKey(key.to_owned()))?;
-    Ok(Identity { chain, key, client_verifier: None })
+    Ok(Identity {
+        chain,
+        key,
+        client_verifier: None,
+    })
 }
 
 /// Writes `ca.pem`, `ca.key`, `server.pem` (leaf + CA) and `server.key` into `dir`.
@@ -144,15 +177,23 @@ pub fn generate_dev_certs(dir: &Path, extra_names: &[String]) -> Result<(), TlsE
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "quicft development CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "quicft development CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(extra_names.iter().cloned());
     let mut params = CertificateParams::new(names)?;
-    params.distinguished_name.push(DnType::CommonName, "quicft server");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "quicft server");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
 
@@ -175,7 +216,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let io = |source| TlsError::Io { path: path.to_owned(), source };
+    let io = |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut f = opts.open(path).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)
@@ -183,9 +227,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 
 /// rustls server configuration shared by the QUIC (TLS 1.3 only) and TLS listeners.
 pub fn server_config(id: &Identity, quic: bool) -> Result<rustls::ServerConfig, TlsError> {
-    let versions: &[&rustls::SupportedProtocolVersion] =
-        if quic { &[&rustls::version::TLS13] } else { rustls::ALL_VERSIONS };
-    let builder = rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if quic {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::ALL_VERSIONS
+    };
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let builder = match &id.client_verifier {
         Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
@@ -216,7 +264,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("certs/server.key")).expect("key").permissions().mode();
+            let mode = std::fs::metadata(dir.join("certs/server.key"))
+                .expect("key")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "key must not be readable by others");
         }
         server_config(&id, true).expect("quic config");

@@ -16,7 +16,10 @@ use crate::Ctx;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("QUIC configuration: {0}")]
     Quic(String),
     #[error(transparent)]
@@ -28,13 +31,17 @@ pub enum ListenError {
 fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| ListenError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
-    let (rcv, snd) = (socket.recv_buffer_size().unwrap_or(0), socket.send_buffer_size().unwrap_or(0));
+    let (rcv, snd) = (
+        socket.recv_buffer_size().unwrap_or(0),
+        socket.send_buffer_size().unwrap_or(0),
+    );
     // Linux reports twice the usable size.
     if rcv < buffer || snd < buffer {
         tracing::warn!(
@@ -49,10 +56,15 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, Li
 }
 
 /// Builds the QUIC endpoint (ALPN `mqtt`, windows and congestion control from the config).
-pub(crate) fn quic_endpoint(cfg: &Config, id: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, ListenError> {
+pub(crate) fn quic_endpoint(
+    cfg: &Config,
+    id: &Identity,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, ListenError> {
     let q = &cfg.quic;
     let crypto = tls::server_config(id, true)?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(|e| ListenError::Quic(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| ListenError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -61,17 +73,30 @@ pub(crate) fn quic_endpoint(cfg: &Config, id: &Identity, addr: SocketAddr) -> Re
         .stream_receive_window(quinn::VarInt::from_u32(q.stream_receive_window))
         .receive_window(quinn::VarInt::from_u32(q.receive_window))
         .send_window(q.send_window)
-        .max_idle_timeout(Some(q.idle_timeout.try_into().map_err(|_| ListenError::Quic("idle_timeout too large".into()))?));
+        .max_idle_timeout(Some(
+            q.idle_timeout
+                .try_into()
+                .map_err(|_| ListenError::Quic("idle_timeout too large".into()))?,
+        ));
     match q.congestion {
-        Congestion::Cubic => transport.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
-        Congestion::Bbr => transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
-        Congestion::Delay => transport.congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default())),
+        Congestion::Cubic => transport
+            .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
+        Congestion::Bbr => transport
+            .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
+        Congestion::Delay => transport
+            .congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default())),
     };
     server.transport_config(Arc::new(transport));
     let socket = udp_socket(addr, q.socket_buffer)?;
-    let runtime = quinn::default_runtime().ok_or_else(|| ListenError::Quic("no async runtime".into()))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
-        .map_err(|source| ListenError::Bind { addr, source })
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| ListenError::Quic("no async runtime".into()))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(|source| ListenError::Bind { addr, source })
 }
 
 /// Takes a connection slot, or `None` when `max_connections` are open.
@@ -107,11 +132,19 @@ pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
             match tokio::time::timeout(ctx.config.limits.handshake_timeout, handshake).await {
                 Ok(Ok((conn, send, recv))) => {
                     if recv.id().index() != 0 {
-                        conn.close(quinn::VarInt::from_u32(0x82), b"control stream must be the first stream");
+                        conn.close(
+                            quinn::VarInt::from_u32(0x82),
+                            b"control stream must be the first stream",
+                        );
                         return;
                     }
                     let cert_name = quic_cert_name(&conn);
-                    let link = Link { transport: Transport::Quic, peer, quic: Some(conn), cert_name };
+                    let link = Link {
+                        transport: Transport::Quic,
+                        peer,
+                        quic: Some(conn),
+                        cert_name,
+                    };
                     session::serve(ctx, link, recv, send).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
@@ -125,12 +158,18 @@ pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
 /// The verified client certificate's name on a QUIC connection (mTLS), if there is one.
 fn quic_cert_name(conn: &quinn::Connection) -> Option<Arc<str>> {
     let identity = conn.peer_identity()?;
-    let chain = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
     chain.first().and_then(tls::cert_name).map(Arc::from)
 }
 
 /// Accepts TCP connections (TLS when an acceptor is given) until shutdown.
-pub(crate) async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, ctx: Arc<Ctx>) {
+pub(crate) async fn serve_tcp(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ctx: Arc<Ctx>,
+) {
     let mut shutdown = ctx.shutdown.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -153,15 +192,36 @@ pub(crate) async fn serve_tcp(listener: TcpListener, tls: Option<tokio_rustls::T
             match tls {
                 None => {
                     let (r, w) = stream.into_split();
-                    let link = Link { transport: Transport::Tcp, peer, quic: None, cert_name: None };
+                    let link = Link {
+                        transport: Transport::Tcp,
+                        peer,
+                        quic: None,
+                        cert_name: None,
+                    };
                     session::serve(ctx, link, r, w).await;
                 }
                 Some(acceptor) => {
-                    match tokio::time::timeout(ctx.config.limits.handshake_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(
+                        ctx.config.limits.handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(tls)) => {
-                            let cert_name = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::cert_name).map(Arc::from);
+                            let cert_name = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(tls::cert_name)
+                                .map(Arc::from);
                             let (r, w) = tokio::io::split(tls);
-                            let link = Link { transport: Transport::Tls, peer, quic: None, cert_name };
+                            let link = Link {
+                                transport: Transport::Tls,
+                                peer,
+                                quic: None,
+                                cert_name,
+                            };
                             session::serve(ctx, link, r, w).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Bytes, BytesMut};
-use quicft_proto::{ConnAck, Connect, Packet, Properties, Protocol, Publish, PubResp, QoS, SubscribeFilter, SubscriptionOptions};
+use quicft_proto::{
+    ConnAck, Connect, Packet, Properties, Protocol, PubResp, Publish, QoS, SubscribeFilter,
+    SubscriptionOptions,
+};
 use quicft_server::{Config, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -113,7 +116,9 @@ impl ProcessServer {
             .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(RECV_TIMEOUT, lines.next_line()).await??.context("server printed nothing")?;
+        let line = tokio::time::timeout(RECV_TIMEOUT, lines.next_line())
+            .await??
+            .context("server printed nothing")?;
         let v: serde_json::Value = serde_json::from_str(&line)?;
         let mut addrs = HashMap::new();
         for k in ["quic", "tcp", "tls"] {
@@ -121,7 +126,11 @@ impl ProcessServer {
                 addrs.insert(k, a.parse()?);
             }
         }
-        Ok(ProcessServer { child, data_dir: data_dir.to_owned(), addrs })
+        Ok(ProcessServer {
+            child,
+            data_dir: data_dir.to_owned(),
+            addrs,
+        })
     }
 
     /// SIGKILL: no shutdown, no flush, nothing.
@@ -148,8 +157,12 @@ impl Target for ProcessServer {
 
 /// Server logs in test output (`RUST_LOG=debug cargo test …` for more).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The test configuration: every listener on an ephemeral loopback port.
@@ -206,7 +219,10 @@ pub fn subscribe(filter: &str, qos: QoS, pkid: u16) -> Packet {
         pkid,
         filters: vec![SubscribeFilter {
             filter: filter.to_owned(),
-            options: SubscriptionOptions { qos, ..Default::default() },
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
         }],
         properties: Properties::default(),
     })
@@ -292,7 +308,9 @@ impl RawStream {
                 }
             }
         };
-        let end = tokio::time::timeout(RECV_TIMEOUT, fut).await.map_err(|_| anyhow!("stream did not end"))??;
+        let end = tokio::time::timeout(RECV_TIMEOUT, fut)
+            .await
+            .map_err(|_| anyhow!("stream did not end"))??;
         Ok((seen, end))
     }
 
@@ -313,8 +331,14 @@ impl RawStream {
     }
 
     /// Publishes at QoS 1 and returns the PUBACK.
-    pub async fn publish_qos1(&mut self, topic: &str, payload: &[u8], pkid: u16) -> Result<PubResp> {
-        self.send(&publish(topic, payload, QoS::AtLeastOnce, pkid)).await?;
+    pub async fn publish_qos1(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        pkid: u16,
+    ) -> Result<PubResp> {
+        self.send(&publish(topic, payload, QoS::AtLeastOnce, pkid))
+            .await?;
         loop {
             match self.recv().await? {
                 Packet::PubAck(a) if a.pkid == pkid => return Ok(a),
@@ -326,7 +350,12 @@ impl RawStream {
     }
 
     /// Subscribes and returns the SUBACK codes.
-    pub async fn subscribe(&mut self, filter: &str, qos: QoS, pkid: u16) -> Result<Vec<quicft_proto::ReasonCode>> {
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+        pkid: u16,
+    ) -> Result<Vec<quicft_proto::ReasonCode>> {
         self.send(&subscribe(filter, qos, pkid)).await?;
         match self.recv().await? {
             Packet::SubAck(a) if a.pkid == pkid => Ok(a.codes),
@@ -341,7 +370,11 @@ impl RawStream {
 
     async fn keep(&mut self, p: Publish) -> Result<()> {
         if p.qos == QoS::AtLeastOnce {
-            self.send(&Packet::PubAck(PubResp::new(p.pkid, quicft_proto::ReasonCode::SUCCESS))).await?;
+            self.send(&Packet::PubAck(PubResp::new(
+                p.pkid,
+                quicft_proto::ReasonCode::SUCCESS,
+            )))
+            .await?;
         }
         self.pending.push_back(p);
         Ok(())
@@ -394,7 +427,11 @@ pub struct Conn {
 
 impl Conn {
     /// Opens the transport and sends `connect`; returns the connection and the CONNACK.
-    pub async fn open(server: &impl Target, t: Transport, connect: Connect) -> Result<(Conn, ConnAck)> {
+    pub async fn open(
+        server: &impl Target,
+        t: Transport,
+        connect: Connect,
+    ) -> Result<(Conn, ConnAck)> {
         let mut conn = Conn::raw(server, t, connect.protocol).await?;
         conn.ctl.send(&Packet::Connect(connect)).await?;
         match conn.ctl.recv().await? {
@@ -423,7 +460,10 @@ impl Conn {
             }
             Transport::Quic => {
                 let endpoint = quic_client(&ca)?;
-                let conn = endpoint.connect(addr, "localhost")?.await.context("QUIC handshake")?;
+                let conn = endpoint
+                    .connect(addr, "localhost")?
+                    .await
+                    .context("QUIC handshake")?;
                 let (send, recv) = conn.open_bi().await?;
                 let ctl = RawStream {
                     quic_id: Some(send.id()),
@@ -433,14 +473,25 @@ impl Conn {
                     protocol,
                     pending: Default::default(),
                 };
-                Ok(Conn { transport: t, ctl, quic: Some(conn), endpoint: Some(endpoint), data: None })
+                Ok(Conn {
+                    transport: t,
+                    ctl,
+                    quic: Some(conn),
+                    endpoint: Some(endpoint),
+                    data: None,
+                })
             }
         }
     }
 
     /// Like [`Conn::open`] with a given rustls client configuration (e.g. one with a client
     /// certificate for mTLS); TLS and QUIC only.
-    pub async fn open_with_tls(server: &impl Target, t: Transport, connect: Connect, tls: rustls::ClientConfig) -> Result<(Conn, ConnAck)> {
+    pub async fn open_with_tls(
+        server: &impl Target,
+        t: Transport,
+        connect: Connect,
+        tls: rustls::ClientConfig,
+    ) -> Result<(Conn, ConnAck)> {
         let mut conn = Conn::raw_with_tls(server, t, connect.protocol, tls).await?;
         conn.ctl.send(&Packet::Connect(connect)).await?;
         match conn.ctl.recv().await? {
@@ -450,7 +501,12 @@ impl Conn {
     }
 
     /// Like [`Conn::raw`] with a given rustls client configuration; TLS and QUIC only.
-    pub async fn raw_with_tls(server: &impl Target, t: Transport, protocol: Protocol, tls: rustls::ClientConfig) -> Result<Conn> {
+    pub async fn raw_with_tls(
+        server: &impl Target,
+        t: Transport,
+        protocol: Protocol,
+        tls: rustls::ClientConfig,
+    ) -> Result<Conn> {
         let addr = server.addr(t);
         match t {
             Transport::Tcp => bail!("plain TCP has no TLS"),
@@ -466,24 +522,63 @@ impl Conn {
                 let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
                 let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
                 endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-                let conn = endpoint.connect(addr, "localhost")?.await.context("QUIC handshake")?;
+                let conn = endpoint
+                    .connect(addr, "localhost")?
+                    .await
+                    .context("QUIC handshake")?;
                 let (send, recv) = conn.open_bi().await?;
-                let ctl = RawStream { quic_id: Some(send.id()), reader: Box::new(recv), writer: Box::new(send), buf: BytesMut::new(), protocol, pending: Default::default() };
-                Ok(Conn { transport: t, ctl, quic: Some(conn), endpoint: Some(endpoint), data: None })
+                let ctl = RawStream {
+                    quic_id: Some(send.id()),
+                    reader: Box::new(recv),
+                    writer: Box::new(send),
+                    buf: BytesMut::new(),
+                    protocol,
+                    pending: Default::default(),
+                };
+                Ok(Conn {
+                    transport: t,
+                    ctl,
+                    quic: Some(conn),
+                    endpoint: Some(endpoint),
+                    data: None,
+                })
             }
         }
     }
 
     fn single(t: Transport, r: Reader, w: Writer, protocol: Protocol) -> Conn {
-        let ctl = RawStream { reader: r, writer: w, buf: BytesMut::new(), protocol, quic_id: None, pending: Default::default() };
-        Conn { transport: t, ctl, quic: None, endpoint: None, data: None }
+        let ctl = RawStream {
+            reader: r,
+            writer: w,
+            buf: BytesMut::new(),
+            protocol,
+            quic_id: None,
+            pending: Default::default(),
+        };
+        Conn {
+            transport: t,
+            ctl,
+            quic: None,
+            endpoint: None,
+            data: None,
+        }
     }
 
     /// Opens a new QUIC data stream (fails on TCP/TLS, which have one stream).
     pub async fn open_stream(&self) -> Result<RawStream> {
-        let conn = self.quic.as_ref().ok_or_else(|| anyhow!("only QUIC has data streams"))?;
+        let conn = self
+            .quic
+            .as_ref()
+            .ok_or_else(|| anyhow!("only QUIC has data streams"))?;
         let (send, recv) = conn.open_bi().await?;
-        Ok(RawStream { quic_id: Some(send.id()), reader: Box::new(recv), writer: Box::new(send), buf: BytesMut::new(), protocol: self.ctl.protocol, pending: Default::default() })
+        Ok(RawStream {
+            quic_id: Some(send.id()),
+            reader: Box::new(recv),
+            writer: Box::new(send),
+            buf: BytesMut::new(),
+            protocol: self.ctl.protocol,
+            pending: Default::default(),
+        })
     }
 
     /// Where PUBLISH/SUBSCRIBE go: a data stream on QUIC (opened on first use), the only stream otherwise.
@@ -499,7 +594,9 @@ impl Conn {
 
     /// Sends DISCONNECT (0x00) on the control stream and waits for the server to close.
     pub async fn disconnect(mut self) -> Result<()> {
-        self.ctl.send(&Packet::Disconnect(Default::default())).await?;
+        self.ctl
+            .send(&Packet::Disconnect(Default::default()))
+            .await?;
         if let Some(c) = &self.quic {
             let _ = tokio::time::timeout(Duration::from_secs(5), c.closed()).await;
         }
@@ -525,16 +622,22 @@ pub fn client_tls(ca: &std::path::Path) -> Result<rustls::ClientConfig> {
     for c in rustls_pemfile_certs(&pem)? {
         roots.add(c)?;
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(cfg)
 }
 
 /// Like [`client_tls`], presenting a client certificate chain and key (PEM) for mTLS.
-pub fn client_tls_with_cert(ca: &std::path::Path, cert_pem: &str, key_pem: &str) -> Result<rustls::ClientConfig> {
+pub fn client_tls_with_cert(
+    ca: &std::path::Path,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
@@ -543,10 +646,12 @@ pub fn client_tls_with_cert(ca: &std::path::Path, cert_pem: &str, key_pem: &str)
     }
     let chain = rustls_pemfile_certs(cert_pem.as_bytes())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(cfg)
 }
@@ -609,20 +714,40 @@ pub mod ft {
         Ok(s.publish_qos1(topic, payload, pkid()).await?.code)
     }
 
-    pub async fn init(s: &mut RawStream, file_id: &str, name: &str, size: Option<u64>) -> Result<ReasonCode> {
+    pub async fn init(
+        s: &mut RawStream,
+        file_id: &str,
+        name: &str,
+        size: Option<u64>,
+    ) -> Result<ReasonCode> {
         let mut meta = serde_json::json!({ "name": name });
         if let Some(size) = size {
             meta["size"] = size.into();
         }
-        cmd(s, &format!("$file/{file_id}/init"), meta.to_string().as_bytes()).await
+        cmd(
+            s,
+            &format!("$file/{file_id}/init"),
+            meta.to_string().as_bytes(),
+        )
+        .await
     }
 
     /// Sends all segments pipelined, then collects every PUBACK; returns the codes by offset.
-    pub async fn segments(s: &mut RawStream, file_id: &str, segs: &[(u64, &[u8])]) -> Result<Vec<(u64, ReasonCode)>> {
+    pub async fn segments(
+        s: &mut RawStream,
+        file_id: &str,
+        segs: &[(u64, &[u8])],
+    ) -> Result<Vec<(u64, ReasonCode)>> {
         let mut by_pkid = HashMap::new();
         for (offset, data) in segs {
             let id = pkid();
-            s.send(&publish(&format!("$file/{file_id}/{offset}"), data, QoS::AtLeastOnce, id)).await?;
+            s.send(&publish(
+                &format!("$file/{file_id}/{offset}"),
+                data,
+                QoS::AtLeastOnce,
+                id,
+            ))
+            .await?;
             by_pkid.insert(id, *offset);
         }
         let mut codes = Vec::new();
@@ -642,15 +767,29 @@ pub mod ft {
 
     /// Splits `data` into `seg`-byte segments at their offsets.
     pub fn split(data: &[u8], seg: usize) -> Vec<(u64, &[u8])> {
-        data.chunks(seg.max(1)).enumerate().map(|(i, c)| ((i * seg) as u64, c)).collect()
+        data.chunks(seg.max(1))
+            .enumerate()
+            .map(|(i, c)| ((i * seg) as u64, c))
+            .collect()
     }
 
     pub async fn fin(s: &mut RawStream, file_id: &str, data: &[u8]) -> Result<ReasonCode> {
-        cmd(s, &format!("$file/{file_id}/fin/{}/{}", data.len(), sha256_hex(data)), b"").await
+        cmd(
+            s,
+            &format!("$file/{file_id}/fin/{}/{}", data.len(), sha256_hex(data)),
+            b"",
+        )
+        .await
     }
 
     /// Uploads a whole file in order on one stream and finishes it; every code must be 0x00.
-    pub async fn upload(s: &mut RawStream, file_id: &str, name: &str, data: &[u8], seg: usize) -> Result<()> {
+    pub async fn upload(
+        s: &mut RawStream,
+        file_id: &str,
+        name: &str,
+        data: &[u8],
+        seg: usize,
+    ) -> Result<()> {
         let code = init(s, file_id, name, Some(data.len() as u64)).await?;
         if code != ReasonCode::SUCCESS {
             bail!("init: {code}");
@@ -669,5 +808,4 @@ pub mod ft {
         }
         Ok(())
     }
-
 }

@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use quicft_proto::{Packet, Protocol, QoS, ReasonCode};
-use quicft_tests::{connect_packet, publish, Conn, StreamEnd, TestServer, Transport, ALL_TRANSPORTS};
+use quicft_tests::{
+    connect_packet, publish, Conn, StreamEnd, TestServer, Transport, ALL_TRANSPORTS,
+};
 use rand::{Rng, SeedableRng};
 
 /// A fresh client can still connect and round-trip a message.
@@ -36,7 +38,11 @@ async fn random_bytes_before_connect() -> Result<()> {
             junk[0] = rng.gen_range(0x20..=0xff);
             let _ = conn.ctl.send_bytes(&junk).await;
             let (seen, _) = conn.ctl.recv_end().await?;
-            assert!(seen.iter().all(|p| !matches!(p, Packet::ConnAck(a) if a.code == ReasonCode::SUCCESS)), "{t:?}");
+            assert!(
+                seen.iter()
+                    .all(|p| !matches!(p, Packet::ConnAck(a) if a.code == ReasonCode::SUCCESS)),
+                "{t:?}"
+            );
         }
         still_serving(&srv, t).await?;
     }
@@ -48,7 +54,9 @@ async fn publish_before_connect_closes() -> Result<()> {
     let srv = TestServer::start().await?;
     for t in ALL_TRANSPORTS {
         let mut conn = Conn::raw(&srv, t, Protocol::V5).await?;
-        conn.ctl.send(&publish("x", b"early", QoS::AtMostOnce, 0)).await?;
+        conn.ctl
+            .send(&publish("x", b"early", QoS::AtMostOnce, 0))
+            .await?;
         let (seen, end) = conn.ctl.recv_end().await?;
         assert!(seen.is_empty(), "{t:?}: {seen:?}");
         assert_ne!(end, StreamEnd::Reset(0), "{t:?}");
@@ -77,9 +85,16 @@ async fn unsupported_protocol_version_gets_connack_0x84() -> Result<()> {
     for t in ALL_TRANSPORTS {
         let mut conn = Conn::raw(&srv, t, Protocol::V311).await?;
         // CONNECT with protocol level 6.
-        conn.ctl.send_bytes(&[0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01, b'z']).await?;
+        conn.ctl
+            .send_bytes(&[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01,
+                b'z',
+            ])
+            .await?;
         match conn.ctl.recv().await? {
-            Packet::ConnAck(a) => assert_eq!(a.code, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, "{t:?}"),
+            Packet::ConnAck(a) => {
+                assert_eq!(a.code, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, "{t:?}")
+            }
             other => panic!("{t:?}: expected CONNACK, got {other:?}"),
         }
         still_serving(&srv, t).await?;
@@ -92,9 +107,15 @@ async fn second_connect_is_a_protocol_error() -> Result<()> {
     let srv = TestServer::start().await?;
     for t in ALL_TRANSPORTS {
         let mut conn = srv.connect(t, "twice").await?;
-        conn.ctl.send(&Packet::Connect(connect_packet("twice", Protocol::V5))).await?;
+        conn.ctl
+            .send(&Packet::Connect(connect_packet("twice", Protocol::V5)))
+            .await?;
         let (seen, _) = conn.ctl.recv_end().await?;
-        assert_eq!(disconnect_code(&seen), Some(ReasonCode::PROTOCOL_ERROR), "{t:?}");
+        assert_eq!(
+            disconnect_code(&seen),
+            Some(ReasonCode::PROTOCOL_ERROR),
+            "{t:?}"
+        );
         still_serving(&srv, t).await?;
     }
     Ok(())
@@ -111,14 +132,21 @@ async fn invalid_utf8_topic() -> Result<()> {
         if t == Transport::Quic {
             let mut s = conn.open_stream().await?;
             s.send_bytes(&BAD_UTF8_PUBLISH).await?;
-            assert_eq!(s.recv_end().await?.1, StreamEnd::Reset(u64::from(ReasonCode::MALFORMED_PACKET.0)));
+            assert_eq!(
+                s.recv_end().await?.1,
+                StreamEnd::Reset(u64::from(ReasonCode::MALFORMED_PACKET.0))
+            );
             // The connection is unharmed.
             conn.ctl.send(&Packet::PingReq).await?;
             assert_eq!(conn.ctl.recv().await?, Packet::PingResp);
         } else {
             conn.ctl.send_bytes(&BAD_UTF8_PUBLISH).await?;
             let (seen, _) = conn.ctl.recv_end().await?;
-            assert_eq!(disconnect_code(&seen), Some(ReasonCode::MALFORMED_PACKET), "{t:?}");
+            assert_eq!(
+                disconnect_code(&seen),
+                Some(ReasonCode::MALFORMED_PACKET),
+                "{t:?}"
+            );
         }
         still_serving(&srv, t).await?;
     }
@@ -130,9 +158,15 @@ async fn wildcard_in_publish_topic() -> Result<()> {
     let srv = TestServer::start().await?;
     for t in [Transport::Tcp, Transport::Tls] {
         let mut conn = srv.connect(t, "wild").await?;
-        conn.ctl.send(&publish("a/#", b"x", QoS::AtMostOnce, 0)).await?;
+        conn.ctl
+            .send(&publish("a/#", b"x", QoS::AtMostOnce, 0))
+            .await?;
         let (seen, _) = conn.ctl.recv_end().await?;
-        assert_eq!(disconnect_code(&seen), Some(ReasonCode::TOPIC_NAME_INVALID), "{t:?}");
+        assert_eq!(
+            disconnect_code(&seen),
+            Some(ReasonCode::TOPIC_NAME_INVALID),
+            "{t:?}"
+        );
         still_serving(&srv, t).await?;
     }
     // QUIC: covered stream-wise in broker.rs (quic_malformed_packet_resets_only_its_stream).
@@ -144,17 +178,28 @@ async fn oversize_packet_is_refused_before_it_arrives() -> Result<()> {
     let srv = TestServer::start_with(|c| c.limits.max_packet_size = 4096).await?;
     for t in ALL_TRANSPORTS {
         let (mut conn, ack) = Conn::open(&srv, t, connect_packet("big", Protocol::V5)).await?;
-        assert_eq!(ack.properties.maximum_packet_size, Some(4096), "advertised in CONNACK");
+        assert_eq!(
+            ack.properties.maximum_packet_size,
+            Some(4096),
+            "advertised in CONNACK"
+        );
         // Only the fixed header of a 1 MB PUBLISH: the server must not wait for the body.
         let header = [0x30, 0xc0, 0x84, 0x3d];
         if t == Transport::Quic {
             let mut s = conn.open_stream().await?;
             s.send_bytes(&header).await?;
-            assert_eq!(s.recv_end().await?.1, StreamEnd::Reset(u64::from(ReasonCode::PACKET_TOO_LARGE.0)));
+            assert_eq!(
+                s.recv_end().await?.1,
+                StreamEnd::Reset(u64::from(ReasonCode::PACKET_TOO_LARGE.0))
+            );
         } else {
             conn.ctl.send_bytes(&header).await?;
             let (seen, _) = conn.ctl.recv_end().await?;
-            assert_eq!(disconnect_code(&seen), Some(ReasonCode::PACKET_TOO_LARGE), "{t:?}");
+            assert_eq!(
+                disconnect_code(&seen),
+                Some(ReasonCode::PACKET_TOO_LARGE),
+                "{t:?}"
+            );
         }
         still_serving(&srv, t).await?;
     }
@@ -184,7 +229,10 @@ async fn garbage_on_a_quic_data_stream_after_connect() -> Result<()> {
 
 #[tokio::test]
 async fn connect_timeout_closes_silent_connections() -> Result<()> {
-    let srv = TestServer::start_with(|c| c.limits.connect_timeout = std::time::Duration::from_millis(300)).await?;
+    let srv = TestServer::start_with(|c| {
+        c.limits.connect_timeout = std::time::Duration::from_millis(300)
+    })
+    .await?;
     for t in ALL_TRANSPORTS {
         let mut conn = Conn::raw(&srv, t, Protocol::V5).await?;
         if t == Transport::Quic {

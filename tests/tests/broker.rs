@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 use quicft_proto::{Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode, Will};
-use quicft_tests::{connect_packet, publish, Conn, StreamEnd, TestServer, Transport, ALL_TRANSPORTS};
+use quicft_tests::{
+    connect_packet, publish, Conn, StreamEnd, TestServer, Transport, ALL_TRANSPORTS,
+};
 
 #[tokio::test]
 async fn pubsub_qos012_with_wildcards_on_every_transport() -> Result<()> {
@@ -14,34 +16,72 @@ async fn pubsub_qos012_with_wildcards_on_every_transport() -> Result<()> {
         let mut sub = srv.connect(t, &format!("sub-{t:?}")).await?;
         let mut publ = srv.connect(t, &format!("pub-{t:?}")).await?;
         let s = sub.data().await?;
-        assert_eq!(s.subscribe("sensors/+/temp", QoS::ExactlyOnce, 1).await?, [ReasonCode::GRANTED_QOS_2]);
-        assert_eq!(s.subscribe("alarms/#", QoS::AtLeastOnce, 2).await?, [ReasonCode::GRANTED_QOS_1]);
+        assert_eq!(
+            s.subscribe("sensors/+/temp", QoS::ExactlyOnce, 1).await?,
+            [ReasonCode::GRANTED_QOS_2]
+        );
+        assert_eq!(
+            s.subscribe("alarms/#", QoS::AtLeastOnce, 2).await?,
+            [ReasonCode::GRANTED_QOS_1]
+        );
 
         let p = publ.data().await?;
         // QoS 0
-        p.send(&publish("sensors/a/temp", b"q0", QoS::AtMostOnce, 0)).await?;
+        p.send(&publish("sensors/a/temp", b"q0", QoS::AtMostOnce, 0))
+            .await?;
         let got = sub.data().await?.next_publish().await?;
-        assert_eq!((got.topic.as_str(), &got.payload[..], got.qos), ("sensors/a/temp", &b"q0"[..], QoS::AtMostOnce));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..], got.qos),
+            ("sensors/a/temp", &b"q0"[..], QoS::AtMostOnce)
+        );
         // QoS 1
-        let ack = publ.data().await?.publish_qos1("alarms/x/y", b"q1", 10).await?;
+        let ack = publ
+            .data()
+            .await?
+            .publish_qos1("alarms/x/y", b"q1", 10)
+            .await?;
         assert_eq!(ack.code, ReasonCode::SUCCESS);
         let got = sub.data().await?.next_publish().await?;
-        assert_eq!((got.topic.as_str(), &got.payload[..], got.qos), ("alarms/x/y", &b"q1"[..], QoS::AtLeastOnce));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..], got.qos),
+            ("alarms/x/y", &b"q1"[..], QoS::AtLeastOnce)
+        );
         // QoS 2 both ways: PUBLISH → PUBREC → PUBREL → PUBCOMP.
         let p = publ.data().await?;
-        p.send(&publish("sensors/b/temp", b"q2", QoS::ExactlyOnce, 11)).await?;
-        assert!(matches!(p.recv().await?, Packet::PubRec(r) if r.pkid == 11 && r.code == ReasonCode::SUCCESS));
-        p.send(&Packet::PubRel(PubResp::new(11, ReasonCode::SUCCESS))).await?;
+        p.send(&publish("sensors/b/temp", b"q2", QoS::ExactlyOnce, 11))
+            .await?;
+        assert!(
+            matches!(p.recv().await?, Packet::PubRec(r) if r.pkid == 11 && r.code == ReasonCode::SUCCESS)
+        );
+        p.send(&Packet::PubRel(PubResp::new(11, ReasonCode::SUCCESS)))
+            .await?;
         assert!(matches!(p.recv().await?, Packet::PubComp(r) if r.pkid == 11));
         let s = sub.data().await?;
-        let Packet::Publish(got) = s.recv().await? else { panic!("expected PUBLISH") };
+        let Packet::Publish(got) = s.recv().await? else {
+            panic!("expected PUBLISH")
+        };
         assert_eq!((got.qos, &got.payload[..]), (QoS::ExactlyOnce, &b"q2"[..]));
-        s.send(&Packet::PubRec(PubResp::new(got.pkid, ReasonCode::SUCCESS))).await?;
+        s.send(&Packet::PubRec(PubResp::new(got.pkid, ReasonCode::SUCCESS)))
+            .await?;
         assert!(matches!(s.recv().await?, Packet::PubRel(r) if r.pkid == got.pkid));
-        s.send(&Packet::PubComp(PubResp::new(got.pkid, ReasonCode::SUCCESS))).await?;
+        s.send(&Packet::PubComp(PubResp::new(
+            got.pkid,
+            ReasonCode::SUCCESS,
+        )))
+        .await?;
         // Not matching: nothing arrives.
-        publ.data().await?.send(&publish("sensors/a/humidity", b"no", QoS::AtMostOnce, 0)).await?;
-        assert!(sub.data().await?.try_recv(Duration::from_millis(300)).await?.is_none(), "{t:?}");
+        publ.data()
+            .await?
+            .send(&publish("sensors/a/humidity", b"no", QoS::AtMostOnce, 0))
+            .await?;
+        assert!(
+            sub.data()
+                .await?
+                .try_recv(Duration::from_millis(300))
+                .await?
+                .is_none(),
+            "{t:?}"
+        );
         sub.disconnect().await?;
         publ.disconnect().await?;
     }
@@ -63,10 +103,19 @@ async fn qos2_duplicate_is_routed_once() -> Result<()> {
         p.send(&pk).await?;
         assert!(matches!(p.recv().await?, Packet::PubRec(r) if r.pkid == 5));
     }
-    p.send(&Packet::PubRel(PubResp::new(5, ReasonCode::SUCCESS))).await?;
+    p.send(&Packet::PubRel(PubResp::new(5, ReasonCode::SUCCESS)))
+        .await?;
     assert!(matches!(p.recv().await?, Packet::PubComp(_)));
-    assert_eq!(&sub.data().await?.next_publish().await?.payload[..], b"once");
-    assert!(sub.data().await?.try_recv(Duration::from_millis(300)).await?.is_none());
+    assert_eq!(
+        &sub.data().await?.next_publish().await?.payload[..],
+        b"once"
+    );
+    assert!(sub
+        .data()
+        .await?
+        .try_recv(Duration::from_millis(300))
+        .await?
+        .is_none());
     Ok(())
 }
 
@@ -86,7 +135,10 @@ async fn retained_messages_reach_late_subscribers() -> Result<()> {
         publ.disconnect().await?;
 
         let mut sub = srv.connect(t, "late").await?;
-        sub.data().await?.subscribe("status/#", QoS::AtLeastOnce, 1).await?;
+        sub.data()
+            .await?
+            .subscribe("status/#", QoS::AtLeastOnce, 1)
+            .await?;
         let got = sub.data().await?.next_publish().await?;
         assert!(got.retain, "retained flag set at subscribe time");
         assert_eq!(got.topic, topic);
@@ -101,8 +153,20 @@ async fn retained_messages_reach_late_subscribers() -> Result<()> {
         assert!(got.payload.is_empty());
         sub.disconnect().await?;
         let mut again = srv.connect(t, "late2").await?;
-        again.data().await?.subscribe(&topic, QoS::AtLeastOnce, 1).await?;
-        assert!(again.data().await?.try_recv(Duration::from_millis(300)).await?.is_none(), "cleared");
+        again
+            .data()
+            .await?
+            .subscribe(&topic, QoS::AtLeastOnce, 1)
+            .await?;
+        assert!(
+            again
+                .data()
+                .await?
+                .try_recv(Duration::from_millis(300))
+                .await?
+                .is_none(),
+            "cleared"
+        );
     }
     Ok(())
 }
@@ -124,16 +188,31 @@ async fn will_published_on_abrupt_loss_not_on_disconnect() -> Result<()> {
     let srv = TestServer::start().await?;
     for t in ALL_TRANSPORTS {
         let mut watcher = srv.connect(t, "watcher").await?;
-        watcher.data().await?.subscribe("wills/#", QoS::AtLeastOnce, 1).await?;
+        watcher
+            .data()
+            .await?
+            .subscribe("wills/#", QoS::AtLeastOnce, 1)
+            .await?;
 
         let (polite, _) = Conn::open(&srv, t, with_will("polite", "wills/polite")).await?;
         polite.disconnect().await?;
-        assert!(watcher.data().await?.try_recv(Duration::from_millis(300)).await?.is_none(), "{t:?}: no will after DISCONNECT");
+        assert!(
+            watcher
+                .data()
+                .await?
+                .try_recv(Duration::from_millis(300))
+                .await?
+                .is_none(),
+            "{t:?}: no will after DISCONNECT"
+        );
 
         let (rude, _) = Conn::open(&srv, t, with_will("rude", "wills/rude")).await?;
         rude.kill();
         let got = watcher.data().await?.next_publish().await?;
-        assert_eq!((got.topic.as_str(), &got.payload[..]), ("wills/rude", &b"gone"[..]));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("wills/rude", &b"gone"[..])
+        );
         watcher.disconnect().await?;
     }
     Ok(())
@@ -143,7 +222,11 @@ async fn will_published_on_abrupt_loss_not_on_disconnect() -> Result<()> {
 async fn keepalive_expiry_disconnects_and_fires_will() -> Result<()> {
     let srv = TestServer::start().await?;
     let mut watcher = srv.connect(Transport::Tcp, "watcher").await?;
-    watcher.data().await?.subscribe("wills/#", QoS::AtMostOnce, 1).await?;
+    watcher
+        .data()
+        .await?
+        .subscribe("wills/#", QoS::AtMostOnce, 1)
+        .await?;
     for t in ALL_TRANSPORTS {
         let mut c = with_will("sleepy", "wills/sleepy");
         c.keep_alive = 1;
@@ -152,7 +235,9 @@ async fn keepalive_expiry_disconnects_and_fires_will() -> Result<()> {
         // Silent for more than 1.5 × keepalive: the server gives up with 0x8D.
         let (seen, _end) = conn.ctl.recv_end().await?;
         assert!(
-            seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::KEEP_ALIVE_TIMEOUT)),
+            seen.iter().any(
+                |p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::KEEP_ALIVE_TIMEOUT)
+            ),
             "{t:?}: {seen:?}"
         );
         let got = watcher.data().await?.next_publish().await?;
@@ -188,25 +273,40 @@ async fn takeover_and_session_resume() -> Result<()> {
         c.properties.session_expiry_interval = Some(60);
         let (mut first, ack) = Conn::open(&srv, t, c.clone()).await?;
         assert!(!ack.session_present);
-        first.data().await?.subscribe(&topic, QoS::AtLeastOnce, 1).await?;
+        first
+            .data()
+            .await?
+            .subscribe(&topic, QoS::AtLeastOnce, 1)
+            .await?;
 
         // Same client id again: the first connection is told 0x8E, the session moves over.
         let (mut second, ack) = Conn::open(&srv, t, c.clone()).await?;
         assert!(ack.session_present, "{t:?}");
         let (seen, _) = first.ctl.recv_end().await?;
-        assert!(seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SESSION_TAKEN_OVER)), "{t:?}: {seen:?}");
+        assert!(
+            seen.iter().any(
+                |p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SESSION_TAKEN_OVER)
+            ),
+            "{t:?}: {seen:?}"
+        );
 
         // The subscription survived the takeover. (QUIC: announce a data stream to receive on.)
         second.data().await?.send(&Packet::PingReq).await?;
         let mut publ = srv.connect(t, "publisher").await?;
-        publ.data().await?.publish_qos1(&topic, b"reboot", 1).await?;
+        publ.data()
+            .await?
+            .publish_qos1(&topic, b"reboot", 1)
+            .await?;
         let got = second.data().await?.next_publish().await?;
         assert_eq!(&got.payload[..], b"reboot");
 
         // Offline: messages are queued and delivered on resume.
         second.kill();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        publ.data().await?.publish_qos1(&topic, b"while-away", 2).await?;
+        publ.data()
+            .await?
+            .publish_qos1(&topic, b"while-away", 2)
+            .await?;
         let (mut third, ack) = Conn::open(&srv, t, c.clone()).await?;
         assert!(ack.session_present);
         // A QUIC stream is invisible to the server until it carries a packet: announce it.
@@ -240,7 +340,8 @@ async fn quic_malformed_packet_resets_only_its_stream() -> Result<()> {
     let mut bad = conn.open_stream().await?;
     good.subscribe("t", QoS::AtLeastOnce, 1).await?;
     // A PUBLISH with QoS 3: malformed.
-    bad.send_bytes(&[0x36, 0x04, 0x00, 0x01, b't', 0x00]).await?;
+    bad.send_bytes(&[0x36, 0x04, 0x00, 0x01, b't', 0x00])
+        .await?;
     let (_, end) = bad.recv_end().await?;
     assert_eq!(end, StreamEnd::Reset(0x81));
     // The connection and the other stream carry on.
@@ -251,10 +352,14 @@ async fn quic_malformed_packet_resets_only_its_stream() -> Result<()> {
     assert_eq!(conn.ctl.recv().await?, Packet::PingResp);
     // A wildcard in a PUBLISH topic also costs only that stream.
     let mut bad2 = conn.open_stream().await?;
-    bad2.send(&publish("a/+", b"x", QoS::AtLeastOnce, 3)).await?;
+    bad2.send(&publish("a/+", b"x", QoS::AtLeastOnce, 3))
+        .await?;
     let (_, end) = bad2.recv_end().await?;
     assert_eq!(end, StreamEnd::Reset(0x90));
-    assert_eq!(good.publish_qos1("t", b"again", 4).await?.code, ReasonCode::SUCCESS);
+    assert_eq!(
+        good.publish_qos1("t", b"again", 4).await?.code,
+        ReasonCode::SUCCESS
+    );
     Ok(())
 }
 
@@ -272,9 +377,13 @@ async fn quic_deliveries_go_to_the_subscribing_stream() -> Result<()> {
     assert_eq!(&b.next_publish().await?.payload[..], b"B");
     assert_eq!(&a.next_publish().await?.payload[..], b"A");
     // PUBLISH on the control stream is a protocol error (DESIGN §3).
-    conn.ctl.send(&publish("for/a", b"x", QoS::AtMostOnce, 0)).await?;
+    conn.ctl
+        .send(&publish("for/a", b"x", QoS::AtMostOnce, 0))
+        .await?;
     let (seen, _) = conn.ctl.recv_end().await?;
-    assert!(seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::PROTOCOL_ERROR)));
+    assert!(seen
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::PROTOCOL_ERROR)));
     Ok(())
 }
 
@@ -284,8 +393,12 @@ async fn quic_data_stream_opened_before_connack_waits() -> Result<()> {
     let mut conn = Conn::raw(&srv, Transport::Quic, Protocol::V5).await?;
     let mut early = conn.open_stream().await?;
     // SUBSCRIBE sent before CONNECT: it must be processed after CONNACK, not rejected.
-    early.send(&quicft_tests::subscribe("early/#", QoS::AtMostOnce, 1)).await?;
-    conn.ctl.send(&Packet::Connect(connect_packet("early", Protocol::V5))).await?;
+    early
+        .send(&quicft_tests::subscribe("early/#", QoS::AtMostOnce, 1))
+        .await?;
+    conn.ctl
+        .send(&Packet::Connect(connect_packet("early", Protocol::V5)))
+        .await?;
     assert!(matches!(conn.ctl.recv().await?, Packet::ConnAck(a) if a.code == ReasonCode::SUCCESS));
     assert!(matches!(early.recv().await?, Packet::SubAck(_)));
     Ok(())
@@ -297,9 +410,15 @@ async fn mqtt311_clients_work() -> Result<()> {
     for t in ALL_TRANSPORTS {
         let (mut sub, ack) = Conn::open(&srv, t, connect_packet("old-sub", Protocol::V311)).await?;
         assert_eq!(ack.code, ReasonCode::SUCCESS);
-        sub.data().await?.subscribe("legacy/#", QoS::AtLeastOnce, 1).await?;
+        sub.data()
+            .await?
+            .subscribe("legacy/#", QoS::AtLeastOnce, 1)
+            .await?;
         let (mut publ, _) = Conn::open(&srv, t, connect_packet("old-pub", Protocol::V311)).await?;
-        publ.data().await?.publish_qos1("legacy/x", b"v3", 1).await?;
+        publ.data()
+            .await?
+            .publish_qos1("legacy/x", b"v3", 1)
+            .await?;
         let got: Publish = sub.data().await?.next_publish().await?;
         assert_eq!(&got.payload[..], b"v3");
         // Empty client id without clean session is refused (return code 2 → 0x85).
@@ -314,11 +433,18 @@ async fn mqtt311_clients_work() -> Result<()> {
 #[tokio::test]
 async fn v5_properties_are_forwarded_and_client_id_assigned() -> Result<()> {
     let srv = TestServer::start().await?;
-    let (mut sub, ack) = Conn::open(&srv, Transport::Quic, connect_packet("", Protocol::V5)).await?;
-    let assigned = ack.properties.assigned_client_identifier.expect("assigned id");
+    let (mut sub, ack) =
+        Conn::open(&srv, Transport::Quic, connect_packet("", Protocol::V5)).await?;
+    let assigned = ack
+        .properties
+        .assigned_client_identifier
+        .expect("assigned id");
     assert!(!assigned.is_empty());
     assert!(ack.properties.receive_maximum.is_some());
-    sub.data().await?.subscribe("rpc/req", QoS::AtLeastOnce, 1).await?;
+    sub.data()
+        .await?
+        .subscribe("rpc/req", QoS::AtLeastOnce, 1)
+        .await?;
     let mut publ = srv.connect(Transport::Tls, "caller").await?;
     let mut p = publish("rpc/req", b"call", QoS::AtLeastOnce, 1);
     if let Packet::Publish(x) = &mut p {
@@ -331,9 +457,18 @@ async fn v5_properties_are_forwarded_and_client_id_assigned() -> Result<()> {
     d.send(&p).await?;
     assert!(matches!(d.recv().await?, Packet::PubAck(_)));
     let got = sub.data().await?.next_publish().await?;
-    assert_eq!(got.properties.response_topic.as_deref(), Some("rpc/resp/caller"));
-    assert_eq!(got.properties.correlation_data.as_deref(), Some(&b"\x01\x02"[..]));
-    assert_eq!(got.properties.user_properties, [("k".to_string(), "v".to_string())]);
+    assert_eq!(
+        got.properties.response_topic.as_deref(),
+        Some("rpc/resp/caller")
+    );
+    assert_eq!(
+        got.properties.correlation_data.as_deref(),
+        Some(&b"\x01\x02"[..])
+    );
+    assert_eq!(
+        got.properties.user_properties,
+        [("k".to_string(), "v".to_string())]
+    );
     assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
     Ok(())
 }
@@ -344,21 +479,38 @@ async fn receive_maximum_of_the_subscriber_is_honoured() -> Result<()> {
     let mut c = connect_packet("slow", Protocol::V5);
     c.properties.receive_maximum = Some(2);
     let (mut sub, _) = Conn::open(&srv, Transport::Tcp, c).await?;
-    sub.data().await?.subscribe("q", QoS::AtLeastOnce, 1).await?;
+    sub.data()
+        .await?
+        .subscribe("q", QoS::AtLeastOnce, 1)
+        .await?;
     let mut publ = srv.connect(Transport::Tcp, "fast").await?;
     for i in 0..5u16 {
-        publ.data().await?.publish_qos1("q", &[i as u8], i + 1).await?;
+        publ.data()
+            .await?
+            .publish_qos1("q", &[i as u8], i + 1)
+            .await?;
     }
     // Two in flight, then nothing until one is acknowledged.
     let s = sub.data().await?;
     let mut got = Vec::new();
     for _ in 0..2 {
-        let Packet::Publish(p) = s.recv().await? else { panic!() };
+        let Packet::Publish(p) = s.recv().await? else {
+            panic!()
+        };
         got.push(p);
     }
-    assert!(s.try_recv(Duration::from_millis(300)).await?.is_none(), "window of 2 respected");
-    s.send(&Packet::PubAck(PubResp::new(got[0].pkid, ReasonCode::SUCCESS))).await?;
-    let Packet::Publish(third) = s.recv().await? else { panic!() };
+    assert!(
+        s.try_recv(Duration::from_millis(300)).await?.is_none(),
+        "window of 2 respected"
+    );
+    s.send(&Packet::PubAck(PubResp::new(
+        got[0].pkid,
+        ReasonCode::SUCCESS,
+    )))
+    .await?;
+    let Packet::Publish(third) = s.recv().await? else {
+        panic!()
+    };
     assert_eq!(&third.payload[..], &[2u8]);
     Ok(())
 }
@@ -373,12 +525,23 @@ async fn slow_subscriber_queue_is_bounded() -> Result<()> {
     let mut c = connect_packet("sleeper", Protocol::V5);
     c.properties.receive_maximum = Some(1);
     let (mut sub, _) = Conn::open(&srv, Transport::Tcp, c).await?;
-    sub.data().await?.subscribe("flood", QoS::AtLeastOnce, 1).await?;
+    sub.data()
+        .await?
+        .subscribe("flood", QoS::AtLeastOnce, 1)
+        .await?;
     let mut publ = srv.connect(Transport::Quic, "flooder").await?;
     for i in 0..100u16 {
-        publ.data().await?.publish_qos1("flood", b"x", i + 1).await?;
+        publ.data()
+            .await?
+            .publish_qos1("flood", b"x", i + 1)
+            .await?;
     }
-    let dropped = srv.server.broker().stats.dropped_queue_full.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = srv
+        .server
+        .broker()
+        .stats
+        .dropped_queue_full
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped >= 100 - 10 - 1, "queue bounded: {dropped} dropped");
     Ok(())
 }
@@ -395,7 +558,9 @@ async fn graceful_shutdown_tells_every_client() -> Result<()> {
     for c in &mut conns {
         let (seen, _) = c.ctl.recv_end().await?;
         assert!(
-            seen.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SERVER_SHUTTING_DOWN)),
+            seen.iter().any(
+                |p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SERVER_SHUTTING_DOWN)
+            ),
             "{:?}: {seen:?}",
             c.transport
         );

@@ -21,7 +21,13 @@ type Acked = Arc<Mutex<Vec<u64>>>;
 
 /// Pipelines every segment (in a scrambled order) with up to 32 in flight, recording 0x00 acks,
 /// until the connection dies.
-async fn pump(server: &ProcessServer, t: Transport, client: &str, data: Arc<Vec<u8>>, acked: Acked) -> Result<()> {
+async fn pump(
+    server: &ProcessServer,
+    t: Transport,
+    client: &str,
+    data: Arc<Vec<u8>>,
+    acked: Acked,
+) -> Result<()> {
     let mut c = connect(server, t, client).await?;
     let s = c.data().await?;
     if ft::init(s, "big", "big.bin", Some(data.len() as u64)).await? != ReasonCode::SUCCESS {
@@ -36,7 +42,13 @@ async fn pump(server: &ProcessServer, t: Transport, client: &str, data: Arc<Vec<
             let Some(i) = next.next() else { break };
             let off = (i * SEG) as u64;
             let id = ft::pkid();
-            s.send(&publish(&format!("$file/big/{off}"), &data[i * SEG..(i + 1) * SEG], QoS::AtLeastOnce, id)).await?;
+            s.send(&publish(
+                &format!("$file/big/{off}"),
+                &data[i * SEG..(i + 1) * SEG],
+                QoS::AtLeastOnce,
+                id,
+            ))
+            .await?;
             inflight.insert(id, off);
         }
         if inflight.is_empty() {
@@ -60,7 +72,10 @@ async fn pump(server: &ProcessServer, t: Transport, client: &str, data: Arc<Vec<
 async fn sigkill_mid_upload_loses_no_acknowledged_byte() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = ProcessServer::start(BIN, dir.path()).await?;
-    let uploads = [(Transport::Quic, "crash-quic", 1u64), (Transport::Tcp, "crash-tcp", 2u64)];
+    let uploads = [
+        (Transport::Quic, "crash-quic", 1u64),
+        (Transport::Tcp, "crash-tcp", 2u64),
+    ];
     let mut pumps = Vec::new();
     let mut acks = Vec::new();
     let mut files = Vec::new();
@@ -99,9 +114,15 @@ async fn sigkill_mid_upload_loses_no_acknowledged_byte() -> Result<()> {
     r2?;
     let before_kill = before_kill.expect("uploads finished before the kill: make them bigger");
     // Acks read after this point can only be from before the kill, too.
-    let acked_at_kill: Vec<Vec<u64>> = acks.iter().map(|a| a.lock().expect("lock").clone()).collect();
+    let acked_at_kill: Vec<Vec<u64>> = acks
+        .iter()
+        .map(|a| a.lock().expect("lock").clone())
+        .collect();
     server.kill9().await?;
-    assert!(before_kill.iter().any(|n| *n < SEGMENTS), "killed mid-upload: {before_kill:?}");
+    assert!(
+        before_kill.iter().any(|n| *n < SEGMENTS),
+        "killed mid-upload: {before_kill:?}"
+    );
 
     let server = ProcessServer::start(BIN, dir.path()).await?;
     for (((t, client, _), data), acked) in uploads.iter().zip(&files).zip(&acked_at_kill) {
@@ -109,7 +130,10 @@ async fn sigkill_mid_upload_loses_no_acknowledged_byte() -> Result<()> {
         let s = c.data().await?;
         let resp_topic = format!("$file-response/{client}");
         s.subscribe(&resp_topic, QoS::AtLeastOnce, 1).await?;
-        assert_eq!(ft::cmd(s, "$file/big/status", b"").await?, ReasonCode::SUCCESS);
+        assert_eq!(
+            ft::cmd(s, "$file/big/status", b"").await?,
+            ReasonCode::SUCCESS
+        );
         let status = loop {
             let r = Response::parse(&s.next_publish_on(&resp_topic).await?.payload)?;
             if r.topic.ends_with("/status") {
@@ -117,25 +141,56 @@ async fn sigkill_mid_upload_loses_no_acknowledged_byte() -> Result<()> {
             }
         };
         let held = status.ranges.clone().unwrap_or_default();
-        let is_held = |off: u64| held.iter().any(|(a, b)| *a <= off && off + SEG as u64 <= *b);
+        let is_held = |off: u64| {
+            held.iter()
+                .any(|(a, b)| *a <= off && off + SEG as u64 <= *b)
+        };
         for off in acked {
-            assert!(is_held(*off), "{t:?}: acknowledged segment at {off} lost in the crash; status {held:?}");
+            assert!(
+                is_held(*off),
+                "{t:?}: acknowledged segment at {off} lost in the crash; status {held:?}"
+            );
         }
         // Send only what the server says it lacks.
-        let missing: Vec<u64> = (0..SEGMENTS).map(|i| (i * SEG) as u64).filter(|o| !is_held(*o)).collect();
+        let missing: Vec<u64> = (0..SEGMENTS)
+            .map(|i| (i * SEG) as u64)
+            .filter(|o| !is_held(*o))
+            .collect();
         let resent = missing.len();
-        let segs: Vec<(u64, &[u8])> = missing.iter().map(|o| (*o, &data[*o as usize..*o as usize + SEG])).collect();
+        let segs: Vec<(u64, &[u8])> = missing
+            .iter()
+            .map(|o| (*o, &data[*o as usize..*o as usize + SEG]))
+            .collect();
         let mut codes = BTreeMap::new();
         for chunk in segs.chunks(32) {
             codes.extend(ft::segments(s, "big", chunk).await?);
         }
-        assert!(codes.values().all(|c| *c == ReasonCode::SUCCESS), "{codes:?}");
+        assert!(
+            codes.values().all(|c| *c == ReasonCode::SUCCESS),
+            "{codes:?}"
+        );
         assert_eq!(ft::fin(s, "big", data).await?, ReasonCode::SUCCESS);
-        let path = dir.path().join("exports").join(client).join("big").join("big.bin");
+        let path = dir
+            .path()
+            .join("exports")
+            .join(client)
+            .join("big")
+            .join("big.bin");
         let exported = std::fs::read(&path)?;
-        assert_eq!(sha256_hex(&exported), sha256_hex(data), "{t:?}: export differs");
-        assert!(resent <= SEGMENTS - acked.len(), "{t:?}: re-sent {resent} segments, {} were acked", acked.len());
-        eprintln!("{t:?}: {} segments acked before SIGKILL, {resent} re-sent after restart", acked.len());
+        assert_eq!(
+            sha256_hex(&exported),
+            sha256_hex(data),
+            "{t:?}: export differs"
+        );
+        assert!(
+            resent <= SEGMENTS - acked.len(),
+            "{t:?}: re-sent {resent} segments, {} were acked",
+            acked.len()
+        );
+        eprintln!(
+            "{t:?}: {} segments acked before SIGKILL, {resent} re-sent after restart",
+            acked.len()
+        );
     }
     Ok(())
 }

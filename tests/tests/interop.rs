@@ -16,7 +16,13 @@ fn python_dir() -> PathBuf {
 }
 
 fn need(bin: &str) -> Result<()> {
-    if std::process::Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?.status.success() {
+    if std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()?
+        .status
+        .success()
+    {
         Ok(())
     } else {
         bail!("{bin} is not installed; run `bash .ci/run` (it installs the interop peers)")
@@ -29,7 +35,11 @@ async fn run_json(cmd: &mut Command) -> Result<serde_json::Value> {
         .context("peer timed out")??;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("peer failed: {}\nstdout: {stdout}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "peer failed: {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line).with_context(|| format!("peer output: {stdout}"))
@@ -41,25 +51,57 @@ async fn mosquitto_sub_receives_and_mosquitto_pub_sends() -> Result<()> {
     let srv = TestServer::start().await?;
     let tcp = srv.addr(Transport::Tcp);
     let tls = srv.addr(Transport::Tls);
-    for (label, port, tls_args) in [("tcp", tcp.port(), vec![]), ("tls", tls.port(), vec!["--cafile".to_string(), srv.ca().display().to_string()])] {
+    for (label, port, tls_args) in [
+        ("tcp", tcp.port(), vec![]),
+        (
+            "tls",
+            tls.port(),
+            vec!["--cafile".to_string(), srv.ca().display().to_string()],
+        ),
+    ] {
         // mosquitto_sub (MQTT 5) subscribed through quicft, we publish.
         let mut sub = Command::new("mosquitto_sub")
-            .args(["-h", "localhost", "-p", &port.to_string(), "-V", "mqttv5", "-q", "1", "-C", "2", "-t", "interop/#", "-i", &format!("mosq-sub-{label}")])
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-C",
+                "2",
+                "-t",
+                "interop/#",
+                "-i",
+                &format!("mosq-sub-{label}"),
+            ])
             .args(&tls_args)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
         let mut lines = BufReader::new(sub.stdout.take().context("stdout")?).lines();
-        let mut publ = srv.connect(Transport::Quic, &format!("rust-pub-{label}")).await?;
+        let mut publ = srv
+            .connect(Transport::Quic, &format!("rust-pub-{label}"))
+            .await?;
         // mosquitto_sub subscribes asynchronously: publish until the first message shows up.
         let first = loop {
-            publ.data().await?.publish_qos1("interop/a", b"from quicft", 1).await?;
-            if let Ok(line) = tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await {
+            publ.data()
+                .await?
+                .publish_qos1("interop/a", b"from quicft", 1)
+                .await?;
+            if let Ok(line) =
+                tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await
+            {
                 break line?;
             }
         };
         assert_eq!(first.as_deref(), Some("from quicft"));
-        publ.data().await?.publish_qos1("interop/b", b"second", 2).await?;
+        publ.data()
+            .await?
+            .publish_qos1("interop/b", b"second", 2)
+            .await?;
         // A retry may have queued duplicates of the first message; skip them.
         let mut second = lines.next_line().await?;
         while second.as_deref() == Some("from quicft") {
@@ -68,16 +110,38 @@ async fn mosquitto_sub_receives_and_mosquitto_pub_sends() -> Result<()> {
         assert_eq!(second.as_deref(), Some("second"), "{label}");
 
         // mosquitto_pub publishing into quicft, we subscribe over QUIC.
-        let mut rust_sub = srv.connect(Transport::Quic, &format!("rust-sub-{label}")).await?;
-        rust_sub.data().await?.subscribe("from-mosquitto/+", QoS::AtLeastOnce, 1).await?;
+        let mut rust_sub = srv
+            .connect(Transport::Quic, &format!("rust-sub-{label}"))
+            .await?;
+        rust_sub
+            .data()
+            .await?
+            .subscribe("from-mosquitto/+", QoS::AtLeastOnce, 1)
+            .await?;
         let status = Command::new("mosquitto_pub")
-            .args(["-h", "localhost", "-p", &port.to_string(), "-V", "mqttv5", "-q", "1", "-t", "from-mosquitto/x", "-m", "hi quicft"])
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-t",
+                "from-mosquitto/x",
+                "-m",
+                "hi quicft",
+            ])
             .args(&tls_args)
             .status()
             .await?;
         assert!(status.success());
         let got = rust_sub.data().await?.next_publish().await?;
-        assert_eq!((got.topic.as_str(), &got.payload[..]), ("from-mosquitto/x", &b"hi quicft"[..]));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("from-mosquitto/x", &b"hi quicft"[..])
+        );
     }
     Ok(())
 }
@@ -87,17 +151,30 @@ async fn paho_mqtt5_over_tcp() -> Result<()> {
     need("python3")?;
     let srv = TestServer::start().await?;
     let port = srv.addr(Transport::Tcp).port();
-    let v = run_json(Command::new("python3").arg(python_dir().join("paho_pubsub.py")).arg("127.0.0.1").arg(port.to_string())).await?;
+    let v = run_json(
+        Command::new("python3")
+            .arg(python_dir().join("paho_pubsub.py"))
+            .arg("127.0.0.1")
+            .arg(port.to_string()),
+    )
+    .await?;
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["connack"], 0);
-    assert_eq!(v["acks"], serde_json::json!([0, 0, 0]), "PUBACK/PUBCOMP reason codes: {v}");
+    assert_eq!(
+        v["acks"],
+        serde_json::json!([0, 0, 0]),
+        "PUBACK/PUBCOMP reason codes: {v}"
+    );
     let msgs = v["messages"].as_array().context("messages")?;
     assert_eq!(msgs.len(), 3);
     for (i, m) in msgs.iter().enumerate() {
         assert_eq!(m["topic"], format!("paho/q{i}"));
         assert_eq!(m["payload"], format!("hello {i}"));
         assert_eq!(m["qos"], i);
-        assert_eq!(m["user"]["origin"], "paho", "user properties forwarded: {m}");
+        assert_eq!(
+            m["user"]["origin"], "paho",
+            "user properties forwarded: {m}"
+        );
     }
     Ok(())
 }
@@ -107,7 +184,10 @@ async fn aioquic_control_and_data_streams() -> Result<()> {
     need("python3")?;
     let srv = TestServer::start().await?;
     let mut sub = srv.connect(Transport::Tcp, "watch").await?;
-    sub.data().await?.subscribe("quic/interop", QoS::AtLeastOnce, 1).await?;
+    sub.data()
+        .await?
+        .subscribe("quic/interop", QoS::AtLeastOnce, 1)
+        .await?;
     let port = srv.addr(Transport::Quic).port();
     let v = run_json(
         Command::new("python3")
@@ -135,13 +215,26 @@ async fn paho_emqx_style_upload_reads_puback_reason_codes() -> Result<()> {
     let file = srv.dir.path().join("upload.bin");
     std::fs::write(&file, &data)?;
     let port = srv.addr(Transport::Tcp).port();
-    let v = run_json(Command::new("python3").arg(python_dir().join("paho_upload.py")).args(["127.0.0.1", &port.to_string()]).arg(&file)).await?;
+    let v = run_json(
+        Command::new("python3")
+            .arg(python_dir().join("paho_upload.py"))
+            .args(["127.0.0.1", &port.to_string()])
+            .arg(&file),
+    )
+    .await?;
     assert_eq!(v["init"], 0, "{v}");
     assert_eq!(v["segments"], serde_json::json!([0]), "{v}");
     assert_eq!(v["count"], 13);
-    assert_eq!(v["corrupt"], 0x80, "bad segment checksum answered 0x80: {v}");
+    assert_eq!(
+        v["corrupt"], 0x80,
+        "bad segment checksum answered 0x80: {v}"
+    );
     assert_eq!(v["fin"], 0, "{v}");
-    let exported = std::fs::read(srv.dir.path().join("exports/paho-uploader/paho-file/paho.bin"))?;
+    let exported = std::fs::read(
+        srv.dir
+            .path()
+            .join("exports/paho-uploader/paho-file/paho.bin"),
+    )?;
     assert!(exported == data);
     Ok(())
 }

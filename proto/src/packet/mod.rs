@@ -17,8 +17,8 @@ mod connack;
 mod connect;
 mod disconnect;
 mod ping;
-mod pubresp;
 mod publish;
+mod pubresp;
 mod suback;
 mod subscribe;
 mod unsuback;
@@ -131,7 +131,11 @@ pub struct PubResp {
 
 impl PubResp {
     pub fn new(pkid: u16, code: ReasonCode) -> Self {
-        PubResp { pkid, code, properties: Properties::default() }
+        PubResp {
+            pkid,
+            code,
+            properties: Properties::default(),
+        }
     }
 }
 
@@ -266,8 +270,15 @@ mod frame_len_tests {
         assert_eq!(Packet::frame_len(&[0x30]), None);
         assert_eq!(Packet::frame_len(&[0x30, 0x05]), Some(7));
         // 1 MiB + 10: a three-byte remaining length, body not yet read.
-        assert_eq!(Packet::frame_len(&[0x32, 0x8a, 0x80, 0x40]), Some(1 + 3 + (1 << 20) + 10));
+        assert_eq!(
+            Packet::frame_len(&[0x32, 0x8a, 0x80, 0x40]),
+            Some(1 + 3 + (1 << 20) + 10)
+        );
         assert_eq!(Packet::frame_len(&[0x32, 0x8a, 0x80]), None);
-        assert_eq!(Packet::frame_len(&[0x32, 0xff, 0xff, 0xff, 0xff]), None, "malformed");
+        assert_eq!(
+            Packet::frame_len(&[0x32, 0xff, 0xff, 0xff, 0xff]),
+            None,
+            "malformed"
+        );
     }
 }

@@ -28,21 +28,45 @@ pub struct Message {
 
 impl Message {
     /// Builds the routed message from a client's PUBLISH (topic already resolved from any alias).
-    pub fn from_publish(p: Publish, topic: String, origin: Option<Arc<str>>, now: Instant) -> Message {
+    pub fn from_publish(
+        p: Publish,
+        topic: String,
+        origin: Option<Arc<str>>,
+        now: Instant,
+    ) -> Message {
         let mut properties = p.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
         let expires_at = properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
-        Message { topic, payload: p.payload, qos: p.qos, retain: p.retain, properties, expires_at, origin }
+        Message {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            expires_at,
+            origin,
+        }
     }
 
     /// A message the server publishes itself (file-transfer responses, events).
     pub fn server(topic: String, payload: Bytes, qos: QoS) -> Message {
-        let properties =
-            Properties { payload_format_indicator: Some(1), content_type: Some("application/json".into()), ..Properties::default() };
-        Message { topic, payload, qos, retain: false, properties, expires_at: None, origin: None }
+        let properties = Properties {
+            payload_format_indicator: Some(1),
+            content_type: Some("application/json".into()),
+            ..Properties::default()
+        };
+        Message {
+            topic,
+            payload,
+            qos,
+            retain: false,
+            properties,
+            expires_at: None,
+            origin: None,
+        }
     }
 
     /// True when the Message Expiry Interval has passed.

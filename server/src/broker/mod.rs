@@ -76,8 +76,13 @@ pub struct Opened {
 }
 
 enum Slot {
-    Online { kick: mpsc::Sender<Kick> },
-    Offline { state: Box<SessionState>, expires_at: Option<Instant> },
+    Online {
+        kick: mpsc::Sender<Kick>,
+    },
+    Offline {
+        state: Box<SessionState>,
+        expires_at: Option<Instant>,
+    },
     /// A connection is in the middle of taking the session over.
     Transition,
 }
@@ -172,7 +177,10 @@ impl Broker {
             Some(Err(kick)) => {
                 let (reply, rx) = oneshot::channel();
                 let handed = if kick.send(Kick { reply }).await.is_ok() {
-                    tokio::time::timeout(Duration::from_secs(5), rx).await.ok().and_then(Result::ok)
+                    tokio::time::timeout(Duration::from_secs(5), rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
                 } else {
                     None
                 };
@@ -194,7 +202,14 @@ impl Broker {
                     }
                 }
                 let (state, tx) = self.fresh_session(client_id);
-                sessions.insert(client_id.clone(), Entry { mailbox: tx, generation, slot: Slot::Transition });
+                sessions.insert(
+                    client_id.clone(),
+                    Entry {
+                        mailbox: tx,
+                        generation,
+                        slot: Slot::Transition,
+                    },
+                );
                 (state, false)
             }
         };
@@ -203,7 +218,12 @@ impl Broker {
                 entry.slot = Slot::Online { kick: kick_tx };
             }
         }
-        Opened { state, session_present, generation, kick: kick_rx }
+        Opened {
+            state,
+            session_present,
+            generation,
+            kick: kick_rx,
+        }
     }
 
     /// Returns a session when its connection ends. With `expiry` zero the session ends now; otherwise
@@ -212,7 +232,9 @@ impl Broker {
     pub fn close_session(&self, state: SessionState, generation: u64, expiry: Option<Duration>) {
         let mut st = self.lock();
         let State { sessions, subs, .. } = &mut *st;
-        let Some(entry) = sessions.get_mut(&state.client_id) else { return };
+        let Some(entry) = sessions.get_mut(&state.client_id) else {
+            return;
+        };
         if entry.generation != generation {
             return;
         }
@@ -223,18 +245,27 @@ impl Broker {
             sessions.remove(&state.client_id);
         } else {
             let expires_at = expiry.map(|d| Instant::now() + d);
-            entry.slot = Slot::Offline { state: Box::new(state), expires_at };
+            entry.slot = Slot::Offline {
+                state: Box::new(state),
+                expires_at,
+            };
         }
     }
 
     /// True while the connection of `generation` still owns the session (no takeover, no resume).
     pub fn is_current(&self, client_id: &str, generation: u64) -> bool {
-        self.lock().sessions.get(client_id).is_some_and(|e| e.generation == generation)
+        self.lock()
+            .sessions
+            .get(client_id)
+            .is_some_and(|e| e.generation == generation)
     }
 
     /// True when a connection newer than `generation` holds the session (a will is then cancelled).
     pub fn superseded(&self, client_id: &str, generation: u64) -> bool {
-        self.lock().sessions.get(client_id).is_some_and(|e| e.generation != generation)
+        self.lock()
+            .sessions
+            .get(client_id)
+            .is_some_and(|e| e.generation != generation)
     }
 
     /// Ends offline sessions whose expiry has passed. Returns how many ended.
@@ -243,11 +274,17 @@ impl Broker {
         let State { sessions, subs, .. } = &mut *st;
         let expired: Vec<Arc<str>> = sessions
             .iter()
-            .filter(|(_, e)| matches!(&e.slot, Slot::Offline { expires_at: Some(t), .. } if *t <= now))
+            .filter(
+                |(_, e)| matches!(&e.slot, Slot::Offline { expires_at: Some(t), .. } if *t <= now),
+            )
             .map(|(k, _)| k.clone())
             .collect();
         for id in &expired {
-            if let Some(Entry { slot: Slot::Offline { state, .. }, .. }) = sessions.remove(id) {
+            if let Some(Entry {
+                slot: Slot::Offline { state, .. },
+                ..
+            }) = sessions.remove(id)
+            {
                 for f in state.subscriptions.keys() {
                     subs.remove(id, f);
                 }
@@ -308,23 +345,35 @@ impl Broker {
                 }
                 None => targets.push((
                     client.clone(),
-                    Delivery { msg: msg.clone(), qos, retain, sub_ids: sub.sub_id.into_iter().collect(), stream: sub.stream },
+                    Delivery {
+                        msg: msg.clone(),
+                        qos,
+                        retain,
+                        sub_ids: sub.sub_id.into_iter().collect(),
+                        stream: sub.stream,
+                    },
                 )),
             }
         });
         let mut queued = 0;
         for (client, d) in targets {
-            let Some(entry) = st.sessions.get(&client) else { continue };
+            let Some(entry) = st.sessions.get(&client) else {
+                continue;
+            };
             match entry.mailbox.try_send(d) {
                 Ok(()) => queued += 1,
                 Err(_) => {
-                    self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%client, topic = %msg.topic, "session queue full, message dropped");
                 }
             }
         }
         self.stats.routed.fetch_add(1, Ordering::Relaxed);
-        self.stats.delivered.fetch_add(queued as u64, Ordering::Relaxed);
+        self.stats
+            .delivered
+            .fetch_add(queued as u64, Ordering::Relaxed);
         queued
     }
 
@@ -348,7 +397,10 @@ mod tests {
     fn sub(filter: &str, qos: QoS) -> Subscription {
         Subscription {
             filter: TopicFilter::parse(filter).expect("filter"),
-            options: SubscriptionOptions { qos, ..Default::default() },
+            options: SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
             sub_id: None,
             stream: 4,
         }
@@ -360,16 +412,27 @@ mod tests {
         let id: Arc<str> = "dev".into();
         let mut opened = broker.open_session(&id, true).await;
         assert!(!opened.session_present);
-        opened.state.subscriptions.insert("t".into(), sub("t", QoS::AtLeastOnce));
+        opened
+            .state
+            .subscriptions
+            .insert("t".into(), sub("t", QoS::AtLeastOnce));
         broker.subscribe(&id, sub("t", QoS::AtLeastOnce));
         broker.close_session(opened.state, opened.generation, None);
         for _ in 0..3 {
-            broker.publish(Message::server("t".into(), Bytes::from_static(b"x"), QoS::ExactlyOnce));
+            broker.publish(Message::server(
+                "t".into(),
+                Bytes::from_static(b"x"),
+                QoS::ExactlyOnce,
+            ));
         }
         assert_eq!(broker.stats.dropped_queue_full.load(Ordering::Relaxed), 1);
         let mut resumed = broker.open_session(&id, false).await;
         assert!(resumed.session_present);
-        let d = resumed.state.mailbox.try_recv().expect("queued while offline");
+        let d = resumed
+            .state
+            .mailbox
+            .try_recv()
+            .expect("queued while offline");
         assert_eq!(d.qos, QoS::AtLeastOnce, "downgraded to the granted QoS");
         assert_eq!(d.stream, 4);
     }
@@ -398,18 +461,28 @@ mod tests {
         let broker = Broker::new(8);
         let id: Arc<str> = "dev".into();
         let mut o = broker.open_session(&id, true).await;
-        o.state.subscriptions.insert("t".into(), sub("t", QoS::AtMostOnce));
+        o.state
+            .subscriptions
+            .insert("t".into(), sub("t", QoS::AtMostOnce));
         broker.subscribe(&id, sub("t", QoS::AtMostOnce));
         broker.close_session(o.state, o.generation, Some(Duration::from_secs(1)));
         assert_eq!(broker.expire_sessions(Instant::now()), 0);
-        assert_eq!(broker.expire_sessions(Instant::now() + Duration::from_secs(2)), 1);
-        assert_eq!(broker.publish(Message::server("t".into(), Bytes::new(), QoS::AtMostOnce)), 0);
+        assert_eq!(
+            broker.expire_sessions(Instant::now() + Duration::from_secs(2)),
+            1
+        );
+        assert_eq!(
+            broker.publish(Message::server("t".into(), Bytes::new(), QoS::AtMostOnce)),
+            0
+        );
         assert_eq!(broker.session_count(), 0);
     }
 
     #[test]
     fn overlapping_subscriptions_deliver_once_at_max_qos() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
         rt.block_on(async {
             let broker = Broker::new(8);
             let id: Arc<str> = "dev".into();
@@ -427,7 +500,12 @@ mod tests {
             assert_eq!(d.qos, QoS::AtLeastOnce);
             assert_eq!(d.sub_ids, [1, 2]);
             assert!(o.state.mailbox.try_recv().is_err());
-            assert_eq!(broker.retained_matching(&TopicFilter::parse("a/#").expect("f")).len(), 1);
+            assert_eq!(
+                broker
+                    .retained_matching(&TopicFilter::parse("a/#").expect("f"))
+                    .len(),
+                1
+            );
         });
     }
 }

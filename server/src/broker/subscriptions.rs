@@ -38,11 +38,17 @@ impl SubscriptionTable {
     /// Adds or replaces `client`'s subscription to `sub.filter`. Returns true if it replaced one.
     pub fn insert(&mut self, client: &Arc<str>, sub: Subscription) -> bool {
         let existed = self.remove(client, sub.filter.as_str());
-        let entry = Entry { client: client.clone(), sub };
+        let entry = Entry {
+            client: client.clone(),
+            sub,
+        };
         if entry.sub.filter.has_wildcards() {
             self.wild.push(entry);
         } else {
-            self.exact.entry(entry.sub.filter.as_str().to_owned()).or_default().push(entry);
+            self.exact
+                .entry(entry.sub.filter.as_str().to_owned())
+                .or_default()
+                .push(entry);
         }
         existed
     }
@@ -60,7 +66,8 @@ impl SubscriptionTable {
             return removed;
         }
         before = self.wild.len();
-        self.wild.retain(|e| !(&*e.client == client && e.sub.filter.as_str() == filter));
+        self.wild
+            .retain(|e| !(&*e.client == client && e.sub.filter.as_str() == filter));
         self.wild.len() != before
     }
 

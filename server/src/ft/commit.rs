@@ -81,7 +81,8 @@ fn commit_batch(batch: Vec<CommitJob>) {
     par_each(&mut groups, |g| {
         let t = std::time::Instant::now();
         g.result = sync_group(&g.jobs);
-        crate::metrics::group_committed(t.elapsed(), g.jobs.len(), g.result.is_ok()); // /metrics
+        crate::metrics::group_committed(t.elapsed(), g.jobs.len(), g.result.is_ok());
+        // /metrics
     });
     for g in groups {
         for job in g.jobs {

@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let dir = std::env::args().nth(1).context("usage: quicft-test-server DATA_DIR")?;
+    let dir = std::env::args()
+        .nth(1)
+        .context("usage: quicft-test-server DATA_DIR")?;
     quicft_tests::init_tracing();
     let server = quicft_server::Server::start(quicft_tests::test_config(dir.into())).await?;
     let addrs = serde_json::json!({
