@@ -156,6 +156,10 @@ pub struct Limits {
     pub max_session_expiry: u32,
     /// Topic aliases a client may use towards the server.
     pub topic_alias_maximum: u16,
+    /// Bytes of file-transfer payload held in memory at once over all clients (segments received
+    /// and not yet durable). Past it, segments are answered 0x97 (retry later) instead of
+    /// growing memory with devices x segments in flight.
+    pub max_ft_inflight_bytes: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +175,7 @@ impl Default for Limits {
             max_keep_alive: 0,
             max_session_expiry: 7 * 24 * 3600,
             topic_alias_maximum: 64,
+            max_ft_inflight_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -365,6 +370,12 @@ impl Config {
         if self.limits.max_packet_size < 64 || self.limits.max_packet_size > 268_435_460 {
             return Err(ConfigError::Limit(
                 "max_packet_size must be between 64 and 268435460",
+            ));
+        }
+        if self.limits.max_ft_inflight_bytes < self.limits.max_packet_size {
+            // Otherwise a segment of the largest allowed size would be answered 0x97 forever.
+            return Err(ConfigError::Limit(
+                "max_ft_inflight_bytes must be at least max_packet_size",
             ));
         }
         let exposed = |a: &SocketAddr| !a.ip().is_loopback();

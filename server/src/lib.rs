@@ -22,9 +22,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quicft_proto::topic::TopicFilter;
 use quicft_proto::QoS;
-use tokio::sync::{watch, Semaphore};
+use quicft_proto::topic::TopicFilter;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use config::Config;
@@ -43,6 +43,8 @@ pub(crate) struct Ctx {
     pub acl: acl::Acl,
     /// One permit per open connection (`limits.max_connections`).
     pub connections: Arc<Semaphore>,
+    /// One permit per byte of file-transfer payload in memory (`limits.max_ft_inflight_bytes`).
+    pub ft_memory: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
     /// Connected clients, for the HTTP API.
     pub clients: Arc<clients::Clients>,
@@ -116,6 +118,12 @@ impl Server {
             auth: auth::Auth::new(&config.auth, config.anonymous_allowed())?,
             acl: acl::Acl::new(&config.auth.acl),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            ft_memory: Arc::new(Semaphore::new(
+                config
+                    .limits
+                    .max_ft_inflight_bytes
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             shutdown: shutdown_rx,
             clients: Arc::default(),
             metrics: Arc::default(),

@@ -5,8 +5,8 @@
 //! (so a busy session pushes back on its peer through flow control), and each stream's [`Writer`]
 //! takes already-encoded packets without ever blocking the session task.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use quicft_proto::{DecodeError, Packet, Protocol};
@@ -45,9 +45,11 @@ impl PacketWrite for tokio::net::tcp::OwnedWriteHalf {}
 
 /// What the stream tasks (and the file-transfer tasks) tell a session.
 pub(crate) enum Event {
-    Packet {
+    /// Every complete packet one read produced, in order: one channel hop per read rather than
+    /// per packet (a read of a busy publisher's stream carries dozens of small PUBLISHes).
+    Packets {
         stream: StreamId,
-        packet: Packet,
+        packets: Vec<Packet>,
     },
     /// Bytes that are not a valid packet. The reader has already stopped its stream.
     Malformed {
@@ -55,14 +57,9 @@ pub(crate) enum Event {
         error: DecodeError,
     },
     /// The peer finished or reset the stream, or the connection broke.
-    Closed {
-        stream: StreamId,
-    },
+    Closed { stream: StreamId },
     /// The peer opened a data stream (QUIC).
-    Opened {
-        stream: StreamId,
-        writer: Writer,
-    },
+    Opened { stream: StreamId, writer: Writer },
     /// A file-transfer command finished in the background.
     FtDone(Box<FtDone>),
 }
@@ -161,6 +158,10 @@ pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::Jo
     (writer, task)
 }
 
+/// Most packets forwarded in one [`Event::Packets`]: bounds the memory one queued event holds
+/// (a 64 KiB read could otherwise become 30 000 decoded PINGREQs).
+const MAX_BATCH: usize = 64;
+
 /// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
 /// `buf`) and forwards them to the session until the stream ends or a packet is malformed.
 pub(crate) fn spawn_reader<R: PacketRead>(
@@ -173,19 +174,34 @@ pub(crate) fn spawn_reader<R: PacketRead>(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match Packet::decode(&mut buf, protocol, max_packet_size) {
-                Ok(Some(packet)) => {
-                    if events.send(Event::Packet { stream, packet }).await.is_err() {
-                        return;
+            let mut packets = Vec::new();
+            let mut malformed = None;
+            while packets.len() < MAX_BATCH {
+                match Packet::decode(&mut buf, protocol, max_packet_size) {
+                    Ok(Some(packet)) => packets.push(packet),
+                    Ok(None) => break,
+                    Err(error) => {
+                        malformed = Some(error);
+                        break;
                     }
-                    continue;
                 }
-                Ok(None) => {}
-                Err(error) => {
-                    r.stop(u32::from(error.reason_code().0));
-                    let _ = events.send(Event::Malformed { stream, error }).await;
-                    return;
-                }
+            }
+            let full = packets.len() == MAX_BATCH;
+            if !packets.is_empty()
+                && events
+                    .send(Event::Packets { stream, packets })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if let Some(error) = malformed {
+                r.stop(u32::from(error.reason_code().0));
+                let _ = events.send(Event::Malformed { stream, error }).await;
+                return;
+            }
+            if full {
+                continue; // more complete packets may wait in `buf`
             }
             // A large packet (a file segment) gets its whole buffer at once: growing 64 KiB at a
             // time re-allocates and copies it many times, and fresh memory is costly here.
