@@ -22,9 +22,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quicft_proto::QoS;
 use quicft_proto::topic::TopicFilter;
-use tokio::sync::{Semaphore, watch};
+use quicft_proto::QoS;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use config::Config;

@@ -21,9 +21,9 @@ use quicft_proto::{
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::Ctx;
 use crate::broker::{Delivery, Kick, Message, Outgoing, SessionState, StreamId, Subscription};
 use crate::stream::{self, Event, Writer};
+use crate::Ctx;
 
 /// The transport a client connected over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 //! (so a busy session pushes back on its peer through flow control), and each stream's [`Writer`]
 //! takes already-encoded packets without ever blocking the session task.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use quicft_proto::{DecodeError, Packet, Protocol};

@@ -2,10 +2,10 @@
 //! past it, segments are answered 0x97 (pause and retry, DESIGN §2) instead of growing memory
 //! with devices × segments in flight, and nothing is lost.
 
-use anyhow::{Result, bail};
+use anyhow::{bail, Result};
 use quicft_proto::{Packet, QoS, ReasonCode};
 use quicft_tests::ft::{self, content, split};
-use quicft_tests::{TestServer, Transport, publish};
+use quicft_tests::{publish, TestServer, Transport};
 
 const SEG: usize = 100 * 1024;
 
