@@ -220,6 +220,10 @@ async fn reason_codes_mean_what_design_says() -> Result<()> {
         assert_eq!(ft::cmd(s, &bad, b"payload").await?, ReasonCode(0x80));
         let good = format!("$file/ck/0/{}", sha256_hex(b"payload"));
         assert_eq!(ft::cmd(s, &good, b"payload").await?, ReasonCode::SUCCESS);
+        // Once the range is held, a repeat whose bytes do not match its own checksum is still
+        // answered 0x80 (a corrupt send), never 0x00 because the server has those bytes.
+        assert_eq!(ft::cmd(s, &bad, b"payload").await?, ReasonCode(0x80));
+        assert_eq!(ft::cmd(s, &good, b"payload").await?, ReasonCode::SUCCESS);
         // Bad names: 0x83.
         for name in [
             "../../etc/passwd",

@@ -721,32 +721,48 @@ impl FtService {
                     );
                 }
             }
-            let mut st = lock(&t.st);
-            if st.phase != Phase::Receiving {
-                continue;
+            // The lock is held in this block only: no await may happen while it is.
+            {
+                let mut st = lock(&t.st);
+                if st.phase != Phase::Receiving {
+                    continue;
+                }
+                let new = st.held.missing_in(offset, end);
+                st.updated_at = now_unix();
+                if !new.is_empty() {
+                    let new_bytes: u64 = new.iter().map(|&(s, e)| e - s).sum();
+                    let charge = t
+                        .meta
+                        .size
+                        .unwrap_or(0)
+                        .max(st.held.covered_len() + st.inflight_bytes + new_bytes);
+                    if others.saturating_add(charge) > cfg.client_quota {
+                        return FtOutcome::with(
+                            FtReason::Quota,
+                            format!(
+                                "client storage quota of {} bytes exceeded",
+                                cfg.client_quota
+                            ),
+                        );
+                    }
+                    let guard = t.admit(&mut st, &new);
+                    break (t.clone(), guard, new);
+                }
             }
-            let new = st.held.missing_in(offset, end);
-            st.updated_at = now_unix();
-            if new.is_empty() {
-                return FtOutcome::ok();
+            // Nothing new to store, but a segment that does not match its own checksum is a
+            // corrupt send the device must hear about (0x80), whatever the server holds.
+            if let Some(sum) = checksum {
+                let payload = payload.clone();
+                let ok = tokio::task::spawn_blocking(move || {
+                    sha2::Sha256::digest(&payload).as_slice() == sum.0.as_slice()
+                })
+                .await
+                .unwrap_or(false);
+                if !ok {
+                    return FtOutcome::with(FtReason::Retransmit, "segment checksum mismatch");
+                }
             }
-            let new_bytes: u64 = new.iter().map(|&(s, e)| e - s).sum();
-            let charge = t
-                .meta
-                .size
-                .unwrap_or(0)
-                .max(st.held.covered_len() + st.inflight_bytes + new_bytes);
-            if others.saturating_add(charge) > cfg.client_quota {
-                return FtOutcome::with(
-                    FtReason::Quota,
-                    format!(
-                        "client storage quota of {} bytes exceeded",
-                        cfg.client_quota
-                    ),
-                );
-            }
-            let guard = t.admit(&mut st, &new);
-            break (t.clone(), guard, new);
+            return FtOutcome::ok();
         };
 
         // Verify and write off the async threads. Nothing is written when the checksum is wrong.
