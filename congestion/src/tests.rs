@@ -18,6 +18,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Fails the test, naming the measure, when `value` is below `min`.
+#[track_caller]
+fn at_least(what: &str, value: f64, min: f64) {
+    assert!(value >= min, "{what}: {value:.3} (want >= {min})");
+}
+
+/// Fails the test, naming the measure, when `value` is above `max`.
+#[track_caller]
+fn at_most(what: &str, value: f64, max: f64) {
+    assert!(value <= max, "{what}: {value:.3} (want <= {max})");
+}
+
 fn summary(name: &str, run: &Run) {
     for w in &run.windows {
         eprintln!(
@@ -155,26 +167,18 @@ fn adapts_when_the_bandwidth_halves() {
     let run = run_bulk(link, s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
     summary("halve", &run);
     let w = &run.windows[1];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_queue()) <= 15.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean queue ms", ms(w.mean_queue()), 15.0);
     let bw = bw_mbit(&run, 20.0);
     assert!(
         (9.0..=11.0).contains(&bw),
         "bandwidth estimate {bw:.2} Mbit/s"
     );
     // The stale estimate's queue is gone within a second.
-    assert!(
-        ms(run.windows[0].mean_queue()) <= 30.0,
-        "queue during the change {:.1}",
-        ms(run.windows[0].mean_queue())
+    at_most(
+        "queue during the change",
+        ms(run.windows[0].mean_queue()),
+        30.0,
     );
 }
 
@@ -186,27 +190,11 @@ fn adapts_when_the_bandwidth_doubles() {
     let run = run_bulk(link, s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
     summary("double", &run);
     // +25% per round trip while there is room: the new capacity is found in well under a second.
-    assert!(
-        bw_mbit(&run, 10.5) >= 18.0,
-        "bandwidth estimate {:.2} at 10.5 s",
-        bw_mbit(&run, 10.5)
-    );
-    assert!(
-        run.windows[0].utilisation() >= 0.9,
-        "utilisation {:.3}",
-        run.windows[0].utilisation()
-    );
+    at_least("bandwidth estimate at 10.5 s", bw_mbit(&run, 10.5), 18.0);
+    at_least("utilisation", run.windows[0].utilisation(), 0.9);
     let w = &run.windows[1];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_queue()) <= 15.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean queue ms", ms(w.mean_queue()), 15.0);
 }
 
 #[test]
@@ -230,16 +218,8 @@ fn backs_off_on_a_real_queue_build_up() {
         first_probe.at
     );
     let w = &run.windows[1];
-    assert!(
-        ms(w.mean_queue()) <= 15.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
+    at_most("mean queue ms", ms(w.mean_queue()), 15.0);
+    at_least("utilisation", w.utilisation(), 0.95);
     let bw = bw_mbit(&run, 20.0);
     assert!(
         (4.5..=5.5).contains(&bw),
@@ -260,22 +240,10 @@ fn follows_a_longer_route_without_mistaking_it_for_congestion() {
     assert!((78.0..=85.0).contains(&ms(min)), "min rtt {:.1}", ms(min));
     // The bandwidth estimate survived: a delay-based controller that read the longer path as a
     // queue would have cut it.
-    assert!(
-        bw_mbit(&run, 11.0) >= 18.0,
-        "bandwidth estimate {:.2}",
-        bw_mbit(&run, 11.0)
-    );
+    at_least("bandwidth estimate", bw_mbit(&run, 11.0), 18.0);
     let w = &run.windows[0];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_queue()) <= 25.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean queue ms", ms(w.mean_queue()), 25.0);
 }
 
 #[test]
@@ -289,16 +257,8 @@ fn follows_a_shorter_route() {
     let min = run.controller.min_rtt().expect("min rtt");
     assert!(ms(min) <= 21.0, "min rtt {:.1}", ms(min));
     let w = &run.windows[1];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_queue()) <= 8.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean queue ms", ms(w.mean_queue()), 8.0);
 }
 
 #[test]
@@ -312,23 +272,11 @@ fn telemetry_only_periods_keep_the_bandwidth_for_the_next_upload() {
     summary("idle", &run);
     // While idle the telemetry sees the bare path.
     let idle = &run.windows[0];
-    assert!(
-        ms(idle.telemetry_pct(0.5)) <= 45.0,
-        "idle telemetry p50 {:.1}",
-        ms(idle.telemetry_pct(0.5))
-    );
-    assert!(
-        bw_mbit(&run, 19.9) >= 18.0,
-        "estimate kept through idle: {:.2}",
-        bw_mbit(&run, 19.9)
-    );
+    at_most("idle telemetry p50", ms(idle.telemetry_pct(0.5)), 45.0);
+    at_least("estimate kept through idle:", bw_mbit(&run, 19.9), 18.0);
     // The upload resumes at full rate at once: no new startup from the minimum window.
     let resumed = &run.windows[1];
-    assert!(
-        resumed.utilisation() >= 0.9,
-        "utilisation {:.3}",
-        resumed.utilisation()
-    );
+    at_least("utilisation", resumed.utilisation(), 0.9);
 }
 
 #[test]
@@ -347,16 +295,8 @@ fn slow_long_lossy_link() {
     let run = run_bulk(link, s(60.0), &[(s(10.0), s(60.0))]);
     summary("3g", &run);
     let w = &run.windows[0];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_srtt()) <= 225.0,
-        "mean srtt {:.1}",
-        ms(w.mean_srtt())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean srtt", ms(w.mean_srtt()), 225.0);
 }
 
 #[test]
@@ -369,16 +309,8 @@ fn acks_in_bursts_do_not_starve_the_link() {
     summary("ack bursts 10 ms", &run);
     trace(&run, 5.0, 6.0, 4);
     let w = &run.windows[0];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_queue()) <= 25.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean queue ms", ms(w.mean_queue()), 25.0);
 }
 
 #[test]
@@ -398,16 +330,8 @@ fn short_paths_are_not_starved_by_a_microsecond_min_rtt() {
     let run = run_bulk(link, s(5.0), &[(s(1.0), s(5.0))]);
     summary("lan", &run);
     let w = &run.windows[0];
-    assert!(
-        w.utilisation() >= 0.95,
-        "utilisation {:.3}",
-        w.utilisation()
-    );
-    assert!(
-        ms(w.mean_queue()) <= 5.0,
-        "mean queue {:.1} ms",
-        ms(w.mean_queue())
-    );
+    at_least("utilisation", w.utilisation(), 0.95);
+    at_most("mean queue ms", ms(w.mean_queue()), 5.0);
 }
 
 #[test]

@@ -194,6 +194,31 @@ fn non_zero<T: PartialEq + Default>(v: T) -> Result<Option<T>, DecodeError> {
 }
 
 impl Properties {
+    /// The property section of a packet in `protocol`: read as [`Properties::read`] in MQTT 5,
+    /// absent (all unset) in 3.1.1.
+    pub(crate) fn read_for(
+        r: &mut Reader<'_>,
+        protocol: crate::Protocol,
+        allowed: Allowed,
+    ) -> Result<Properties, DecodeError> {
+        match protocol {
+            crate::Protocol::V5 => Properties::read(r, allowed),
+            crate::Protocol::V311 => Ok(Properties::default()),
+        }
+    }
+
+    /// [`Properties::encoded_len`] in MQTT 5; `None` in 3.1.1, which has no property section.
+    pub(crate) fn encoded_len_for(
+        &self,
+        protocol: crate::Protocol,
+        allowed: Allowed,
+    ) -> Result<Option<usize>, EncodeError> {
+        match protocol {
+            crate::Protocol::V5 => self.encoded_len(allowed).map(Some),
+            crate::Protocol::V311 => Ok(None),
+        }
+    }
+
     /// Reads a property section (length prefix included), allowing only `allowed`.
     ///
     /// Topic Alias 0 is let through: refusing it is the session's job, with reason code 0x94 (Topic Alias

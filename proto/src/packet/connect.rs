@@ -40,11 +40,11 @@ impl Connect {
         let flags = r.u8()?;
         let will_qos = check_flags(flags, protocol)?;
         let keep_alive = r.u16()?;
-        let properties = read_properties(r, protocol, Allowed::CONNECT)?;
+        let properties = Properties::read_for(r, protocol, Allowed::CONNECT)?;
         let client_id = r.string()?;
         let will = match will_qos {
             Some(qos) => Some(Will {
-                properties: read_properties(r, protocol, Allowed::WILL)?,
+                properties: Properties::read_for(r, protocol, Allowed::WILL)?,
                 topic: r.string()?,
                 payload: r.binary()?,
                 qos,
@@ -183,17 +183,6 @@ fn check_flags(flags: u8, protocol: Protocol) -> Result<Option<QoS>, DecodeError
     QoS::from_u8(qos_bits)
         .map(Some)
         .ok_or(DecodeError::Malformed("will QoS 3"))
-}
-
-fn read_properties(
-    r: &mut Reader<'_>,
-    protocol: Protocol,
-    allowed: Allowed,
-) -> Result<Properties, DecodeError> {
-    match protocol {
-        Protocol::V5 => Properties::read(r, allowed),
-        Protocol::V311 => Ok(Properties::default()),
-    }
 }
 
 #[cfg(test)]

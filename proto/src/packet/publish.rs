@@ -38,10 +38,7 @@ impl Publish {
         }
         let topic = r.string()?;
         let pkid = if qos == QoS::AtMostOnce { 0 } else { r.pkid()? };
-        let properties = match protocol {
-            Protocol::V5 => Properties::read(r, Allowed::PUBLISH)?,
-            Protocol::V311 => Properties::default(),
-        };
+        let properties = Properties::read_for(r, protocol, Allowed::PUBLISH)?;
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::Protocol(
                 "empty topic name without a topic alias",
@@ -60,10 +57,9 @@ impl Publish {
 
     pub(crate) fn write(&self, protocol: Protocol, out: &mut BytesMut) -> Result<(), EncodeError> {
         self.check(protocol)?;
-        let props = match protocol {
-            Protocol::V5 => Some(self.properties.encoded_len(Allowed::PUBLISH)?),
-            Protocol::V311 => None,
-        };
+        let props = self
+            .properties
+            .encoded_len_for(protocol, Allowed::PUBLISH)?;
         let pkid_len = if self.qos == QoS::AtMostOnce { 0 } else { 2 };
         let len = wire::string_len(&self.topic)?
             + pkid_len

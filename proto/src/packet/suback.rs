@@ -21,10 +21,7 @@ use crate::wire::{self, header, Reader};
 impl SubAck {
     pub(crate) fn read(r: &mut Reader<'_>, protocol: Protocol) -> Result<SubAck, DecodeError> {
         let pkid = r.pkid()?;
-        let properties = match protocol {
-            Protocol::V5 => Properties::read(r, Allowed::SUBACK)?,
-            Protocol::V311 => Properties::default(),
-        };
+        let properties = Properties::read_for(r, protocol, Allowed::SUBACK)?;
         let mut codes = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
             let code = r.u8()?;

@@ -27,10 +27,7 @@ const RETAIN_HANDLING_SHIFT: u8 = 4;
 impl Subscribe {
     pub(crate) fn read(r: &mut Reader<'_>, protocol: Protocol) -> Result<Subscribe, DecodeError> {
         let pkid = r.pkid()?;
-        let properties = match protocol {
-            Protocol::V5 => Properties::read(r, Allowed::SUBSCRIBE)?,
-            Protocol::V311 => Properties::default(),
-        };
+        let properties = Properties::read_for(r, protocol, Allowed::SUBSCRIBE)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
             let filter = r.string()?;
@@ -54,10 +51,9 @@ impl Subscribe {
         if self.filters.is_empty() {
             return Err(EncodeError::Invalid("SUBSCRIBE without a topic filter"));
         }
-        let props = match protocol {
-            Protocol::V5 => Some(self.properties.encoded_len(Allowed::SUBSCRIBE)?),
-            Protocol::V311 => None,
-        };
+        let props = self
+            .properties
+            .encoded_len_for(protocol, Allowed::SUBSCRIBE)?;
         let mut len = 2 + props.map_or(0, wire::section_len);
         for f in &self.filters {
             f.options.check()?;

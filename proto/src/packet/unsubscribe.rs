@@ -19,10 +19,7 @@ use crate::wire::{self, header, Reader};
 impl Unsubscribe {
     pub(crate) fn read(r: &mut Reader<'_>, protocol: Protocol) -> Result<Unsubscribe, DecodeError> {
         let pkid = r.pkid()?;
-        let properties = match protocol {
-            Protocol::V5 => Properties::read(r, Allowed::UNSUBSCRIBE)?,
-            Protocol::V311 => Properties::default(),
-        };
+        let properties = Properties::read_for(r, protocol, Allowed::UNSUBSCRIBE)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
             filters.push(r.string()?);
@@ -44,10 +41,9 @@ impl Unsubscribe {
         if self.filters.is_empty() {
             return Err(EncodeError::Invalid("UNSUBSCRIBE without a topic filter"));
         }
-        let props = match protocol {
-            Protocol::V5 => Some(self.properties.encoded_len(Allowed::UNSUBSCRIBE)?),
-            Protocol::V311 => None,
-        };
+        let props = self
+            .properties
+            .encoded_len_for(protocol, Allowed::UNSUBSCRIBE)?;
         let mut len = 2 + props.map_or(0, wire::section_len);
         for f in &self.filters {
             len += wire::string_len(f)?;
