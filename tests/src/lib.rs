@@ -432,54 +432,30 @@ impl Conn {
         t: Transport,
         connect: Connect,
     ) -> Result<(Conn, ConnAck)> {
-        let mut conn = Conn::raw(server, t, connect.protocol).await?;
-        conn.ctl.send(&Packet::Connect(connect)).await?;
-        match conn.ctl.recv().await? {
-            Packet::ConnAck(ack) => Ok((conn, ack)),
+        let conn = Conn::raw(server, t, connect.protocol).await?;
+        conn.connect(connect).await
+    }
+
+    /// Sends CONNECT on the control stream and reads the CONNACK.
+    async fn connect(mut self, connect: Connect) -> Result<(Conn, ConnAck)> {
+        self.ctl.send(&Packet::Connect(connect)).await?;
+        match self.ctl.recv().await? {
+            Packet::ConnAck(ack) => Ok((self, ack)),
             other => bail!("expected CONNACK, got {other:?}"),
         }
     }
 
     /// Opens the transport (and, on QUIC, the control stream) without sending anything.
     pub async fn raw(server: &impl Target, t: Transport, protocol: Protocol) -> Result<Conn> {
-        let addr = server.addr(t);
-        let ca = server.ca();
         match t {
             Transport::Tcp => {
-                let s = tokio::net::TcpStream::connect(addr).await?;
+                let s = tokio::net::TcpStream::connect(server.addr(t)).await?;
                 let (r, w) = s.into_split();
                 Ok(Conn::single(t, Box::new(r), Box::new(w), protocol))
             }
-            Transport::Tls => {
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls(&ca)?));
-                let s = tokio::net::TcpStream::connect(addr).await?;
-                let name = rustls::pki_types::ServerName::try_from("localhost")?;
-                let tls = connector.connect(name, s).await?;
-                let (r, w) = tokio::io::split(tls);
-                Ok(Conn::single(t, Box::new(r), Box::new(w), protocol))
-            }
-            Transport::Quic => {
-                let endpoint = quic_client(&ca)?;
-                let conn = endpoint
-                    .connect(addr, "localhost")?
-                    .await
-                    .context("QUIC handshake")?;
-                let (send, recv) = conn.open_bi().await?;
-                let ctl = RawStream {
-                    quic_id: Some(send.id()),
-                    reader: Box::new(recv),
-                    writer: Box::new(send),
-                    buf: BytesMut::new(),
-                    protocol,
-                    pending: Default::default(),
-                };
-                Ok(Conn {
-                    transport: t,
-                    ctl,
-                    quic: Some(conn),
-                    endpoint: Some(endpoint),
-                    data: None,
-                })
+            Transport::Tls | Transport::Quic => {
+                let tls = client_tls(&server.ca())?;
+                Conn::raw_with_tls(server, t, protocol, tls).await
             }
         }
     }
@@ -492,12 +468,8 @@ impl Conn {
         connect: Connect,
         tls: rustls::ClientConfig,
     ) -> Result<(Conn, ConnAck)> {
-        let mut conn = Conn::raw_with_tls(server, t, connect.protocol, tls).await?;
-        conn.ctl.send(&Packet::Connect(connect)).await?;
-        match conn.ctl.recv().await? {
-            Packet::ConnAck(ack) => Ok((conn, ack)),
-            other => bail!("expected CONNACK, got {other:?}"),
-        }
+        let conn = Conn::raw_with_tls(server, t, connect.protocol, tls).await?;
+        conn.connect(connect).await
     }
 
     /// Like [`Conn::raw`] with a given rustls client configuration; TLS and QUIC only.
@@ -519,9 +491,7 @@ impl Conn {
                 Ok(Conn::single(t, Box::new(r), Box::new(w), protocol))
             }
             Transport::Quic => {
-                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-                let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-                endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+                let endpoint = quic_client_with(tls)?;
                 let conn = endpoint
                     .connect(addr, "localhost")?
                     .await
@@ -617,19 +587,25 @@ impl Conn {
 
 /// rustls client config trusting `ca` only (ring provider, ALPN mqtt).
 pub fn client_tls(ca: &std::path::Path) -> Result<rustls::ClientConfig> {
+    let mut cfg = tls_builder(ca)?.with_no_client_auth();
+    cfg.alpn_protocols = vec![b"mqtt".to_vec()];
+    Ok(cfg)
+}
+
+/// A rustls client builder (ring provider) trusting `ca` only.
+fn tls_builder(
+    ca: &std::path::Path,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
     for c in rustls_pemfile_certs(&pem)? {
         roots.add(c)?;
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"mqtt".to_vec()];
-    Ok(cfg)
+    .with_root_certificates(roots))
 }
 
 /// Like [`client_tls`], presenting a client certificate chain and key (PEM) for mTLS.
@@ -639,19 +615,9 @@ pub fn client_tls_with_cert(
     key_pem: &str,
 ) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-    for c in rustls_pemfile_certs(&pem)? {
-        roots.add(c)?;
-    }
     let chain = rustls_pemfile_certs(cert_pem.as_bytes())?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)?;
+    let mut cfg = tls_builder(ca)?.with_client_auth_cert(chain, key)?;
     cfg.alpn_protocols = vec![b"mqtt".to_vec()];
     Ok(cfg)
 }
@@ -663,7 +629,12 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::Certificate
 
 /// A QUIC client endpoint on 127.0.0.1:0 trusting `ca`.
 pub fn quic_client(ca: &std::path::Path) -> Result<quinn::Endpoint> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(ca)?)?;
+    quic_client_with(client_tls(ca)?)
+}
+
+/// A QUIC client endpoint on 127.0.0.1:0 with the given rustls configuration.
+pub fn quic_client_with(tls: rustls::ClientConfig) -> Result<quinn::Endpoint> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     Ok(ep)
@@ -807,5 +778,16 @@ pub mod ft {
             bail!("fin: {code}");
         }
         Ok(())
+    }
+}
+
+/// Runs a whole test body with a deadline, so that a hang fails the test instead of blocking CI.
+pub async fn within<T>(
+    limit: Duration,
+    test: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, test).await {
+        Ok(r) => r,
+        Err(_) => bail!("test did not finish within {limit:?}"),
     }
 }
