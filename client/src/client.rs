@@ -151,6 +151,9 @@ pub(crate) struct Conn {
     control: ChannelTx,
     telemetry: ChannelTx,
     pub(crate) info: ConnectionInfo,
+    /// Becomes true (or its sender goes away) once the subscriptions the server forgot have been
+    /// made again on this connection; see [`Core::subscriptions_restored`].
+    subs_restored: watch::Receiver<bool>,
 }
 
 /// What outlives a connection.
@@ -248,6 +251,18 @@ impl Core {
                 return Err(Error::ConnectionClosed(CloseReason::Local));
             }
         }
+    }
+
+    /// Waits (a bounded time) until the subscriptions of the current connection are back in place.
+    ///
+    /// After a reconnect on which the server forgot the session they are made again in the
+    /// background; a command whose answer comes on one of them (a file transfer's `status` on
+    /// `$file-response/…`) must not overtake its SUBSCRIBE, or the answer is published to no one.
+    /// Over QUIC nothing orders two streams, so this wait is the only order there is.
+    pub(crate) async fn subscriptions_restored(&self) {
+        let Some(conn) = self.conn_now() else { return };
+        let mut rx = conn.subs_restored.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|done| *done)).await;
     }
 
     /// The current connection if there is one now.
@@ -366,6 +381,7 @@ impl Core {
         tracing::info!(parent: &self.span, %remote, %transport, session_present = info.session_present, reconnect, "connected");
         *lock(&self.last_info) = Some(info.clone());
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let (restored, subs_restored) = watch::channel(false);
         let conn = Arc::new(Conn {
             generation,
             shared,
@@ -373,8 +389,11 @@ impl Core {
             control,
             telemetry,
             info,
+            subs_restored,
         });
-        if !conn.info.session_present && !subs.is_empty() {
+        if conn.info.session_present || subs.is_empty() {
+            restored.send_replace(true);
+        } else {
             // The server forgot them (clean start, expired session): subscribe again, in the
             // background so that the application gets the connection at once.
             let conn2 = conn.clone();
@@ -391,6 +410,7 @@ impl Core {
                             tracing::warn!(%filter, %e, "cannot restore subscription");
                         }
                     }
+                    restored.send_replace(true);
                 }
                 .instrument(self.span.clone()),
             );

@@ -13,6 +13,14 @@
 //! connection is re-established in the background with capped, jittered backoff ([`Reconnect`]);
 //! subscriptions come back with it and uploads carry on.
 //!
+//! Over QUIC the device is the sender of the file data, so its congestion controller decides how
+//! much of a weak uplink an upload gets and how much file data waits in the network ahead of each
+//! telemetry message (stream priorities order only what has not been sent yet). The default,
+//! [`Congestion::Delay`] (quicft's delay-aware, loss-tolerant controller, the server's default
+//! too), keeps the link full under random loss with a queue of about a quarter of the
+//! bandwidth-delay product; [`QuicOptions::congestion`] (CLI: `--congestion`) selects quinn's
+//! `Bbr`, `Cubic` or `NewReno` instead, or any [`Congestion::Custom`] controller.
+//!
 //! ```no_run
 //! use quicft_client::{CaSource, Client, ClientOptions, QoS, Transport};
 //!

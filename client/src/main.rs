@@ -116,8 +116,10 @@ struct Common {
     /// Give up connecting after this many seconds.
     #[arg(long, global = true, default_value_t = 10)]
     connect_timeout: u64,
-    /// QUIC congestion controller: bbr, cubic, newreno or delay.
-    #[arg(long, global = true, default_value = "bbr")]
+    /// QUIC congestion controller for what this device sends: delay (quicft's delay-aware,
+    /// loss-tolerant controller: full goodput under random loss, short queue ahead of
+    /// telemetry), bbr, cubic or newreno.
+    #[arg(long, global = true, default_value = "delay")]
     congestion: Congestion,
 }
 
@@ -280,10 +282,14 @@ struct Summary<'a> {
     goodput_bps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     transport: Option<Transport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reconnects: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bytes_resent: Option<u64>,
+    /// Reconnects of the connection while this upload ran (also when it failed).
+    reconnects: u32,
+    /// Segment bytes this run handed to the connection, re-sends included.
+    bytes_sent: u64,
+    /// Of those, bytes sent more than once (after a reconnect, 0x80, 0x97 or 0x10); counted when
+    /// handed to the connection, so a segment still queued when a connection dropped counts too.
+    /// Transport-level retransmissions (TCP, QUIC) are not in it.
+    bytes_resent: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,7 +323,7 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
                 // Reported with the others below; the remaining files still go.
                 let e = anyhow::Error::new(e).context("cannot start the upload");
                 let task = tokio::spawn(async move { Err(e) });
-                running.push((file.clone(), String::new(), task));
+                running.push((file.clone(), String::new(), None, task));
                 continue;
             }
         };
@@ -346,11 +352,12 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
             });
         }
         let file_id = started.file_id().to_owned();
+        let progress = started.progress();
         let task = tokio::spawn(async move { started.wait().await.map_err(anyhow::Error::new) });
-        running.push((file.clone(), file_id, task));
+        running.push((file.clone(), file_id, Some(progress), task));
     }
     let mut failed = 0usize;
-    for (file, file_id, task) in running {
+    for (file, file_id, progress, task) in running {
         let result = match task.await {
             Ok(r) => r,
             Err(e) => Err(anyhow::anyhow!("upload task failed: {e}")),
@@ -363,23 +370,29 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
                 seconds: Some(r.seconds),
                 goodput_bps: Some(r.goodput_bps),
                 transport: Some(r.transport),
-                reconnects: Some(r.reconnects),
-                bytes_resent: Some(r.bytes_resent),
+                reconnects: r.reconnects,
+                bytes_sent: r.bytes_sent,
+                bytes_resent: r.bytes_resent,
                 sha256: Some(&r.sha256),
                 error: None,
             },
-            Err(e) => Summary {
-                file: file.display().to_string(),
-                file_id: &file_id,
-                bytes: None,
-                seconds: None,
-                goodput_bps: None,
-                transport: None,
-                reconnects: None,
-                bytes_resent: None,
-                sha256: None,
-                error: Some(format!("{e:#}")),
-            },
+            Err(e) => {
+                // What the failed run cost so far, from its last progress update.
+                let p = progress.as_ref().map(|p| p.borrow().clone());
+                Summary {
+                    file: file.display().to_string(),
+                    file_id: &file_id,
+                    bytes: None,
+                    seconds: None,
+                    goodput_bps: None,
+                    transport: None,
+                    reconnects: p.as_ref().map_or(0, |p| p.reconnects),
+                    bytes_sent: p.as_ref().map_or(0, |p| p.bytes_sent),
+                    bytes_resent: p.as_ref().map_or(0, |p| p.bytes_resent),
+                    sha256: None,
+                    error: Some(format!("{e:#}")),
+                }
+            }
         };
         if args.json {
             println!("{}", serde_json::to_string(&summary)?);
@@ -637,6 +650,8 @@ mod tests {
     fn upload_and_status_parse_with_defaults() {
         let cli = Cli::try_parse_from(["quicft", "upload", "big.bin"]).expect("parses");
         assert_eq!(cli.common.transport, TransportArg::Auto);
+        // The device sends the file data: the delay-aware controller by default, as the server.
+        assert!(matches!(cli.common.congestion, Congestion::Delay));
         let Command::Upload(u) = cli.command else {
             panic!("upload expected")
         };
@@ -655,8 +670,11 @@ mod tests {
             "tls",
             "--client-id",
             "dev-1",
+            "--congestion",
+            "cubic",
         ])
         .expect("parses");
+        assert!(matches!(cli.common.congestion, Congestion::Cubic));
         let Command::Upload(u) = cli.command else {
             panic!("upload expected")
         };

@@ -92,20 +92,34 @@ pub struct TlsOptions {
     pub tls_alpn: Vec<Vec<u8>>,
 }
 
-/// Congestion controller for QUIC. See DESIGN §6 for how each behaves on a lossy uplink.
+/// Congestion controller of the QUIC connection, which governs what the device sends: file data
+/// goes *up*, so this is the choice that decides both upload goodput and how long telemetry waits
+/// behind file data in the network. See DESIGN §6 and bench/CC.md for measurements on a lossy
+/// uplink. Parsed from `delay`, `bbr`, `cubic` or `newreno` (the CLI's `--congestion`).
+///
+/// ```
+/// use quicft_client::{Congestion, QuicOptions};
+///
+/// assert!(matches!(QuicOptions::default().congestion, Congestion::Delay));
+/// let cubic: Congestion = "cubic".parse().unwrap();
+/// assert!(matches!(cubic, Congestion::Cubic));
+/// ```
 #[derive(Clone, Default)]
 pub enum Congestion {
-    /// Keeps goodput under random loss (Cubic falls to a fifth of the link at 1% loss), at the price of
-    /// a standing queue. The default because devices sit on lossy cellular links.
+    /// quicft's delay-aware, loss-tolerant controller (`quicft_congestion::DelayBbr`), the
+    /// default, as on the server: BBR's goodput under random loss with a ~0.25 × BDP queue
+    /// instead of BBR's full buffer, so telemetry on the same connection is not stuck behind file
+    /// data in the bottleneck queue.
     #[default]
-    Bbr,
-    /// quinn's default; fine on clean links.
-    Cubic,
-    NewReno,
-    /// quicft's delay-aware, loss-tolerant controller (`quicft_congestion::DelayBbr`): BBR's
-    /// goodput under random loss with a ~0.25 × BDP queue instead of BBR's full buffer, so
-    /// telemetry on the same connection is not stuck behind file data (bench/CC.md).
     Delay,
+    /// quinn's BBR (marked experimental there): keeps goodput under random loss, at the price of a
+    /// standing queue of up to the whole bottleneck buffer in front of telemetry.
+    Bbr,
+    /// quinn's default; fine on clean links, but reads every random radio loss as congestion
+    /// (a fifth of the link at 1% loss).
+    Cubic,
+    /// Like Cubic, slightly worse under loss.
+    NewReno,
     /// Any controller written against quinn's `congestion::Controller` trait.
     Custom(Arc<dyn quinn::congestion::ControllerFactory + Send + Sync>),
 }

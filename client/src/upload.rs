@@ -184,8 +184,15 @@ pub struct UploadReport {
     pub goodput_bps: f64,
     /// The transport of the connection that finished the upload.
     pub transport: Transport,
+    /// Reconnects of the client while the upload ran.
     pub reconnects: u32,
+    /// Segment bytes this upload handed to the connection, re-sends included (what a restarted
+    /// device found already held by the server is not sent, so not counted).
     pub bytes_sent: u64,
+    /// Of those, bytes sent more than once by this upload: after a reconnect (what was in flight
+    /// and the server did not hold), 0x80, 0x97 or 0x10. Counted when handed to the connection, so
+    /// a segment still queued in it when the connection dropped counts too; transport-level
+    /// retransmissions (TCP, QUIC) are not counted.
     pub bytes_resent: u64,
 }
 
@@ -509,6 +516,7 @@ async fn command(
     let need_response = want_response || mode == Mode::Async;
     if need_response {
         Responses::ensure_subscribed(core).await?;
+        core.subscriptions_restored().await;
     }
     let mut properties = Properties::default();
     let mut key = None;

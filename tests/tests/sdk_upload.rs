@@ -10,42 +10,46 @@ use anyhow::{ensure, Context, Result};
 use quicft_client::{Client, Transport, UploadOptions};
 
 use quicft_tests::ft::sha256_hex;
-use quicft_tests::TestServer;
+use quicft_tests::{within, TestServer};
 
 #[tokio::test]
 async fn upload_completes_and_is_byte_identical() -> Result<()> {
-    let server = TestServer::start().await?;
-    let files = tempfile::tempdir()?;
-    for (i, t) in [Transport::Quic, Transport::Tls, Transport::Tcp]
-        .into_iter()
-        .enumerate()
-    {
-        let client_id = format!("dev-{t}");
-        let (path, data) = sdk::write_file(files.path(), &format!("f{i}.bin"), 3 << 20, i as u64)?;
-        let client = Client::connect(sdk::options(&server, t, &client_id)).await?;
-        let upload = client
-            .upload(path.as_path(), UploadOptions::default())
-            .await?;
-        let file_id = upload.file_id().to_owned();
-        let report = upload.wait().await?;
-        ensure!(
-            report.bytes == data.len() as u64 && report.transport == t,
-            "{report:?}"
-        );
-        ensure!(report.sha256 == sha256_hex(&data));
-        let export = sdk::export_path(
-            server.dir.path(),
-            &client_id,
-            &file_id,
-            &format!("f{i}.bin"),
-        );
-        ensure!(
-            std::fs::read(&export).context("export")? == data,
-            "{t}: export differs"
-        );
-        client.disconnect().await?;
-    }
-    Ok(())
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start().await?;
+        let files = tempfile::tempdir()?;
+        for (i, t) in [Transport::Quic, Transport::Tls, Transport::Tcp]
+            .into_iter()
+            .enumerate()
+        {
+            let client_id = format!("dev-{t}");
+            let (path, data) =
+                sdk::write_file(files.path(), &format!("f{i}.bin"), 3 << 20, i as u64)?;
+            let client = Client::connect(sdk::options(&server, t, &client_id)).await?;
+            let upload = client
+                .upload(path.as_path(), UploadOptions::default())
+                .await?;
+            let file_id = upload.file_id().to_owned();
+            let report = upload.wait().await?;
+            ensure!(
+                report.bytes == data.len() as u64 && report.transport == t,
+                "{report:?}"
+            );
+            ensure!(report.sha256 == sha256_hex(&data));
+            let export = sdk::export_path(
+                server.dir.path(),
+                &client_id,
+                &file_id,
+                &format!("f{i}.bin"),
+            );
+            ensure!(
+                std::fs::read(&export).context("export")? == data,
+                "{t}: export differs"
+            );
+            client.disconnect().await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Waits until the upload's server-held bytes reach `at`.
@@ -59,41 +63,44 @@ async fn acked_at_least(upload: &quicft_client::Upload, at: u64) -> Result<()> {
 
 #[tokio::test]
 async fn upload_survives_two_server_restarts() -> Result<()> {
-    for t in [Transport::Quic, Transport::Tcp] {
-        let mut server = sdk::Restartable::start().await?;
-        let files = tempfile::tempdir()?;
-        let size = 24 << 20;
-        let (path, data) = sdk::write_file(files.path(), "big.bin", size, 7)?;
-        let client_id = format!("restart-{t}");
-        let client = Client::connect(sdk::options(&server, t, &client_id)).await?;
-        let window = 2 << 20;
-        let options = UploadOptions {
-            window,
-            segment_size: Some(256 << 10),
-            ..UploadOptions::default()
-        };
-        let upload = client.upload(path.as_path(), options).await?;
-        let file_id = upload.file_id().to_owned();
-        for third in 1..=2u64 {
-            acked_at_least(&upload, size as u64 * third / 3).await?;
-            server.restart().await?;
+    within(Duration::from_secs(180), async {
+        for t in [Transport::Quic, Transport::Tcp] {
+            let mut server = sdk::Restartable::start().await?;
+            let files = tempfile::tempdir()?;
+            let size = 24 << 20;
+            let (path, data) = sdk::write_file(files.path(), "big.bin", size, 7)?;
+            let client_id = format!("restart-{t}");
+            let client = Client::connect(sdk::options(&server, t, &client_id)).await?;
+            let window = 2 << 20;
+            let options = UploadOptions {
+                window,
+                segment_size: Some(256 << 10),
+                ..UploadOptions::default()
+            };
+            let upload = client.upload(path.as_path(), options).await?;
+            let file_id = upload.file_id().to_owned();
+            for third in 1..=2u64 {
+                acked_at_least(&upload, size as u64 * third / 3).await?;
+                server.restart().await?;
+            }
+            let report = upload.wait().await?;
+            let export = sdk::export_path(server.dir.path(), &client_id, &file_id, "big.bin");
+            ensure!(
+                std::fs::read(&export).context("export")? == data,
+                "{t}: export differs"
+            );
+            ensure!(report.reconnects >= 2, "{t}: {report:?}");
+            // Only what was in flight at each restart may go twice.
+            ensure!(
+                report.bytes_resent <= 2 * window as u64,
+                "{t}: re-sent {} > 2 windows",
+                report.bytes_resent
+            );
+            eprintln!("{t}: {report:?}");
         }
-        let report = upload.wait().await?;
-        let export = sdk::export_path(server.dir.path(), &client_id, &file_id, "big.bin");
-        ensure!(
-            std::fs::read(&export).context("export")? == data,
-            "{t}: export differs"
-        );
-        ensure!(report.reconnects >= 2, "{t}: {report:?}");
-        // Only what was in flight at each restart may go twice.
-        ensure!(
-            report.bytes_resent <= 2 * window as u64,
-            "{t}: re-sent {} > 2 windows",
-            report.bytes_resent
-        );
-        eprintln!("{t}: {report:?}");
-    }
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 /// A UDP port with nothing behind it: bound, read, then closed.
@@ -104,55 +111,58 @@ fn dead_udp_port() -> Result<u16> {
 
 #[tokio::test]
 async fn falls_back_to_tls_when_quic_is_unreachable() -> Result<()> {
-    let server = TestServer::start().await?;
-    let files = tempfile::tempdir()?;
-    let (path, data) = sdk::write_file(files.path(), "fb.bin", 2 << 20, 3)?;
-    // QUIC to a UDP port nobody listens on: no answer at all, only the head start runs out.
-    let mut o = sdk::auto(&server, "fallback-1");
-    o.port = Some(dead_udp_port()?);
-    o.fallback_delay = Duration::from_millis(200);
-    let started = std::time::Instant::now();
-    let client = Client::connect(o).await?;
-    ensure!(
-        client.info().transport == Transport::Tls,
-        "{:?}",
-        client.info()
-    );
-    ensure!(
-        started.elapsed() < Duration::from_secs(5),
-        "fallback took {:?}",
-        started.elapsed()
-    );
-    let upload = client
-        .upload(path.as_path(), UploadOptions::default())
-        .await?;
-    let file_id = upload.file_id().to_owned();
-    let report = upload.wait().await?;
-    ensure!(report.transport == Transport::Tls);
-    let export = sdk::export_path(server.dir.path(), "fallback-1", &file_id, "fb.bin");
-    ensure!(std::fs::read(export)? == data);
-    client.disconnect().await?;
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start().await?;
+        let files = tempfile::tempdir()?;
+        let (path, data) = sdk::write_file(files.path(), "fb.bin", 2 << 20, 3)?;
+        // QUIC to a UDP port nobody listens on: no answer at all, only the head start runs out.
+        let mut o = sdk::auto(&server, "fallback-1");
+        o.port = Some(dead_udp_port()?);
+        o.fallback_delay = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let client = Client::connect(o).await?;
+        ensure!(
+            client.info().transport == Transport::Tls,
+            "{:?}",
+            client.info()
+        );
+        ensure!(
+            started.elapsed() < Duration::from_secs(5),
+            "fallback took {:?}",
+            started.elapsed()
+        );
+        let upload = client
+            .upload(path.as_path(), UploadOptions::default())
+            .await?;
+        let file_id = upload.file_id().to_owned();
+        let report = upload.wait().await?;
+        ensure!(report.transport == Transport::Tls);
+        let export = sdk::export_path(server.dir.path(), "fallback-1", &file_id, "fb.bin");
+        ensure!(std::fs::read(export)? == data);
+        client.disconnect().await?;
 
-    // A server with QUIC switched off, plain TCP as the fallback.
-    let server = TestServer::start_with(|c| c.listeners.quic = None).await?;
-    let mut o = sdk::options(&server, Transport::Tcp, "fallback-2");
-    o.transport = Transport::Quic;
-    o.port = Some(dead_udp_port()?);
-    o.fallback = Some(Transport::Tcp);
-    o.fallback_port = Some(server.addr(quicft_tests::Transport::Tcp).port());
-    let client = Client::connect(o).await?;
-    ensure!(client.info().transport == Transport::Tcp);
-    let report = client
-        .upload(path.as_path(), UploadOptions::default())
-        .await?
-        .wait()
-        .await?;
-    ensure!(report.bytes == data.len() as u64);
+        // A server with QUIC switched off, plain TCP as the fallback.
+        let server = TestServer::start_with(|c| c.listeners.quic = None).await?;
+        let mut o = sdk::options(&server, Transport::Tcp, "fallback-2");
+        o.transport = Transport::Quic;
+        o.port = Some(dead_udp_port()?);
+        o.fallback = Some(Transport::Tcp);
+        o.fallback_port = Some(server.addr(quicft_tests::Transport::Tcp).port());
+        let client = Client::connect(o).await?;
+        ensure!(client.info().transport == Transport::Tcp);
+        let report = client
+            .upload(path.as_path(), UploadOptions::default())
+            .await?
+            .wait()
+            .await?;
+        ensure!(report.bytes == data.len() as u64);
 
-    // With QUIC answering, QUIC wins the race.
-    let client = Client::connect(sdk::auto(&server_with_quic().await?, "fallback-3")).await?;
-    ensure!(client.info().transport == Transport::Quic);
-    Ok(())
+        // With QUIC answering, QUIC wins the race.
+        let client = Client::connect(sdk::auto(&server_with_quic().await?, "fallback-3")).await?;
+        ensure!(client.info().transport == Transport::Quic);
+        Ok(())
+    })
+    .await
 }
 
 async fn server_with_quic() -> Result<TestServer> {
@@ -161,37 +171,40 @@ async fn server_with_quic() -> Result<TestServer> {
 
 #[tokio::test]
 async fn parallel_uploads_share_one_connection() -> Result<()> {
-    let server = TestServer::start().await?;
-    let files = tempfile::tempdir()?;
-    let client = Client::connect(sdk::options(&server, Transport::Quic, "parallel")).await?;
-    let mut uploads = Vec::new();
-    for i in 0..4u64 {
-        let name = format!("p{i}.bin");
-        let (path, data) =
-            sdk::write_file(files.path(), &name, (2 << 20) + i as usize * 4099, 10 + i)?;
-        // One of them spread over three streams.
-        let streams = if i == 0 { 3 } else { 1 };
-        let opts = UploadOptions {
-            streams,
-            segment_size: Some(64 << 10),
-            ..UploadOptions::default()
-        };
-        let upload = client.upload(path.as_path(), opts).await?;
-        uploads.push((name, data, upload));
-    }
-    let mut waits = Vec::new();
-    for (name, data, upload) in uploads {
-        let file_id = upload.file_id().to_owned();
-        waits.push((name, data, file_id, tokio::spawn(upload.wait())));
-    }
-    for (name, data, file_id, wait) in waits {
-        let report = wait.await??;
-        let export = sdk::export_path(server.dir.path(), "parallel", &file_id, &name);
-        ensure!(std::fs::read(export)? == data, "{name} differs");
-        ensure!(report.reconnects == 0);
-    }
-    ensure!(client.reconnects() == 0);
-    Ok(())
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start().await?;
+        let files = tempfile::tempdir()?;
+        let client = Client::connect(sdk::options(&server, Transport::Quic, "parallel")).await?;
+        let mut uploads = Vec::new();
+        for i in 0..4u64 {
+            let name = format!("p{i}.bin");
+            let (path, data) =
+                sdk::write_file(files.path(), &name, (2 << 20) + i as usize * 4099, 10 + i)?;
+            // One of them spread over three streams.
+            let streams = if i == 0 { 3 } else { 1 };
+            let opts = UploadOptions {
+                streams,
+                segment_size: Some(64 << 10),
+                ..UploadOptions::default()
+            };
+            let upload = client.upload(path.as_path(), opts).await?;
+            uploads.push((name, data, upload));
+        }
+        let mut waits = Vec::new();
+        for (name, data, upload) in uploads {
+            let file_id = upload.file_id().to_owned();
+            waits.push((name, data, file_id, tokio::spawn(upload.wait())));
+        }
+        for (name, data, file_id, wait) in waits {
+            let report = wait.await??;
+            let export = sdk::export_path(server.dir.path(), "parallel", &file_id, &name);
+            ensure!(std::fs::read(export)? == data, "{name} differs");
+            ensure!(report.reconnects == 0);
+        }
+        ensure!(client.reconnects() == 0);
+        Ok(())
+    })
+    .await
 }
 
 /// A reader that yields `data` slowly, so that pausing and cancelling happen mid-way.
@@ -211,145 +224,157 @@ fn slow_reader(data: Vec<u8>) -> impl tokio::io::AsyncRead + Send + Unpin + 'sta
 
 #[tokio::test]
 async fn pause_resume_and_cancel() -> Result<()> {
-    let server = TestServer::start().await?;
-    let client = Client::connect(sdk::options(&server, Transport::Quic, "pause")).await?;
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start().await?;
+        let client = Client::connect(sdk::options(&server, Transport::Quic, "pause")).await?;
 
-    // Pause: once the window drains, nothing more is sent until resume.
-    let data = quicft_tests::ft::content(8 << 20, 21);
-    let opts = UploadOptions {
-        file_id: Some("paused".into()),
-        name: Some("paused.bin".into()),
-        window: 512 << 10,
-        segment_size: Some(64 << 10),
-        ..UploadOptions::default()
-    };
-    let upload = client
-        .upload(
-            quicft_client::UploadSource::reader(slow_reader(data.clone()), Some(data.len() as u64)),
-            opts,
+        // Pause: once the window drains, nothing more is sent until resume.
+        let data = quicft_tests::ft::content(8 << 20, 21);
+        let opts = UploadOptions {
+            file_id: Some("paused".into()),
+            name: Some("paused.bin".into()),
+            window: 512 << 10,
+            segment_size: Some(64 << 10),
+            ..UploadOptions::default()
+        };
+        let upload = client
+            .upload(
+                quicft_client::UploadSource::reader(
+                    slow_reader(data.clone()),
+                    Some(data.len() as u64),
+                ),
+                opts,
+            )
+            .await?;
+        acked_at_least(&upload, 1 << 20).await?;
+        upload.pause();
+        let mut p = upload.progress();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            p.wait_for(|p| p.state == quicft_client::UploadState::Paused),
         )
-        .await?;
-    acked_at_least(&upload, 1 << 20).await?;
-    upload.pause();
-    let mut p = upload.progress();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        p.wait_for(|p| p.state == quicft_client::UploadState::Paused),
-    )
-    .await??;
-    // In-flight segments may still complete; after that the count stands still.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = upload.progress().borrow().bytes_sent;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let p = upload.progress().borrow().clone();
-    ensure!(
-        p.bytes_sent == sent && p.bytes_acked < data.len() as u64,
-        "sent while paused: {p:?}"
-    );
-    upload.resume();
-    let report = upload.wait().await?;
-    ensure!(report.bytes == data.len() as u64);
-    let export = sdk::export_path(server.dir.path(), "pause", "paused", "paused.bin");
-    ensure!(std::fs::read(export)? == data);
+        .await??;
+        // In-flight segments may still complete; after that the count stands still.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = upload.progress().borrow().bytes_sent;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let p = upload.progress().borrow().clone();
+        ensure!(
+            p.bytes_sent == sent && p.bytes_acked < data.len() as u64,
+            "sent while paused: {p:?}"
+        );
+        upload.resume();
+        let report = upload.wait().await?;
+        ensure!(report.bytes == data.len() as u64);
+        let export = sdk::export_path(server.dir.path(), "pause", "paused", "paused.bin");
+        ensure!(std::fs::read(export)? == data);
 
-    // Cancel: the transfer is aborted on the server and nothing is exported.
-    let opts = UploadOptions {
-        file_id: Some("cancelled".into()),
-        name: Some("c.bin".into()),
-        window: 512 << 10,
-        segment_size: Some(64 << 10),
-        ..UploadOptions::default()
-    };
-    let upload = client
-        .upload(
-            quicft_client::UploadSource::reader(slow_reader(data.clone()), None),
-            opts,
-        )
-        .await?;
-    acked_at_least(&upload, 1 << 20).await?;
-    upload.cancel().await?;
-    let status = client.file_status("cancelled").await?;
-    ensure!(
-        status.reason_code == 0x10 && status.state.as_deref() == Some("unknown"),
-        "{status:?}"
-    );
-    ensure!(!sdk::export_path(server.dir.path(), "pause", "cancelled", "c.bin").exists());
-    Ok(())
+        // Cancel: the transfer is aborted on the server and nothing is exported.
+        let opts = UploadOptions {
+            file_id: Some("cancelled".into()),
+            name: Some("c.bin".into()),
+            window: 512 << 10,
+            segment_size: Some(64 << 10),
+            ..UploadOptions::default()
+        };
+        let upload = client
+            .upload(
+                quicft_client::UploadSource::reader(slow_reader(data.clone()), None),
+                opts,
+            )
+            .await?;
+        acked_at_least(&upload, 1 << 20).await?;
+        upload.cancel().await?;
+        let status = client.file_status("cancelled").await?;
+        ensure!(
+            status.reason_code == 0x10 && status.state.as_deref() == Some("unknown"),
+            "{status:?}"
+        );
+        ensure!(!sdk::export_path(server.dir.path(), "pause", "cancelled", "c.bin").exists());
+        Ok(())
+    })
+    .await
 }
 
 /// A device that dies mid-upload and starts again (new process: nothing in memory) resumes the
 /// same transfer: the file id is derived from the file, status tells what the server holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_device_resumes_from_the_server_status() -> Result<()> {
-    let server = TestServer::start().await?;
-    let files = tempfile::tempdir()?;
-    let size = 16 << 20;
-    let (path, data) = sdk::write_file(files.path(), "resume.bin", size, 5)?;
-    let options = sdk::options(&server, Transport::Quic, "device-9");
-    let window = 1 << 20;
-    let opts = UploadOptions {
-        window,
-        ..UploadOptions::default()
-    };
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start().await?;
+        let files = tempfile::tempdir()?;
+        let size = 16 << 20;
+        let (path, data) = sdk::write_file(files.path(), "resume.bin", size, 5)?;
+        let options = sdk::options(&server, Transport::Quic, "device-9");
+        let window = 1 << 20;
+        let opts = UploadOptions {
+            window,
+            ..UploadOptions::default()
+        };
 
-    // "Process" one: its own runtime, dropped mid-upload like a crash.
-    let (o1, p1, opts1) = (options.clone(), path.clone(), opts.clone());
-    // (Off the test's runtime, which serves the server meanwhile.)
-    let held_before = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let rt = tokio::runtime::Runtime::new()?;
-        let held = rt.block_on(async move {
-            let client = Client::connect(o1).await?;
-            let upload = client.upload(p1.as_path(), opts1).await?;
-            acked_at_least(&upload, size as u64 / 2).await?;
-            anyhow::Ok(upload.progress().borrow().bytes_acked)
-        })?;
-        rt.shutdown_background();
-        Ok(held)
+        // "Process" one: its own runtime, dropped mid-upload like a crash.
+        let (o1, p1, opts1) = (options.clone(), path.clone(), opts.clone());
+        // (Off the test's runtime, which serves the server meanwhile.)
+        let held_before = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let rt = tokio::runtime::Runtime::new()?;
+            let held = rt.block_on(async move {
+                let client = Client::connect(o1).await?;
+                let upload = client.upload(p1.as_path(), opts1).await?;
+                acked_at_least(&upload, size as u64 / 2).await?;
+                anyhow::Ok(upload.progress().borrow().bytes_acked)
+            })?;
+            rt.shutdown_background();
+            Ok(held)
+        })
+        .await??;
+
+        let file_id = quicft_client::derive_file_id(&path)?;
+        let client = Client::connect(options).await?;
+        let status = client.file_status(&file_id).await?;
+        let held: u64 = status.ranges.iter().flatten().map(|(a, b)| b - a).sum();
+        ensure!(
+            held >= held_before,
+            "server holds {held}, {held_before} were acknowledged"
+        );
+        let upload = client.upload(path.as_path(), opts).await?;
+        ensure!(upload.file_id() == file_id);
+        let report = upload.wait().await?;
+        let export = sdk::export_path(server.dir.path(), "device-9", &file_id, "resume.bin");
+        ensure!(std::fs::read(export)? == data);
+        // Only what the server lacked went out again.
+        ensure!(
+            report.bytes_sent == size as u64 - held,
+            "sent {} of {size}, server held {held}",
+            report.bytes_sent
+        );
+        eprintln!("held {held} of {size} at restart; {report:?}");
+        Ok(())
     })
-    .await??;
-
-    let file_id = quicft_client::derive_file_id(&path)?;
-    let client = Client::connect(options).await?;
-    let status = client.file_status(&file_id).await?;
-    let held: u64 = status.ranges.iter().flatten().map(|(a, b)| b - a).sum();
-    ensure!(
-        held >= held_before,
-        "server holds {held}, {held_before} were acknowledged"
-    );
-    let upload = client.upload(path.as_path(), opts).await?;
-    ensure!(upload.file_id() == file_id);
-    let report = upload.wait().await?;
-    let export = sdk::export_path(server.dir.path(), "device-9", &file_id, "resume.bin");
-    ensure!(std::fs::read(export)? == data);
-    // Only what the server lacked went out again.
-    ensure!(
-        report.bytes_sent == size as u64 - held,
-        "sent {} of {size}, server held {held}",
-        report.bytes_sent
-    );
-    eprintln!("held {held} of {size} at restart; {report:?}");
-    Ok(())
+    .await
 }
 
 #[tokio::test]
 async fn mqtt_311_uses_async_commands() -> Result<()> {
-    let server = TestServer::start().await?;
-    let files = tempfile::tempdir()?;
-    let (path, data) = sdk::write_file(files.path(), "old.bin", (1 << 20) + 17, 8)?;
-    for t in [Transport::Quic, Transport::Tcp] {
-        let client_id = format!("v311-{t}");
-        let mut o = sdk::options(&server, t, &client_id);
-        o.protocol = quicft_client::Protocol::V311;
-        let client = Client::connect(o).await?;
-        let opts = UploadOptions {
-            segment_size: Some(100_000),
-            ..UploadOptions::default()
-        };
-        let upload = client.upload(path.as_path(), opts).await?;
-        let file_id = upload.file_id().to_owned();
-        upload.wait().await?;
-        let export = sdk::export_path(server.dir.path(), &client_id, &file_id, "old.bin");
-        ensure!(std::fs::read(export)? == data, "{t}");
-    }
-    Ok(())
+    within(Duration::from_secs(120), async {
+        let server = TestServer::start().await?;
+        let files = tempfile::tempdir()?;
+        let (path, data) = sdk::write_file(files.path(), "old.bin", (1 << 20) + 17, 8)?;
+        for t in [Transport::Quic, Transport::Tcp] {
+            let client_id = format!("v311-{t}");
+            let mut o = sdk::options(&server, t, &client_id);
+            o.protocol = quicft_client::Protocol::V311;
+            let client = Client::connect(o).await?;
+            let opts = UploadOptions {
+                segment_size: Some(100_000),
+                ..UploadOptions::default()
+            };
+            let upload = client.upload(path.as_path(), opts).await?;
+            let file_id = upload.file_id().to_owned();
+            upload.wait().await?;
+            let export = sdk::export_path(server.dir.path(), &client_id, &file_id, "old.bin");
+            ensure!(std::fs::read(export)? == data, "{t}");
+        }
+        Ok(())
+    })
+    .await
 }

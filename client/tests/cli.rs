@@ -1,0 +1,178 @@
+//! `quicft upload --json` end to end: the one-line summary the benchmark kit reads must tell the
+//! truth about reconnects and re-sent bytes (issue 4).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quicft");
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!(
+            "quicft-cli-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn server(dir: &Path) -> Result<quicft_server::Server> {
+    let mut cfg = quicft_server::Config::with_data_dir(dir.to_owned());
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    cfg.listeners.quic = Some(any);
+    cfg.listeners.tcp = Some(any);
+    cfg.listeners.tls = Some(any);
+    cfg.listeners.http = None;
+    cfg.file_transfer.min_free_disk = 0;
+    Ok(quicft_server::Server::start(cfg).await?)
+}
+
+/// A TCP forwarder to `to` that cuts the first connection once it has forwarded `cut_after`
+/// bytes from the device (both directions die, as on a network drop); later connections pass.
+async fn cutting_proxy(to: SocketAddr, cut_after: usize) -> Result<(u16, Arc<AtomicBool>)> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let port = l.local_addr()?.port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut2 = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = l.accept().await {
+            let cut = cut2.clone();
+            tokio::spawn(async move {
+                let Ok(out) = TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut in_r, mut in_w) = inbound.into_split();
+                let (mut out_r, mut out_w) = out.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+                });
+                let armed = !cut.load(Ordering::SeqCst);
+                let mut forwarded = 0usize;
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    let n = match in_r.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if armed && forwarded + n > cut_after {
+                        cut.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    forwarded += n;
+                    if out_w.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping both halves of both sockets closes them.
+                back.abort();
+            });
+        }
+    });
+    Ok((port, cut))
+}
+
+/// Runs `quicft upload FILE --json` over plain TCP to `port`; returns the summary line.
+async fn upload_json(
+    file: &Path,
+    port: u16,
+    ca: &Path,
+    client_id: &str,
+) -> Result<serde_json::Value> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .arg("upload")
+            .arg(file)
+            .args([
+                "--json",
+                "--transport",
+                "tcp",
+                "--window",
+                "1M",
+                "--segment-size",
+                "64K",
+            ])
+            .args(["--server", &format!("127.0.0.1:{port}")])
+            .arg("--ca")
+            .arg(ca)
+            .args(["--client-id", client_id])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("quicft upload did not finish")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "quicft upload failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().last().context("no summary line")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_summary_counts_reconnects_and_resent_bytes() -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(120), json_summary()).await?
+}
+
+async fn json_summary() -> Result<()> {
+    let dir = TempDir::new("srv")?;
+    let srv = server(&dir.0).await?;
+    let tcp = srv.tcp_addr.context("tcp listener")?;
+    let ca = dir.0.join("certs/ca.pem");
+    let files = TempDir::new("files")?;
+    let size: u64 = 8 << 20;
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let path = files.0.join("log.bin");
+    std::fs::write(&path, &data)?;
+
+    // A clean run: nothing re-sent, no reconnect.
+    let s = upload_json(&path, tcp.port(), &ca, "cli-clean").await?;
+    ensure!(s["bytes"] == size && s["transport"] == "tcp", "{s}");
+    ensure!(
+        s["reconnects"] == 0 && s["bytes_resent"] == 0 && s["bytes_sent"] == size,
+        "{s}"
+    );
+
+    // The connection dies a third of the way in: one reconnect, and what was in flight (at most
+    // the 1 MiB window) went twice, no more.
+    let (port, cut) = cutting_proxy(tcp, (size / 3) as usize).await?;
+    let s = upload_json(&path, port, &ca, "cli-cut").await?;
+    eprintln!("{s}");
+    ensure!(cut.load(Ordering::SeqCst), "the proxy never cut");
+    ensure!(s["bytes"] == size && s["reconnects"] == 1, "{s}");
+    let resent = s["bytes_resent"].as_u64().context("bytes_resent")?;
+    let sent = s["bytes_sent"].as_u64().context("bytes_sent")?;
+    ensure!(resent > 0 && resent <= 1 << 20, "re-sent {resent}: {s}");
+    ensure!(
+        sent == size + resent,
+        "sent {sent} = {size} + {resent}? {s}"
+    );
+    let file_id = s["file_id"].as_str().context("file_id")?;
+    let export = dir.0.join("exports/cli-cut").join(file_id).join("log.bin");
+    ensure!(std::fs::read(export)? == data, "export differs");
+    srv.shutdown().await;
+    Ok(())
+}
