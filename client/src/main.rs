@@ -398,6 +398,13 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
             println!("{}", serde_json::to_string(&summary)?);
         }
         match result {
+            // Nothing had to be sent: the server already held the whole file (same file id).
+            Ok(r) if !args.json && r.bytes_sent == 0 && r.bytes > 0 => eprintln!(
+                "{}: already on the server ({} bytes, id {}); nothing sent",
+                file.display(),
+                r.bytes,
+                r.file_id
+            ),
             Ok(r) if !args.json => eprintln!(
                 "{}: {} bytes in {:.2} s ({:.1} Mbit/s) over {}, id {}{}",
                 file.display(),
