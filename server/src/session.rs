@@ -281,6 +281,27 @@ enum Exit {
 struct StreamState {
     writer: Writer,
     pending_acks: VecDeque<(u16, Option<PubResp>)>,
+    /// Packets encoded this turn of the session loop, handed to the writer in one piece by
+    /// [`Session::flush`]: the PUBACKs of a read's dozens of PUBLISHes leave as one write (one
+    /// QUIC packet, one TLS record) rather than one each.
+    out: BytesMut,
+}
+
+impl StreamState {
+    fn new(writer: Writer) -> StreamState {
+        StreamState {
+            writer,
+            pending_acks: VecDeque::new(),
+            out: BytesMut::new(),
+        }
+    }
+
+    /// Encodes `p` behind what this turn already queued on the stream.
+    fn queue(&mut self, p: &Packet, protocol: Protocol) {
+        if let Err(e) = p.encode(protocol, &mut self.out) {
+            tracing::warn!(packet = p.name(), error = %e, "cannot encode packet");
+        }
+    }
 }
 
 struct Session {
@@ -357,13 +378,7 @@ impl Session {
         let client_max_packet = props.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
         let (events_tx, events_rx) = mpsc::channel(256);
         let mut streams = HashMap::new();
-        streams.insert(
-            CONTROL,
-            StreamState {
-                writer: control,
-                pending_acks: VecDeque::new(),
-            },
-        );
+        streams.insert(CONTROL, StreamState::new(control));
         let resend_pending = !state.outgoing.is_empty();
         Session {
             protocol: connect.protocol,
@@ -404,10 +419,19 @@ impl Session {
         self.link.quic.is_some()
     }
 
-    fn send(&self, stream: StreamId, p: &Packet) -> bool {
-        match self.streams.get(&stream) {
-            Some(s) => send_packet(&s.writer, p, self.protocol),
-            None => false,
+    /// Queues `p` on a stream; [`Session::flush`] hands it to the stream's writer.
+    fn send(&mut self, stream: StreamId, p: &Packet) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.queue(p, self.protocol);
+        }
+    }
+
+    /// Hands every stream's queued packets to its writer, one write per stream.
+    fn flush(&mut self) {
+        for s in self.streams.values_mut() {
+            if !s.out.is_empty() {
+                s.writer.send(s.out.split().freeze());
+            }
         }
     }
 
@@ -473,6 +497,7 @@ impl Session {
             self.data_order.push(CONTROL);
         }
         self.resend_inflight();
+        self.flush(); // CONNACK and any re-sent deliveries
         let mut shutdown = self.ctx.shutdown.clone();
         // One future for the whole run: `changed()` rebuilt on every turn cost ~1 k instructions
         // per message.
@@ -527,6 +552,7 @@ impl Session {
                 }
             }
             self.drain_stash();
+            self.flush();
         }
     }
 
@@ -571,13 +597,7 @@ impl Session {
                 Ok(())
             }
             Event::Opened { stream, writer } => {
-                self.streams.insert(
-                    stream,
-                    StreamState {
-                        writer,
-                        pending_acks: VecDeque::new(),
-                    },
-                );
+                self.streams.insert(stream, StreamState::new(writer));
                 self.data_order.push(stream);
                 self.conn.stream_opened();
                 self.resend_inflight();
@@ -968,7 +988,7 @@ impl Session {
         }
         while let Some((_, Some(_))) = s.pending_acks.front() {
             if let Some((_, Some(r))) = s.pending_acks.pop_front() {
-                send_packet(&s.writer, &Packet::PubAck(r), protocol);
+                s.queue(&Packet::PubAck(r), protocol);
             }
         }
     }
@@ -985,11 +1005,7 @@ impl Session {
             .reason_sent(crate::metrics::Sent::PubAck, code);
         match self.streams.get_mut(&stream) {
             Some(s) if s.pending_acks.is_empty() => {
-                send_packet(
-                    &s.writer,
-                    &Packet::PubAck(PubResp::new(pkid, code)),
-                    self.protocol,
-                );
+                s.queue(&Packet::PubAck(PubResp::new(pkid, code)), self.protocol);
             }
             Some(s) => s
                 .pending_acks
@@ -1126,35 +1142,36 @@ impl Session {
             }
         };
         let publish = d.msg.to_publish(&d, pkid, now);
-        let mut buf = BytesMut::new();
-        if let Err(e) = Packet::Publish(publish).encode(self.protocol, &mut buf) {
+        let (protocol, max) = (self.protocol, self.client_max_packet);
+        let backlog_limit = self.ctx.config.limits.max_stream_backlog;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if d.qos == QoS::AtMostOnce && s.writer.backlog() + s.out.len() > backlog_limit {
+            self.ctx
+                .broker
+                .stats
+                .dropped_queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let start = s.out.len();
+        if let Err(e) = Packet::Publish(publish).encode(protocol, &mut s.out) {
             tracing::warn!(error = %e, "cannot encode delivery");
             return;
         }
-        if buf.len() > self.client_max_packet {
+        if s.out.len() - start > max {
             // MQTT 5 §3.1.2.11.4: discard what the client said it cannot take.
             tracing::debug!(
-                size = buf.len(),
+                size = s.out.len() - start,
                 "delivery larger than the client's maximum packet size dropped"
             );
+            s.out.truncate(start);
             return;
         }
-        let Some(s) = self.streams.get(&stream) else {
-            return;
-        };
         if d.qos == QoS::AtMostOnce {
-            if s.writer.backlog() > self.ctx.config.limits.max_stream_backlog {
-                self.ctx
-                    .broker
-                    .stats
-                    .dropped_queue_full
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return;
-            }
-            s.writer.send(buf.freeze());
             return;
         }
-        s.writer.send(buf.freeze());
         self.state.outgoing.insert(
             pkid,
             Outgoing {
@@ -1232,6 +1249,9 @@ impl Session {
         if let Some(w) = will_msg {
             self.publish_will(w);
         }
+        // What this last turn queued (acks of a batch that ended in DISCONNECT, our DISCONNECT)
+        // still goes out before the writers finish their streams.
+        self.flush();
         self.streams.clear();
         let _ = tokio::time::timeout(Duration::from_secs(1), control_task).await;
         if let Some(conn) = &self.link.quic {
