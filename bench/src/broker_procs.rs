@@ -1,5 +1,6 @@
 //! Brokers under test as child processes (quicft from its release binary, mosquitto from its Debian
-//! package), and what `/proc` says about them and about the machine.
+//! package, the minimal `relay_broker` ceiling from this crate), and what `/proc` says about them and
+//! about the machine.
 //!
 //! Each broker listens on free loopback ports picked here, is polled until its TCP port accepts,
 //! and is stopped with SIGTERM by PID (SIGKILL by PID if it does not exit in time, or if the
@@ -19,6 +20,8 @@ use anyhow::{bail, Context, Result};
 pub enum Kind {
     Quicft,
     Mosquitto,
+    /// `relay_broker` (src/bin/relay_broker.rs): the least work any broker must do, as a ceiling.
+    Relay,
 }
 
 impl Kind {
@@ -26,6 +29,7 @@ impl Kind {
         match self {
             Kind::Quicft => "quicft",
             Kind::Mosquitto => "mosquitto",
+            Kind::Relay => "relay",
         }
     }
 }
@@ -176,6 +180,59 @@ impl BrokerProc {
         Ok(p)
     }
 
+    /// Starts `relay_broker` with QUIC and TCP on free loopback ports, TLS only if `with_tls`. It
+    /// uses (and creates if missing) the development CA in `<data_dir>/certs/`, as quicft does, so
+    /// both can share one data directory.
+    pub fn start_relay(
+        bin: &Path,
+        cpus: Option<&str>,
+        with_tls: bool,
+        data_dir: &Path,
+        log_dir: &Path,
+        label: &str,
+    ) -> Result<BrokerProc> {
+        let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
+        let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
+        let tls = if with_tls {
+            Some(SocketAddr::from(([127, 0, 0, 1], free_port(false)?)))
+        } else {
+            None
+        };
+        let log = log_dir.join(format!("{label}.log"));
+        let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut cmd = command(bin, cpus);
+        if let Some(t) = tls {
+            cmd.args(["--tls", &t.to_string()]);
+        }
+        let child = cmd
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--quic", &quic.to_string(), "--tcp", &tcp.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "start {} (build it: cargo build --release -p quicft-bench)",
+                    bin.display()
+                )
+            })?;
+        let pid = child.id();
+        let mut p = BrokerProc {
+            kind: Kind::Relay,
+            pid,
+            tcp,
+            quic: Some(quic),
+            tls,
+            ca: Some(data_dir.join("certs").join("ca.pem")),
+            log,
+            child: Some(child),
+        };
+        p.wait_ready()?;
+        Ok(p)
+    }
+
     /// Polls the TCP (and TLS) ports: quicft binds QUIC before them and writes its CA first.
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -246,7 +303,7 @@ impl BrokerProc {
         let deadline = Instant::now() + grace;
         loop {
             if let Some(status) = child.try_wait()? {
-                // mosquitto and quicft both exit 0 on SIGTERM.
+                // mosquitto, quicft and the relay all exit 0 on SIGTERM.
                 if !status.success() {
                     bail!(
                         "{} exited with {status}:\n{}",

@@ -5,8 +5,12 @@
 //! ratios compare runs made side by side. Each scenario gets a fresh broker process, so its CPU and
 //! peak RSS are its own. See bench/BROKER.md for how to read the table.
 //!
+//! `--targets …,relay-tcp,relay-quic` adds the ceiling: `relay_broker` (src/bin/relay_broker.rs), the
+//! least work any broker must do, over the same TCP and QUIC setups (and TLS: `relay-tls`); the
+//! ratio table then shows relay QUIC / relay TCP next to quicft QUIC / quicft TCP.
+//!
 //! ```text
-//! cargo build --release -p quicft-server
+//! cargo build --release -p quicft-server -p quicft-bench
 //! cargo run --release -p quicft-bench --bin broker_bench -- [--publishers 4,16] [--rounds 3]
 //! cargo run --release -p quicft-bench --bin broker_bench -- --smoke      # CI: exits 1 if nothing arrives
 //! ```
@@ -45,7 +49,8 @@ struct Args {
     /// Rounds; each runs every target for every publisher count, interleaved.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Targets to run (comma-separated); quicft-tls is also available.
+    /// Targets to run (comma-separated); also available: quicft-tls, and relay-tcp / relay-quic /
+    /// relay-tls (the minimal relay_broker ceiling on the same transports).
     #[arg(
         long,
         value_delimiter = ',',
@@ -79,6 +84,9 @@ struct Args {
     /// quicft-server binary [default: next to this one, i.e. target/release/quicft-server].
     #[arg(long)]
     quicft_bin: Option<PathBuf>,
+    /// relay_broker binary [default: next to this one, i.e. target/release/relay_broker].
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
     /// mosquitto binary [default: /usr/sbin/mosquitto].
     #[arg(long)]
     mosquitto_bin: Option<PathBuf>,
@@ -100,6 +108,12 @@ enum TargetKind {
     QuicftQuic,
     /// Not in the default set: QUIC's encrypted counterpart, for analysis.
     QuicftTls,
+    /// Not in the default set: the minimal relay (ceiling) over TCP.
+    RelayTcp,
+    /// Not in the default set: the minimal relay (ceiling) over QUIC, quicft's QUIC settings.
+    RelayQuic,
+    /// Not in the default set: the minimal relay (ceiling) over TLS, quicft's TLS settings.
+    RelayTls,
 }
 
 impl TargetKind {
@@ -107,13 +121,16 @@ impl TargetKind {
         match self {
             TargetKind::MosquittoTcp => Kind::Mosquitto,
             TargetKind::QuicftTcp | TargetKind::QuicftQuic | TargetKind::QuicftTls => Kind::Quicft,
+            TargetKind::RelayTcp | TargetKind::RelayQuic | TargetKind::RelayTls => Kind::Relay,
         }
     }
     fn transport(self) -> Transport {
         match self {
-            TargetKind::QuicftQuic => Transport::Quic,
-            TargetKind::QuicftTls => Transport::Tls,
-            TargetKind::MosquittoTcp | TargetKind::QuicftTcp => Transport::Tcp,
+            TargetKind::QuicftQuic | TargetKind::RelayQuic => Transport::Quic,
+            TargetKind::QuicftTls | TargetKind::RelayTls => Transport::Tls,
+            TargetKind::MosquittoTcp | TargetKind::QuicftTcp | TargetKind::RelayTcp => {
+                Transport::Tcp
+            }
         }
     }
 }
@@ -174,7 +191,12 @@ async fn run(args: Args) -> Result<()> {
         ]
         .map(PathBuf::from),
     );
+    let relay_bin = broker_procs::find_binary(args.relay_bin.as_deref(), &default_relay_bins());
     let needs = |k: Kind| args.targets.iter().any(|t| t.server() == k);
+    let relay_bin = match (needs(Kind::Relay), relay_bin) {
+        (true, None) => bail!("relay_broker binary not found: cargo build --release -p quicft-bench, or pass --relay-bin"),
+        (_, b) => b,
+    };
     let quicft_bin = match (needs(Kind::Quicft), quicft_bin) {
         (true, None) => bail!("quicft-server binary not found: cargo build --release -p quicft-server, or pass --quicft-bin"),
         (_, b) => b,
@@ -196,7 +218,12 @@ async fn run(args: Args) -> Result<()> {
             Some(broker.to_owned())
         }
     };
-    print_header(&args, quicft_bin.as_deref(), mosquitto_bin.as_deref());
+    print_header(
+        &args,
+        quicft_bin.as_deref(),
+        mosquitto_bin.as_deref(),
+        relay_bin.as_deref(),
+    );
 
     let base = Instant::now();
     let mut rows = Vec::new();
@@ -215,6 +242,14 @@ async fn run(args: Args) -> Result<()> {
                         broker_cpus.as_deref(),
                         target == TargetKind::QuicftTls,
                         args.quicft_config.as_deref(),
+                        &data_dir,
+                        work.path(),
+                        &label,
+                    ),
+                    Kind::Relay => BrokerProc::start_relay(
+                        relay_bin.as_deref().context("no relay_broker binary")?,
+                        broker_cpus.as_deref(),
+                        target == TargetKind::RelayTls,
                         &data_dir,
                         work.path(),
                         &label,
@@ -447,14 +482,27 @@ fn failed_row(round: usize, target: TargetKind, publishers: usize, error: String
 }
 
 fn default_quicft_bins() -> Vec<PathBuf> {
+    sibling_bins("quicft-server")
+}
+
+fn default_relay_bins() -> Vec<PathBuf> {
+    sibling_bins("relay_broker")
+}
+
+/// `name` next to this executable, then in the workspace's target/release.
+fn sibling_bins(name: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
     {
-        v.push(dir.join("quicft-server"));
+        v.push(dir.join(name));
     }
-    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/quicft-server"));
+    v.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release")
+            .join(name),
+    );
     v
 }
 
@@ -462,7 +510,12 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn print_header(args: &Args, quicft: Option<&Path>, mosquitto: Option<&Path>) {
+fn print_header(
+    args: &Args,
+    quicft: Option<&Path>,
+    mosquitto: Option<&Path>,
+    relay: Option<&Path>,
+) {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -482,6 +535,9 @@ fn print_header(args: &Args, quicft: Option<&Path>, mosquitto: Option<&Path>) {
     );
     if let Some(q) = quicft {
         println!("- quicft: {}", q.display());
+    }
+    if let Some(r) = relay.filter(|_| args.targets.iter().any(|t| t.server() == Kind::Relay)) {
+        println!("- relay (ceiling): {}", r.display());
     }
     if let Some(m) = mosquitto {
         let v = std::process::Command::new(m)
@@ -640,7 +696,14 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// Ratios from rows of the same round (run side by side), then their median over rounds.
+///
+/// Always: quicft TCP / mosquitto and quicft QUIC / quicft TCP (the issue's targets). With TLS in
+/// the targets: quicft QUIC / quicft TLS. With relay targets: relay QUIC / relay TCP (the
+/// ceiling: what QUIC / TCP comes to for a broker that does nearly nothing), relay QUIC / relay TLS,
+/// quicft QUIC / relay QUIC (how much of that ceiling quicft reaches over QUIC) and quicft TCP /
+/// relay TCP.
 fn print_ratios(args: &Args, rows: &[Row]) -> serde_json::Value {
+    use TargetKind::*;
     let rate = |round: usize, n: usize, t: TargetKind| {
         rows.iter()
             .find(|r| r.round == round && r.publishers == n && r.target == t && r.error.is_none())
@@ -650,67 +713,106 @@ fn print_ratios(args: &Args, rows: &[Row]) -> serde_json::Value {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
-    let verdict = |v: Option<f64>, target: f64| match v {
-        Some(x) if x >= target => format!("{x:.2} ✓"),
-        Some(x) => format!("{x:.2} ✗"),
-        None => "–".into(),
+    let has = |t: TargetKind| args.targets.contains(&t);
+    // (header, json key, numerator, denominator, target)
+    let mut cols: Vec<(&str, &str, TargetKind, TargetKind, Option<f64>)> = vec![
+        (
+            "quicft TCP / mosquitto (target ≥ 1.0)",
+            "quicft_tcp_over_mosquitto",
+            QuicftTcp,
+            MosquittoTcp,
+            Some(1.0),
+        ),
+        (
+            "quicft QUIC / quicft TCP (target ≥ 0.8)",
+            "quicft_quic_over_quicft_tcp",
+            QuicftQuic,
+            QuicftTcp,
+            Some(0.8),
+        ),
+    ];
+    if has(QuicftTls) {
+        cols.push((
+            "quicft QUIC / quicft TLS (no target)",
+            "quicft_quic_over_quicft_tls",
+            QuicftQuic,
+            QuicftTls,
+            None,
+        ));
+    }
+    if has(RelayTcp) && has(RelayQuic) {
+        cols.push((
+            "relay QUIC / relay TCP (ceiling)",
+            "relay_quic_over_relay_tcp",
+            RelayQuic,
+            RelayTcp,
+            None,
+        ));
+    }
+    if has(RelayQuic) && has(RelayTls) {
+        cols.push((
+            "relay QUIC / relay TLS",
+            "relay_quic_over_relay_tls",
+            RelayQuic,
+            RelayTls,
+            None,
+        ));
+    }
+    if has(RelayQuic) && has(QuicftQuic) {
+        cols.push((
+            "quicft QUIC / relay QUIC",
+            "quicft_quic_over_relay_quic",
+            QuicftQuic,
+            RelayQuic,
+            None,
+        ));
+    }
+    if has(RelayTcp) && has(QuicftTcp) {
+        cols.push((
+            "quicft TCP / relay TCP",
+            "quicft_tcp_over_relay_tcp",
+            QuicftTcp,
+            RelayTcp,
+            None,
+        ));
+    }
+    let cell = |v: Option<f64>, target: Option<f64>| match (v, target) {
+        (Some(x), Some(t)) if x >= t => format!("{x:.2} ✓"),
+        (Some(x), Some(_)) => format!("{x:.2} ✗"),
+        (Some(x), None) => format!("{x:.2}"),
+        (None, _) => "–".into(),
     };
-    let tls = args.targets.contains(&TargetKind::QuicftTls);
     println!();
-    println!(
-        "| publishers | round | quicft TCP / mosquitto (target ≥ 1.0) | quicft QUIC / quicft TCP (target ≥ 0.8) |{}",
-        if tls { " quicft QUIC / quicft TLS (no target) |" } else { "" }
-    );
-    println!("|---:|---:|---:|---:|{}", if tls { "---:|" } else { "" });
+    let heads: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    println!("| publishers | round | {} |", heads.join(" | "));
+    println!("|---:|---:|{}", "---:|".repeat(cols.len()));
     let mut out = Vec::new();
     for &n in &args.publishers {
-        let (mut tcp_mos, mut quic_tcp, mut quic_tls) = (Vec::new(), Vec::new(), Vec::new());
+        let mut per_col: Vec<Vec<f64>> = vec![Vec::new(); cols.len()];
         for round in 1..=args.rounds {
-            let a = ratio(
-                rate(round, n, TargetKind::QuicftTcp),
-                rate(round, n, TargetKind::MosquittoTcp),
-            );
-            let b = ratio(
-                rate(round, n, TargetKind::QuicftQuic),
-                rate(round, n, TargetKind::QuicftTcp),
-            );
-            let c = ratio(
-                rate(round, n, TargetKind::QuicftQuic),
-                rate(round, n, TargetKind::QuicftTls),
-            );
-            tcp_mos.extend(a);
-            quic_tcp.extend(b);
-            quic_tls.extend(c);
-            let extra = if tls {
-                format!(" {} |", c.map_or_else(|| "–".into(), |x| format!("{x:.2}")))
-            } else {
-                String::new()
-            };
-            println!(
-                "| {n} | {round} | {} | {} |{extra}",
-                verdict(a, 1.0),
-                verdict(b, 0.8)
-            );
+            let mut cells = Vec::new();
+            for (i, c) in cols.iter().enumerate() {
+                let v = ratio(rate(round, n, c.2), rate(round, n, c.3));
+                per_col[i].extend(v);
+                cells.push(cell(v, c.4));
+            }
+            println!("| {n} | {round} | {} |", cells.join(" | "));
         }
-        let (a, b, c) = (median(tcp_mos), median(quic_tcp), median(quic_tls));
+        let medians: Vec<Option<f64>> = per_col.into_iter().map(median).collect();
         if args.rounds > 1 {
-            let extra = if tls {
-                format!(" {} |", c.map_or_else(|| "–".into(), |x| format!("{x:.2}")))
-            } else {
-                String::new()
-            };
-            println!(
-                "| {n} | median | {} | {} |{extra}",
-                verdict(a, 1.0),
-                verdict(b, 0.8)
-            );
+            let cells: Vec<String> = medians
+                .iter()
+                .zip(&cols)
+                .map(|(m, c)| cell(*m, c.4))
+                .collect();
+            println!("| {n} | median | {} |", cells.join(" | "));
         }
-        out.push(serde_json::json!({
-            "publishers": n,
-            "quicft_tcp_over_mosquitto": a,
-            "quicft_quic_over_quicft_tcp": b,
-            "quicft_quic_over_quicft_tls": c,
-        }));
+        let mut obj = serde_json::Map::new();
+        obj.insert("publishers".into(), serde_json::json!(n));
+        for (m, c) in medians.iter().zip(&cols) {
+            obj.insert(c.1.into(), serde_json::json!(m));
+        }
+        out.push(serde_json::Value::Object(obj));
     }
     serde_json::Value::Array(out)
 }
