@@ -18,12 +18,15 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use quicft_proto::ft::{FileMeta, RangeSet};
 use serde::{Deserialize, Serialize};
 
 use super::escape::escape;
 use super::journal;
+use super::transfer::lock;
 
 pub const TRANSFER_FILE: &str = "transfer.json";
 pub const DATA_FILE: &str = "data.part";
@@ -96,6 +99,44 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// How long a [`FreeSpace`] answer is reused.
+const FREE_SPACE_TTL: Duration = Duration::from_millis(100);
+
+/// The free space of the store's filesystem for the per-segment watermark check, without a
+/// `statvfs` per segment: an answer is reused for [`FREE_SPACE_TTL`], counting down the bytes
+/// admitted meanwhile, and the filesystem is always asked again before anything is refused.
+pub struct FreeSpace {
+    path: PathBuf,
+    /// When the filesystem was last asked, and the free bytes left after what was admitted since.
+    cached: Mutex<Option<(Instant, u64)>>,
+}
+
+impl FreeSpace {
+    pub fn new(path: PathBuf) -> FreeSpace {
+        FreeSpace {
+            path,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// Whether `need` more bytes leave at least `min_free` free; if so, counts them as used.
+    /// Blocking (at most one `statvfs`).
+    pub fn admit(&self, need: u64, min_free: u64) -> io::Result<bool> {
+        let want = min_free.saturating_add(need);
+        let mut c = lock(&self.cached);
+        if let Some((at, free)) = *c {
+            if at.elapsed() < FREE_SPACE_TTL && free >= want {
+                *c = Some((at, free - need));
+                return Ok(true);
+            }
+        }
+        let free = free_space(&self.path)?;
+        let ok = free >= want;
+        *c = Some((Instant::now(), if ok { free - need } else { free }));
+        Ok(ok)
+    }
 }
 
 /// Creates `root/a/b/…`, fsyncing each directory that gets a new entry. Returns the deepest path.

@@ -7,9 +7,10 @@
 //!
 //! How a segment becomes durable (see `commit.rs` for the group commit):
 //! ```text
-//! handle ─► admit (limits, ranges not yet held) ─► blocking: verify SHA-256, pwrite at offset
-//!        ─► committer: fdatasync data.part, append + fdatasync ranges.log, insert into `held`
-//!        ─► blocking: advance the running SHA-256 ─► 0x00
+//! handle ─► admit (limits, ranges not yet held) ─► blocking: verify SHA-256, write at offset
+//!        (one writer per transfer; O_DIRECT for the block-aligned middle, see `Transfer::write_at`)
+//!        ─► committer: fdatasync data.part, append + fdatasync ranges.log, insert into `held` ─► 0x00
+//!        └► (not awaited) blocking: advance the running SHA-256 from the committed payloads
 //! ```
 //! Outcomes that are a choice rather than a rule of DESIGN §2:
 //! * fin whose data is complete but whose size or SHA-256 does not match: 0x83, a `failed` event, and
@@ -32,7 +33,6 @@ mod tests;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -232,6 +232,8 @@ struct Inner {
     reg: Mutex<Registry>,
     commit_tx: mpsc::Sender<CommitJob>,
     events: mpsc::Sender<FtEvent>,
+    /// Free space on the store's filesystem for the watermark check, without a statvfs per segment.
+    free: Arc<disk::FreeSpace>,
 }
 
 #[derive(Default)]
@@ -413,11 +415,13 @@ impl FtService {
         tracing::info!(transfers = live, "file-transfer store opened");
         let commit_tx = commit::spawn().map_err(io_err("start the committer thread"))?;
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let free = Arc::new(disk::FreeSpace::new(cfg.store_dir.clone()));
         let inner = Inner {
             cfg,
             reg: Mutex::new(reg),
             commit_tx,
             events,
+            free,
         };
         Ok((
             FtService {
@@ -768,7 +772,7 @@ impl FtService {
         // Verify and write off the async threads. Nothing is written when the checksum is wrong.
         let written = {
             let (t, payload, ranges) = (t.clone(), payload.clone(), ranges.clone());
-            let store = cfg.store_dir.clone();
+            let free = self.inner.free.clone();
             let min_free = cfg.min_free_disk;
             tokio::task::spawn_blocking(move || -> Result<_, SegmentError> {
                 if let Some(sum) = checksum {
@@ -777,18 +781,14 @@ impl FtService {
                     }
                 }
                 let new_bytes: u64 = ranges.iter().map(|&(s, e)| e - s).sum();
-                let free = disk::free_space(&store).map_err(SegmentError::Io)?;
-                if free < min_free.saturating_add(new_bytes) {
+                if !free.admit(new_bytes, min_free).map_err(SegmentError::Io)? {
                     return Err(SegmentError::DiskFull);
                 }
                 let files = t.files().map_err(SegmentError::Io)?;
                 for &(s, e) in &ranges {
                     let (from, to) = (to_index(s - offset), to_index(e - offset));
                     let bytes = payload.get(from..to).ok_or(SegmentError::Bounds)?;
-                    files
-                        .data
-                        .write_all_at(bytes, s)
-                        .map_err(SegmentError::Io)?;
+                    t.write_at(&files, s, bytes).map_err(SegmentError::Io)?;
                 }
                 Ok((files, guard))
             })
@@ -827,15 +827,13 @@ impl FtService {
             st.last_io = now;
             st.updated_at = now_unix();
         }
-        let hashed = {
-            let t = t.clone();
-            let wrote = RangeSet::from_vec(ranges);
-            blocking(move || t.advance_hash(offset, &payload, &wrote)).await
-        };
-        if let Err(e) = hashed {
-            // Only a lost shortcut: fin reads the file instead.
-            tracing::debug!(error = %e, "running hash not advanced");
-        }
+        // The running hash takes the bytes from memory, in offset order, on a blocking thread; the
+        // acknowledgement does not wait for it (fin does).
+        let pieces = ranges
+            .iter()
+            .map(|&(s, e)| (s, payload.slice(to_index(s - offset)..to_index(e - offset))))
+            .collect();
+        t.feed_hash(pieces);
         // Durable. If an abort or cancel raced with it, say what the device must do now.
         if lock(&t.st).phase == Phase::Gone {
             return after_gone(self.lookup(client_id, file_id), end);

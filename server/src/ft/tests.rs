@@ -259,6 +259,53 @@ async fn out_of_order_duplicates_overlaps_concurrent() {
     assert_exported(&env, "dev", "x", "shuffled.bin", &data);
 }
 
+/// Large segments at unaligned offsets take both write paths (direct for their aligned middle,
+/// buffered for head and tail), and a reverse-order upload larger than the running hash keeps in
+/// memory makes it read the rest back from the file: both must export the exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_writes_unaligned_and_hash_beyond_memory() {
+    let env = std::sync::Arc::new(Env::new());
+    let data = std::sync::Arc::new(random_bytes(11, (5 << 20) + 4321));
+    let init = serde_json::json!({"name": "odd.bin", "checksum": sha(&data).to_hex()});
+    assert_reason(&env.init("dev", "odd", init).await, FtReason::Success);
+    let mut pieces: Vec<(usize, usize)> = segments(data.len(), 300_007)
+        .into_iter()
+        .map(|(_, a, b)| (a, b))
+        .collect();
+    // An overlapping segment across a block boundary, and one from an aligned offset.
+    pieces.push((4095, 4095 + 200_000));
+    pieces.push((1 << 20, (1 << 20) + 700_000));
+    pieces.shuffle(&mut StdRng::seed_from_u64(5));
+    let mut tasks = Vec::new();
+    for (a, b) in pieces {
+        let (env, data) = (env.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            env.seg("dev", "odd", a as u64, &data[a..b]).await
+        }));
+    }
+    for t in tasks {
+        assert_reason(&t.await.unwrap(), FtReason::Success);
+    }
+    let out = env.fin("dev", "odd", data.len() as u64, None).await;
+    assert_reason(&out, FtReason::Success);
+    assert_exported(&env, "dev", "odd", "odd.bin", &data);
+
+    let big = random_bytes(12, (40 << 20) + 1000);
+    assert_reason(
+        &env.init("dev", "rev", meta("f.bin", &big)).await,
+        FtReason::Success,
+    );
+    for (off, a, b) in segments(big.len(), 1 << 20).into_iter().rev() {
+        assert_reason(
+            &env.seg("dev", "rev", off, &big[a..b]).await,
+            FtReason::Success,
+        );
+    }
+    let out = env.fin("dev", "rev", big.len() as u64, None).await;
+    assert_reason(&out, FtReason::Success);
+    assert_exported(&env, "dev", "rev", "f.bin", &big);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_share_commits() {
     let env = std::sync::Arc::new(Env::new());

@@ -1,14 +1,16 @@
 //! One transfer in progress: its metadata, the ranges held durably, the writes in flight and the
 //! running SHA-256 of its contiguous prefix.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quicft_proto::ft::{FileMeta, RangeSet};
 use sha2::{Digest, Sha256 as Hasher};
 use tokio::sync::Notify;
@@ -38,6 +40,9 @@ pub(crate) enum Phase {
 /// The two files of a transfer, opened together. Only the committer writes the journal.
 pub(crate) struct OpenFiles {
     pub data: File,
+    /// `data.part` again, opened with `O_DIRECT` (`None` where the filesystem refuses it): see
+    /// [`Transfer::write_at`].
+    direct: Option<File>,
     pub journal: File,
 }
 
@@ -113,11 +118,103 @@ struct HashState {
     hasher: Hasher,
     /// The hasher has consumed bytes `[0, upto)` of the file.
     upto: u64,
+    /// Reused for the bytes the hash has to read back from the file.
+    buf: Vec<u8>,
 }
 
-/// Running hashes read at most this much of the file to catch up after a gap is filled; beyond it,
-/// catching up is left to fin so a segment's acknowledgement never waits on a long read.
+/// Committed bytes waiting for the running hash to reach them, kept in memory so that it never has
+/// to read them back from the file (which, after a direct write, means reading the disk).
+#[derive(Default)]
+struct Pending {
+    /// Start offset → the bytes a segment wrote there (exactly what the file holds, unless two
+    /// in-flight writes overlapped, which sets `State::rehash`).
+    pieces: BTreeMap<u64, Bytes>,
+    bytes: usize,
+    /// Mirror of `HashState::upto`, readable without waiting for a hash in progress.
+    upto: u64,
+}
+
+impl Pending {
+    /// Keeps `bytes` at `start` unless they are behind the hash or over a memory limit (pieces the
+    /// hash can use right away are always kept: they are dropped again within milliseconds).
+    fn add(&mut self, start: u64, bytes: Bytes) {
+        let n = bytes.len();
+        if n == 0 || start + n as u64 <= self.upto || self.pieces.contains_key(&start) {
+            return;
+        }
+        if start > self.upto {
+            let total = PENDING_TOTAL.fetch_add(n, Ordering::Relaxed) + n;
+            if self.bytes + n > PENDING_LIMIT || total > PENDING_TOTAL_LIMIT {
+                PENDING_TOTAL.fetch_sub(n, Ordering::Relaxed);
+                return; // read back from the file when the hash gets there
+            }
+        } else {
+            PENDING_TOTAL.fetch_add(n, Ordering::Relaxed);
+        }
+        self.pieces.insert(start, bytes);
+        self.bytes += n;
+    }
+
+    /// Forgets pieces that end at or before `upto` (every piece with `u64::MAX`).
+    fn drop_behind(&mut self, upto: u64) {
+        while let Some((&s, b)) = self.pieces.first_key_value() {
+            if upto != u64::MAX && s + b.len() as u64 > upto {
+                break;
+            }
+            let n = b.len();
+            self.pieces.pop_first();
+            self.bytes -= n;
+            PENDING_TOTAL.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the piece the hash needs next is here.
+    fn ready(&self) -> bool {
+        self.pieces
+            .range(..=self.upto)
+            .next_back()
+            .is_some_and(|(&s, b)| s + b.len() as u64 > self.upto)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.drop_behind(u64::MAX);
+    }
+}
+
+/// Most bytes kept in [`Pending`] per transfer beyond the one the hash needs next. Segments that
+/// arrive further ahead (out-of-order uploads) are read back from the file when the hash gets there.
+const PENDING_LIMIT: usize = 32 << 20;
+/// The same for all transfers together: these payloads outlive the session's in-flight budget
+/// (`limits.max_ft_inflight_bytes`), which is released when a segment is acknowledged.
+const PENDING_TOTAL_LIMIT: usize = 256 << 20;
+/// Bytes in every transfer's [`Pending`] (process-wide, as the memory it bounds).
+static PENDING_TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+/// Running hashes read at most this much of the file at once to catch up after a gap is filled;
+/// the rest is left to the next commit or to fin.
 const CATCHUP_LIMIT: u64 = 16 << 20;
+
+/// `O_DIRECT` writes need offsets, lengths and buffer addresses aligned to the logical block size;
+/// 4 KiB covers every common one (a filesystem that wants more gets buffered writes, see
+/// [`Writer::direct_failed`]).
+const DIRECT_ALIGN: usize = 4096;
+/// Ranges shorter than this go through the page cache: a direct write waits for the device.
+const DIRECT_MIN: usize = 64 << 10;
+/// Size of the aligned buffer a transfer copies direct writes through.
+const DIRECT_CHUNK: usize = 1 << 20;
+
+/// The single writer of a transfer's data file (one at a time: concurrent `pwrite`s of one file
+/// only spin on its inode lock).
+#[derive(Default)]
+struct Writer {
+    /// `DIRECT_CHUNK` bytes at a `DIRECT_ALIGN`ed address inside it (allocated on first use, kept
+    /// while the files are open: memory that is reused costs far less than fresh memory).
+    buf: Vec<u8>,
+    /// The filesystem refused a direct write: this transfer writes through the page cache.
+    direct_failed: bool,
+}
 
 pub(crate) struct Transfer {
     pub client_id: String,
@@ -127,7 +224,13 @@ pub(crate) struct Transfer {
     pub dir: PathBuf,
     pub started_at: u64,
     pub st: Mutex<State>,
+    /// Held by whoever advances the running hash, for as long as it hashes.
     hash: Mutex<HashState>,
+    /// Short critical sections only: segment handlers add to it from async tasks.
+    pending: Mutex<Pending>,
+    /// A blocking task is advancing the running hash (at most one is started at a time).
+    hashing: AtomicBool,
+    writer: Mutex<Writer>,
     /// Serialises init, fin, abort, cancel and GC of this transfer; never held by segments, which only
     /// wait on it while the transfer is initializing or assembling.
     pub op: Arc<tokio::sync::Mutex<()>>,
@@ -164,7 +267,11 @@ impl Transfer {
             hash: Mutex::new(HashState {
                 hasher: Hasher::new(),
                 upto: 0,
+                buf: Vec::new(),
             }),
+            pending: Mutex::new(Pending::default()),
+            hashing: AtomicBool::new(false),
+            writer: Mutex::new(Writer::default()),
             op: Arc::new(tokio::sync::Mutex::new(())),
             idle: Notify::new(),
             files: Mutex::new(FilesSlot {
@@ -190,8 +297,13 @@ impl Transfer {
             .read(true)
             .write(true)
             .open(self.dir.join(DATA_FILE))?;
+        let direct = open_direct(&self.dir.join(DATA_FILE));
         let journal = journal::open_append(&self.dir.join(JOURNAL_FILE))?;
-        let files = Arc::new(OpenFiles { data, journal });
+        let files = Arc::new(OpenFiles {
+            data,
+            direct,
+            journal,
+        });
         slot.open = Some(files.clone());
         Ok(files)
     }
@@ -201,6 +313,15 @@ impl Transfer {
         let mut slot = lock(&self.files);
         slot.open = None;
         slot.closed |= for_good;
+        drop(slot);
+        // An idle or finished transfer gives its memory back (the hash reads the file instead).
+        lock(&self.pending).drop_behind(u64::MAX);
+        if let Ok(mut w) = self.writer.try_lock() {
+            w.buf = Vec::new();
+        }
+        if let Ok(mut h) = self.hash.try_lock() {
+            h.buf = Vec::new();
+        }
     }
 
     pub fn files_open(&self) -> bool {
@@ -227,53 +348,198 @@ impl Transfer {
         }
     }
 
-    /// Feeds the running hash after a segment was committed. `wrote` are the ranges this segment wrote
-    /// from `payload` (so those bytes equal the file's); other bytes are read back from the file, up to
-    /// [`CATCHUP_LIMIT`]. Blocking; best effort (fin catches up from wherever this stopped).
-    pub fn advance_hash(&self, offset: u64, payload: &[u8], wrote: &RangeSet) -> io::Result<()> {
-        let mut h = lock(&self.hash);
-        let prefix = lock(&self.st).held.contiguous_prefix();
-        if h.upto >= prefix {
-            return Ok(());
+    /// Writes `bytes` at `at` in the data file. Blocking; one writer per transfer at a time.
+    ///
+    /// The block-aligned middle of a large range goes to the disk with `O_DIRECT`, through a reused
+    /// aligned buffer: a buffered write copies every byte into freshly allocated page-cache memory,
+    /// which costs this server more CPU than anything else it does for a segment (and the commit
+    /// flushes those pages right away anyway). The unaligned head and tail go through the page cache;
+    /// they are other blocks, and the kernel keeps the cache coherent with direct writes (flushing and
+    /// invalidating the range around each one), so which path wrote a byte never shows. Durability
+    /// is unchanged: the committer's fdatasync covers both paths (data blocks, allocation, size).
+    pub fn write_at(&self, files: &OpenFiles, at: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut w = lock(&self.writer);
+        let (direct, head, mid) = match (&files.direct, w.direct_failed) {
+            (Some(d), false) => {
+                let head = usize::try_from(at.next_multiple_of(DIRECT_ALIGN as u64) - at)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let mid = (bytes.len() - head) / DIRECT_ALIGN * DIRECT_ALIGN;
+                (d, head, mid)
+            }
+            _ => return files.data.write_all_at(bytes, at),
+        };
+        if mid < DIRECT_MIN {
+            return files.data.write_all_at(bytes, at);
         }
-        let end = offset.saturating_add(payload.len() as u64);
-        let take_end = end.min(prefix);
-        if offset <= h.upto && h.upto < take_end && wrote.contains(h.upto, take_end) {
-            let from = usize::try_from(h.upto - offset).unwrap_or(usize::MAX);
-            let to = usize::try_from(take_end - offset).unwrap_or(usize::MAX);
-            if let Some(bytes) = payload.get(from..to) {
-                h.hasher.update(bytes);
-                h.upto = take_end;
+        let (head_bytes, rest) = bytes.split_at(head);
+        let (mid_bytes, tail_bytes) = rest.split_at(mid);
+        let mid_at = at + head as u64;
+        files.data.write_all_at(head_bytes, at)?;
+        if let Err(e) = write_direct(direct, &mut w.buf, mid_bytes, mid_at) {
+            if e.kind() != io::ErrorKind::InvalidInput {
+                return Err(e);
+            }
+            // EINVAL: this filesystem wants another alignment, or no direct I/O at all.
+            tracing::debug!(error = %e, "direct write refused; writing through the page cache");
+            w.direct_failed = true;
+            files.data.write_all_at(mid_bytes, mid_at)?;
+        }
+        files.data.write_all_at(tail_bytes, mid_at + mid as u64)
+    }
+
+    /// Hands the running hash the bytes a committed segment wrote (`(offset, bytes)`, exactly what
+    /// the file now holds there) and, if they let it advance, advances it on a blocking thread,
+    /// without making the segment's acknowledgement wait. Best effort: fin catches up from wherever
+    /// the hash stopped.
+    pub fn feed_hash(self: &Arc<Self>, pieces: Vec<(u64, Bytes)>) {
+        let ready = {
+            let mut p = lock(&self.pending);
+            for (start, bytes) in pieces {
+                p.add(start, bytes);
+            }
+            p.ready()
+        };
+        let prefix = lock(&self.st).held.contiguous_prefix();
+        let held_ahead = prefix > lock(&self.pending).upto;
+        if (ready || held_ahead) && !self.hashing.swap(true, Ordering::AcqRel) {
+            let t = self.clone();
+            tokio::task::spawn_blocking(move || t.run_hash());
+        }
+    }
+
+    /// The blocking task started by [`Transfer::feed_hash`].
+    fn run_hash(&self) {
+        loop {
+            {
+                let mut h = lock(&self.hash);
+                if lock(&self.st).rehash {
+                    // The file may differ from the pieces; fin hashes it from scratch.
+                    lock(&self.pending).drop_behind(u64::MAX);
+                } else {
+                    let prefix = lock(&self.st).held.contiguous_prefix();
+                    let limit = h.upto.saturating_add(CATCHUP_LIMIT).min(prefix);
+                    if let Err(e) = self.hash_to(&mut h, limit) {
+                        // Only a lost shortcut: fin reads the file instead.
+                        tracing::debug!(error = %e, "running hash not advanced");
+                    }
+                }
+            }
+            self.hashing.store(false, Ordering::Release);
+            // A piece that arrived while this ran may have seen `hashing` still set: look again.
+            let more = lock(&self.pending).ready();
+            if !more || self.hashing.swap(true, Ordering::AcqRel) {
+                return;
             }
         }
-        if h.upto < prefix && prefix - h.upto <= CATCHUP_LIMIT {
-            let files = self.files()?;
-            hash_file(&files.data, &mut h, prefix)?;
+    }
+
+    /// Advances the hash to `to` (every byte below it held), from pending pieces where it has them
+    /// and else from the file. Blocking.
+    fn hash_to(&self, h: &mut HashState, to: u64) -> io::Result<()> {
+        while h.upto < to {
+            let (piece, next) = {
+                let mut p = lock(&self.pending);
+                p.drop_behind(h.upto);
+                let covering = p
+                    .pieces
+                    .range(..=h.upto)
+                    .next_back()
+                    .map(|(&s, b)| (s, b.clone()));
+                let next = p.pieces.range(h.upto..).next().map(|(&s, _)| s);
+                (covering, next)
+            };
+            match piece {
+                Some((s, b)) if s + b.len() as u64 > h.upto => {
+                    let from = usize::try_from(h.upto - s).unwrap_or(usize::MAX);
+                    let end = (s + b.len() as u64).min(to);
+                    let till = usize::try_from(end - s).unwrap_or(usize::MAX);
+                    let Some(bytes) = b.get(from..till) else {
+                        return Err(io::Error::other("pending piece out of bounds"));
+                    };
+                    h.hasher.update(bytes);
+                    h.upto = end;
+                }
+                _ => {
+                    // A gap in memory: read it from the file, up to the next piece.
+                    let gap_end = next.map_or(to, |n| n.min(to));
+                    let files = self.files()?;
+                    // No write of this transfer meanwhile: readahead must not cache blocks that a
+                    // direct write is changing under it.
+                    let _w = lock(&self.writer);
+                    hash_file(&files.data, h, gap_end)?;
+                }
+            }
+            lock(&self.pending).upto = h.upto;
         }
         Ok(())
     }
 
-    /// SHA-256 of the file's first `size` bytes, which must all be held. Blocking.
+    /// SHA-256 of the file's first `size` bytes, which must all be held and none in flight.
+    /// Blocking.
     pub fn digest(&self, size: u64) -> io::Result<[u8; 32]> {
         let mut h = lock(&self.hash);
         let rehash = std::mem::take(&mut lock(&self.st).rehash);
         if rehash || h.upto > size {
             h.hasher = Hasher::new();
             h.upto = 0;
+            let mut p = lock(&self.pending);
+            p.drop_behind(u64::MAX);
+            p.upto = 0;
         }
-        if h.upto < size {
-            let files = self.files()?;
-            hash_file(&files.data, &mut h, size)?;
-        }
+        self.hash_to(&mut h, size)?;
         Ok(h.hasher.clone().finalize().into())
     }
 }
 
+/// `path` opened for writing with `O_DIRECT`, where the platform and the filesystem allow it.
+#[cfg(target_os = "linux")]
+fn open_direct(path: &std::path::Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_path: &std::path::Path) -> Option<File> {
+    None
+}
+
+/// Writes `bytes` (a multiple of [`DIRECT_ALIGN`] long) at `at` (aligned) through `file`, opened with
+/// `O_DIRECT`, copying through `buf` unless `bytes` already sits at an aligned address.
+fn write_direct(file: &File, buf: &mut Vec<u8>, bytes: &[u8], at: u64) -> io::Result<()> {
+    if bytes.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+        return file.write_all_at(bytes, at);
+    }
+    if buf.len() < DIRECT_CHUNK + DIRECT_ALIGN {
+        *buf = vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN];
+    }
+    let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    let aligned = buf
+        .get_mut(skip..skip + DIRECT_CHUNK)
+        .ok_or_else(|| io::Error::other("cannot align the direct-write buffer"))?;
+    let mut at = at;
+    for chunk in bytes.chunks(DIRECT_CHUNK) {
+        let dst = aligned
+            .get_mut(..chunk.len())
+            .ok_or_else(|| io::Error::other("direct-write chunk larger than its buffer"))?;
+        dst.copy_from_slice(chunk);
+        file.write_all_at(dst, at)?;
+        at += chunk.len() as u64;
+    }
+    Ok(())
+}
+
 fn hash_file(file: &File, h: &mut HashState, to: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
+    if h.buf.len() < 1 << 20 {
+        h.buf = vec![0u8; 1 << 20];
+    }
     while h.upto < to {
-        let n = usize::try_from((to - h.upto).min(buf.len() as u64)).unwrap_or(buf.len());
-        let chunk = &mut buf[..n];
+        let n = usize::try_from((to - h.upto).min(h.buf.len() as u64)).unwrap_or(h.buf.len());
+        let chunk = &mut h.buf[..n];
         file.read_exact_at(chunk, h.upto)?;
         h.hasher.update(&*chunk);
         h.upto += n as u64;
