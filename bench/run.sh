@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # The comparison on one emulated link: quicft over QUIC, quicft over TLS/TCP, and HTTPS PUT with curl to
-# nginx, each QFT_RUNS times (default 3) with the same file. Called by `bench/netem.sh run PROFILE
-# [SIZE]`; run as root.
+# nginx, each QFT_RUNS times (default 3) with the same file size, the methods interleaved (run 1 of each,
+# then run 2 of each, ...). Called by `bench/netem.sh run PROFILE [SIZE]`; run as root.
 #
-# Prints a markdown table and writes every run as JSON to bench/results/PROFILE-SIZE-TIME.json.
+# Prints a markdown table of the medians and writes every run as JSON to
+# bench/results/PROFILE-SIZE-TIME.json (bench/NETEM.md explains each figure).
 #
-# Environment: QFT_RUNS, QFT_METHODS (default "quic tls https"), QFT_KEEP=1 leaves the link up
-# afterwards, QFT_BIN_DIR (where quicft and quicft-server are; default: a release build of them).
+# Every run: the device program connects and measures idle telemetry latency, then the link's clock is
+# restarted (linkem: queue emptied, counters, trace and cut schedule from zero), then the upload starts
+# while the device publishes a 100-byte QoS 1 telemetry message every 100 ms.
+#   quic, quic:CC  netem_device upload over QUIC (device controller QFT_DEVICE_CC, or CC), telemetry on
+#                  the same connection
+#   tls            the same over TLS/TCP (the kernel's TCP congestion control)
+#   https          curl --upload-file to nginx; telemetry from netem_device on its own QUIC connection
+#                  beside it (what a device with an MQTT link and an HTTPS uploader does)
+#   cli            `quicft upload --json` over QUIC, no telemetry (checks the CLI on the link)
 #
-# Phase 1 status: the HTTPS baseline is complete; the quicft legs run once `quicft upload --json`
-# exists (issue 4) and are reported as "not available" until then.
+# Environment: QFT_RUNS (3), QFT_METHODS ("quic tls https"), QFT_DEVICE_CC (device QUIC controller,
+# default delay), QFT_SERVER_CC (quicft-server --congestion, default delay), QFT_KEEP=1 leaves the link
+# up afterwards, QFT_BIN_DIR (where quicft-server, netem_device, netem_report and quicft are; default:
+# a release build), QFT_RESULTS (results folder), QFT_PLOT=1 also redraws bench/results/netem.svg.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +28,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/netem.sh"
 RUNS=${QFT_RUNS:-3}
 METHODS=${QFT_METHODS:-quic tls https}
+DEVICE_CC=${QFT_DEVICE_CC:-delay}
+SERVER_CC=${QFT_SERVER_CC:-delay}
 RESULTS=${QFT_RESULTS:-$HERE/results}
 SRV_IP=198.18.0.2
 
@@ -30,6 +42,7 @@ SIZE=${2:-20M}
 load_profile "$PROFILE"
 
 cleanup() {
+	stop_device
 	"$HERE/nginx-put.sh" stop >/dev/null 2>&1 || true
 	stop_quicft_server
 	[ "${QFT_KEEP:-0}" = 1 ] || "$HERE/netem.sh" down
@@ -97,55 +110,58 @@ window_capacity_mbit() {
 	}' "$file"
 }
 
-# Append the link's capacity during a run and the run's share of it to a JSON line with
-# "seconds" and "goodput_mbit"; START_NS is when the upload started.
-with_share() {
-	local line=$1 start_ns=$2 secs good a b capw share
-	secs=$(echo "$line" | grep -o '"seconds":[0-9.]*' | cut -d: -f2)
-	good=$(echo "$line" | grep -o '"goodput_mbit":[0-9.]*' | cut -d: -f2)
-	if [ -z "$secs" ] || [ -z "$good" ]; then
-		echo "$line"
+# linkem's uplink counters since the last reset, as a JSON object (null without linkem). Its report is
+# rewritten every second, so wait for one written after the run ended.
+link_counters() {
+	if [ "$MODE" != linkem ] || [ ! -r "$STATE/linkem.json" ]; then
+		echo null
 		return
 	fi
-	a=$(((start_ns - RESET_NS) / 1000000))
-	b=$(awk -v a="$a" -v s="$secs" 'BEGIN { printf "%d", a + s * 1000 }')
-	capw=$(window_capacity_mbit "$a" "$b")
-	share=$(awk -v g="$good" -v c="$capw" 'BEGIN { if (c + 0 > 0) printf "%.4f", g / c; else print "null" }')
-	[ "$capw" != - ] || capw=null
-	echo "${line%\}},\"link_start_ms\":$a,\"link_capacity_mbit\":$capw,\"share\":$share}"
+	sleep 1.1
+	python3 - "$STATE/linkem.json" <<'PY'
+import json, sys
+u = json.load(open(sys.argv[1]))["up"]
+d = u["drops"]
+print(json.dumps({"up_bytes_in": u["bytes_in"], "up_packets_in": u["packets_in"], "up_drops": d["total"],
+                  "up_drops_loss": d["loss_random"] + d["loss_burst"], "up_drops_queue": d["queue_full"],
+                  "up_drops_cut": d["link_down"], "queue_delay_p50_ms": u["queue_delay_ms"]["p50"],
+                  "queue_delay_p99_ms": u["queue_delay_ms"]["p99"]}))
+PY
 }
 
 # TCP segments the device side retransmitted (the namespace's own counters).
 # shellcheck disable=SC2016 # awk's own $13
 tcp_retrans() { ip netns exec qft-dev awk '/^Tcp:/ { if (h) { print $13; exit } h = 1 }' /proc/net/snmp; }
 
-# ---- quicft --------------------------------------------------------------------------------------
+# ---- programs ------------------------------------------------------------------------------------
+
+BIN=${QFT_BIN_DIR:-}
+if [ -z "$BIN" ]; then
+	say "building quicft-server, quicft, netem_device, netem_report (release)"
+	(cd "$ROOT" && cargo build --release -q -p quicft-server -p quicft-client -p quicft-bench) >&2 ||
+		die "cargo build failed"
+	BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
+for b in quicft-server netem_device netem_report; do
+	[ -x "$BIN/$b" ] || die "no $BIN/$b"
+done
 
 QFT_SERVER_PID=
-quicft_bins() {
-	local dir=${QFT_BIN_DIR:-}
-	if [ -z "$dir" ]; then
-		(cd "$ROOT" && cargo build --release -q -p quicft-server -p quicft-client) >&2 || return 1
-		dir=${CARGO_TARGET_DIR:-$ROOT/target}/release
-	fi
-	[ -x "$dir/quicft" ] && [ -x "$dir/quicft-server" ] || return 1
-	"$dir/quicft" upload --help >/dev/null 2>&1 || return 1
-	echo "$dir"
-}
-
 start_quicft_server() {
-	local bin=$1
 	mkdir -p "$WORK/server"
-	ip netns exec qft-srv "$bin/quicft-server" --data-dir "$WORK/server" --quic "$SRV_IP:14567" \
-		--tls "$SRV_IP:8883" --tcp off --http off --allow-anonymous >"$WORK/server.log" 2>&1 </dev/null &
+	ip netns exec qft-srv "$BIN/quicft-server" --data-dir "$WORK/server" --quic "$SRV_IP:14567" \
+		--tls "$SRV_IP:8883" --tcp off --http off --allow-anonymous --congestion "$SERVER_CC" \
+		>"$WORK/server.log" 2>&1 </dev/null &
 	QFT_SERVER_PID=$!
 	for _ in $(seq 100); do
-		[ -r "$WORK/server/certs/ca.pem" ] && ip netns exec qft-srv ss -ltn | grep -q "$SRV_IP:8883" && return 0
+		if [ -r "$WORK/server/certs/ca.pem" ] && ip netns exec qft-srv ss -ltn | grep -q "$SRV_IP:8883" &&
+			ip netns exec qft-srv ss -lun | grep -q "$SRV_IP:14567"; then
+			return 0
+		fi
 		kill -0 "$QFT_SERVER_PID" 2>/dev/null || break
 		sleep 0.1
 	done
-	say "quicft-server did not start: $(tail -5 "$WORK/server.log")"
-	return 1
+	die "quicft-server did not start: $(tail -5 "$WORK/server.log")"
 }
 
 stop_quicft_server() {
@@ -155,11 +171,151 @@ stop_quicft_server() {
 	QFT_SERVER_PID=
 }
 
-# One upload with the quicft CLI; prints its JSON line (the CLI's --json output, as issue 4 defines it).
-quicft_upload() {
-	local bin=$1 transport=$2 file=$3
-	ip netns exec qft-dev "$bin/quicft" --transport "$transport" --server "$SRV_IP" \
-		--ca "$WORK/server/certs/ca.pem" upload "$file" --json
+# The device program in the background (`ip netns exec` execs it: $! is its PID).
+DEV_PID=
+start_device() {
+	local out=$1
+	shift
+	rm -f "$WORK/ready"
+	ip netns exec qft-dev "$BIN/netem_device" --server "$SRV_IP" --ca "$WORK/server/certs/ca.pem" "$@" \
+		--ready-file "$WORK/ready" >"$out" 2>"$out.err" </dev/null &
+	DEV_PID=$!
+	for _ in $(seq 600); do
+		[ -e "$WORK/ready" ] && return 0
+		kill -0 "$DEV_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	say "netem_device did not get ready: $(tail -3 "$out.err")"
+	stop_device
+	return 1
+}
+
+stop_device() {
+	[ -n "${DEV_PID:-}" ] || return 0
+	kill -TERM "$DEV_PID" 2>/dev/null || true
+	wait "$DEV_PID" 2>/dev/null || true
+	DEV_PID=
+}
+
+# Wait for the device program; true when it exited 0.
+wait_device() {
+	local rc=0
+	wait "$DEV_PID" || rc=$?
+	DEV_PID=
+	return $rc
+}
+
+# ---- one run of one method -----------------------------------------------------------------------
+
+# Writes one JSON line (the run) to stdout: method, run, ok, the tool's own figures, the link's.
+# Arguments: METHOD RUN; the upload window's start (ns) comes from the tool's start_unix_ns when it
+# has one, else from the time just before the upload command.
+run_one() {
+	local method=$1 i=$2 out=$WORK/out.json ok=false t0 r0 r1 extra='{}' cc
+	: >"$out"
+	case "$method" in
+	quic | quic:* | tls)
+		local transport=quic port=14567
+		cc=${method#quic:}
+		[ "$cc" != "$method" ] || cc=$DEVICE_CC
+		if [ "$method" = tls ]; then transport=tls port=8883; fi
+		if start_device "$out" --transport "$transport" --port "$port" --congestion "$cc" \
+			--client-id "netem-$method-$i" upload "$FILE"; then
+			reset_link
+			r0=$(tcp_retrans)
+			t0=$(date +%s%N)
+			kill -USR1 "$DEV_PID"
+			if wait_device; then ok=true; else say "$method run $i failed: $(tail -3 "$out.err")"; fi
+			r1=$(tcp_retrans)
+			extra="{\"tcp_retrans_segs\":$((r1 - r0))}"
+		fi
+		;;
+	https)
+		local tele=$WORK/tele.json
+		if start_device "$tele" --transport quic --port 14567 --congestion "$DEVICE_CC" \
+			--client-id "netem-https-$i" telemetry; then
+			reset_link
+			r0=$(tcp_retrans)
+			t0=$(date +%s%N)
+			kill -USR1 "$DEV_PID"
+			if "$HERE/nginx-put.sh" upload "$SIZE" >"$out"; then ok=true; fi
+			r1=$(tcp_retrans)
+			kill -TERM "$DEV_PID" 2>/dev/null || true
+			wait_device || say "telemetry beside https run $i failed: $(tail -3 "$tele.err")"
+			extra=$(python3 -c '
+import json, sys
+r, s = json.loads(sys.argv[1]), sys.argv[2]
+try:
+    t = json.load(open(s))
+    r["telemetry"] = t["telemetry"]; r["telemetry_device_cc"] = t["device_cc"]
+except Exception:
+    pass
+print(json.dumps(r))' "{\"tcp_retrans_segs\":$((r1 - r0)),\"tcp_retrans_bytes\":$(((r1 - r0) * 1448))}" "$tele")
+		fi
+		;;
+	cli)
+		[ -x "$BIN/quicft" ] || die "no $BIN/quicft"
+		reset_link
+		t0=$(date +%s%N)
+		if ip netns exec qft-dev "$BIN/quicft" upload "$FILE" --json --file-id "cli-$i-$$" \
+			--server "$SRV_IP:14567" --transport quic --ca "$WORK/server/certs/ca.pem" \
+			--server-name localhost --client-id "netem-cli-$i" --congestion "$DEVICE_CC" \
+			>"$WORK/cli.out" 2>"$out.err"; then
+			ok=true
+		fi
+		# The CLI's goodput is in bit/s; the table wants goodput_mbit.
+		python3 -c '
+import json, sys
+try:
+    r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+except Exception:
+    r = {}
+if "goodput_bps" in r: r["goodput_mbit"] = r["goodput_bps"] / 1e6
+r["device_cc"] = sys.argv[2]
+print(json.dumps(r))' "$WORK/cli.out" "$DEVICE_CC" >"$out"
+		;;
+	*) die "unknown method '$method' (quic, quic:CC, tls, https, cli)" ;;
+	esac
+	local link
+	link=$(link_counters)
+	python3 - "$out" "$method" "$i" "$ok" "${t0:-0}" "$RESET_NS" "$extra" "$link" <<'PY' |
+import json, sys
+path, method, run, ok, t0, reset, extra, link = sys.argv[1:]
+try:
+    lines = [l for l in open(path).read().splitlines() if l.startswith("{")]
+    r = json.loads(lines[-1]) if lines else {}
+except Exception:
+    r = {}
+r.update(json.loads(extra))
+if method == "https" and r.get("http_code") not in (200, 201, 204):
+    ok = "false"
+if "telemetry" in r:
+    r["telemetry"]["label"] = ("same connection" if method != "https"
+                               else "own QUIC connection beside curl")
+start = r.get("start_unix_ns") or int(t0)
+r.update({"method": method, "run": int(run), "ok": ok == "true", "link": json.loads(link),
+          "link_start_ms": max(0, (int(start) - int(reset)) // 1_000_000) if int(reset) else None})
+print(json.dumps(r))
+PY
+		add_share
+}
+
+# Adds the link's capacity during the upload window, and the share of it the goodput was.
+add_share() {
+	local line a secs capw
+	read -r line
+	a=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("link_start_ms") or 0, r.get("seconds") or 0)' "$line")
+	# shellcheck disable=SC2086
+	set -- $a
+	secs=$2
+	capw=$(window_capacity_mbit "$1" "$(awk -v a="$1" -v s="$secs" 'BEGIN { printf "%d", a + s * 1000 }')")
+	python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); c = sys.argv[2]
+r["link_capacity_mbit"] = None if c in ("-", "") else float(c)
+g = r.get("goodput_mbit")
+r["share"] = g / r["link_capacity_mbit"] if g and r["link_capacity_mbit"] and r["ok"] else None
+print(json.dumps(r))' "$line" "$capw"
 }
 
 # ---- runs ----------------------------------------------------------------------------------------
@@ -172,91 +328,42 @@ head -c "$BYTES" /dev/urandom >"$FILE"
 LINES=$WORK/runs.jsonl
 : >"$LINES"
 
-for method in $METHODS; do
-	case "$method" in
-	https)
-		"$HERE/nginx-put.sh" start
-		"$HERE/nginx-put.sh" prepare "$SIZE"
-		for i in $(seq "$RUNS"); do
-			reset_link
-			r0=$(tcp_retrans)
-			t0=$(date +%s%N)
-			line=$("$HERE/nginx-put.sh" upload "$SIZE" || true)
-			r1=$(tcp_retrans)
-			[ -n "$line" ] || line='{"method":"https-put","http_code":0}'
-			line=$(with_share "$line" "$t0")
-			echo "${line%\}},\"run\":$i,\"tcp_retrans_segs\":$((r1 - r0))}" >>"$LINES"
-		done
-		"$HERE/nginx-put.sh" stop
-		;;
-	quic | tls)
-		if ! bin=$(quicft_bins); then
-			say "quicft over $method: not available yet (needs quicft-server and 'quicft upload --json')"
-			echo "{\"method\":\"quicft-$method\",\"available\":false}" >>"$LINES"
-			continue
-		fi
-		[ -n "$QFT_SERVER_PID" ] || start_quicft_server "$bin" || {
-			echo "{\"method\":\"quicft-$method\",\"available\":false}" >>"$LINES"
-			continue
-		}
-		for i in $(seq "$RUNS"); do
-			reset_link
-			t0=$(date +%s%N)
-			line=$(quicft_upload "$bin" "$method" "$FILE" | tail -1 || true)
-			case "$line" in "{"*) ;; *) line="{\"error\":\"no JSON from quicft upload\"}" ;; esac
-			line=$(with_share "$line" "$t0")
-			echo "{\"method\":\"quicft-$method\",\"run\":$i,\"result\":$line}" >>"$LINES"
-		done
-		;;
-	*) die "unknown method '$method'" ;;
-	esac
+start_quicft_server
+case " $METHODS " in
+*" https "*)
+	"$HERE/nginx-put.sh" start
+	"$HERE/nginx-put.sh" prepare "$SIZE"
+	;;
+esac
+KERNEL_CC=$(ip netns exec qft-dev sysctl -n net.ipv4.tcp_congestion_control)
+
+for i in $(seq "$RUNS"); do
+	for method in $METHODS; do
+		say "$PROFILE $SIZE: $method run $i of $RUNS"
+		run_one "$method" "$i" >>"$LINES"
+	done
 done
 
 # ---- report --------------------------------------------------------------------------------------
 
 mkdir -p "$RESULTS"
 OUT=$RESULTS/$PROFILE-$SIZE-$(date -u +%Y%m%dT%H%M%SZ).json
-{
-	printf '{"profile":"%s","size":"%s","bytes":%d,"emulator":"%s","capacity_mbit":%s,' "$PROFILE" "$SIZE" "$BYTES" "$MODE" "$([ "$CAP" = - ] && echo null || echo "$CAP")"
-	printf '"machine":{"cores":%d,"kernel":"%s"},"runs":[' "$(nproc)" "$(uname -r)"
-	paste -sd, "$LINES"
-	printf ']}\n'
-} >"$OUT"
-
-# Medians per method, from the JSON lines (awk: no JSON tool needed for these flat fields).
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-field() { grep -o "\"$1\":-\?[0-9][0-9.e+-]*" | cut -d: -f2 || true; }
-
+python3 - "$LINES" "$OUT" <<PY
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+cap = "$CAP"
+doc = {"profile": "$PROFILE", "size": "$SIZE", "bytes": $BYTES, "emulator": "$MODE",
+       "capacity_mbit": None if cap in ("-", "") else float(cap), "rtt_ms": float("$P_RTT"),
+       "profile_line": "$P_UP $P_DOWN rtt=$P_RTT jitter=$P_JITTER loss=$P_UP_LOSS/$P_DOWN_LOSS queue=$P_QUEUE cut=$P_CUT",
+       "runs_per_method": $RUNS, "methods": "$METHODS".split(), "device_cc": "$DEVICE_CC",
+       "server_cc": "$SERVER_CC", "kernel_cc": "$KERNEL_CC",
+       "machine": {"cores": $(nproc), "kernel": "$(uname -r)"}, "runs": runs}
+json.dump(doc, open(sys.argv[2], "w"), indent=1)
+PY
 echo
-echo "### $PROFILE, $SIZE upload, $RUNS runs (medians), via $MODE, uplink capacity $CAP Mbit/s (mean), $(nproc) cores"
+"$BIN/netem_report" table "$OUT"
 echo
-echo "Share of link: goodput over the uplink capacity during each run (a trace's opportunities then, cuts excluded)."
-echo
-echo "| method | congestion control | completion s | goodput Mbit/s | share of link | telemetry p50 / p99 ms | re-sent |"
-echo "|---|---|---|---|---|---|---|"
-for method in $METHODS; do
-	case "$method" in
-	https)
-		rows=$(grep '"method":"https-put"' "$LINES" | grep '"http_code":20[01]' || true)
-		cc=$(echo "$rows" | grep -o '"cc":"[a-z0-9]*"' | head -1 | cut -d'"' -f4)
-		secs=$(echo "$rows" | field seconds | median)
-		good=$(echo "$rows" | field goodput_mbit | median)
-		retr=$(echo "$rows" | field tcp_retrans_segs | median)
-		share=$(echo "$rows" | field share | median | awk '$1 != "-" { printf "%.1f%%", 100 * $1; next } { print "-" }')
-		echo "| HTTPS PUT (curl → nginx, TCP) | ${cc:--} (kernel) | $secs | $good | $share | n/a | $retr TCP segments; a failed PUT restarts from 0 |"
-		;;
-	quic | tls)
-		if grep -q "\"method\":\"quicft-$method\",\"available\":false" "$LINES"; then
-			echo "| quicft over ${method^^} | - | not available yet | | | | |"
-			continue
-		fi
-		rows=$(grep "\"method\":\"quicft-$method\"" "$LINES")
-		secs=$(echo "$rows" | field seconds | median)
-		good=$(echo "$rows" | field goodput_mbit | median)
-		share=$(echo "$rows" | field share | median | awk '$1 != "-" { printf "%.1f%%", 100 * $1; next } { print "-" }')
-		echo "| quicft over ${method^^} | see JSON | $secs | $good | $share | see JSON | see JSON |"
-		;;
-	esac
-done
-echo
+if [ "${QFT_PLOT:-0}" = 1 ]; then
+	"$BIN/netem_report" plot "$RESULTS"/*.json -o "$RESULTS/netem.svg" >&2 || say "plot failed"
+fi
 say "runs: $OUT"

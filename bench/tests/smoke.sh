@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of the benchmark kit, for CI: bring up the `lte` link on linkem, check that it delays,
-# rate-limits and reports as its profile says, run the comparison with a tiny file, and leave nothing
-# behind. Needs root, /dev/net/tun, curl, nginx, openssl, python3 (and ping, if installed); takes one to
-# two minutes, most of it the release build of linkem. Prints "smoke: N passed, M failed" and exits non-zero on a failure.
+# rate-limits and reports as its profile says, run the comparison with a tiny file (quicft over QUIC and
+# TLS with telemetry, the quicft CLI, HTTPS PUT), and leave nothing behind. Needs root, /dev/net/tun,
+# curl, nginx, openssl, python3 (and ping, if installed); about 20 s once the release binaries
+# (quicft-server, quicft, quicft-bench, linkem) are built, which run.sh does if they are not.
+# Prints "smoke: N passed, M failed" and exits non-zero on a failure.
 set -uo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,19 +45,42 @@ if command -v ping >/dev/null; then
 	check "ping rtt ${rtt:-none} ms is 40 ms" awk -v r="${rtt:-0}" 'BEGIN { exit !(r >= 40 && r < 45) }'
 fi
 
-# A 1 MiB upload over HTTPS through the link, then the comparison table with a tiny file.
+# A 1 MiB upload by each method through the link, once: the comparison table with a tiny file. HTTPS
+# goes last: the linkem report checked below is of the last run.
 results=$(mktemp -d)
-out=$(QFT_RESULTS=$results QFT_RUNS=1 QFT_KEEP=1 QFT_METHODS="${QFT_SMOKE_METHODS:-https}" "$BENCH/netem.sh" run lte 1M 2>/dev/null)
+out=$(QFT_RESULTS=$results QFT_RUNS=1 QFT_KEEP=1 QFT_METHODS="${QFT_SMOKE_METHODS:-quic tls cli https}" "$BENCH/netem.sh" run lte 1M 2>/dev/null)
 echo "$out"
+json=$(find "$results" -name '*.json' | head -1)
 # curl's TCP connect time is one round trip.
-conn=$(cat "$results"/*.json 2>/dev/null | grep -o '"connect_s":[0-9.]*' | head -1 | cut -d: -f2)
+conn=$(python3 -c 'import json, sys; print([r for r in json.load(open(sys.argv[1]))["runs"] if r["method"] == "https"][0]["connect_s"])' "$json" 2>/dev/null)
 check "TCP handshake ${conn:-none} s is one 40 ms RTT" awk -v c="${conn:-0}" 'BEGIN { exit !(c >= 0.040 && c < 0.050) }'
-rm -rf "$results"
 # shellcheck disable=SC2016 # expanded by the inner shell
 check "run prints the HTTPS row" bash -c 'grep -q "^| HTTPS PUT" <<<"$1"' _ "$out"
 secs=$(awk -F'|' '/^\| HTTPS PUT/ {gsub(/ /, "", $4); print $4}' <<<"$out")
 # 1 MiB at 20 Mbit/s is 0.42 s of transfer; with handshakes and slow start, under 3 s.
 check "1 MiB HTTPS PUT took ${secs:-?} s (0.4..3)" awk -v s="${secs:-0}" 'BEGIN { exit !(s >= 0.4 && s < 3) }'
+case " ${QFT_SMOKE_METHODS:-quic tls cli https} " in
+*" quic "*)
+	# Every run succeeded and the quicft ones carried telemetry, all of it acknowledged, at a latency
+	# no lower than the link's RTT.
+	check "every run ok, quicft telemetry acknowledged" python3 - "$json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+for r in doc["runs"]:
+    assert r["ok"], (r["method"], r)
+    assert 0.4 <= r["seconds"] < 5, (r["method"], r["seconds"])
+    if r["method"] in ("quic", "tls", "https"):
+        t = r["telemetry"]
+        assert t["sent"] >= 2 and t["acked"] == t["sent"], (r["method"], t)
+        assert 40 <= t["p50_ms"] < 1000 and t["idle_p50_ms"] >= 40, (r["method"], t)
+    if r["method"] in ("quic", "tls", "cli"):
+        assert r["bytes"] == doc["bytes"] and r["bytes_resent"] == 0, r
+PY
+	# shellcheck disable=SC2016
+	check "run prints the quicft rows" bash -c 'grep -q "^| quicft over QUIC" <<<"$1" && grep -q "^| quicft over TLS" <<<"$1"' _ "$out"
+	;;
+esac
+rm -rf "$results"
 
 # linkem's report: it saw the traffic, lost nothing, never exceeded 20 Mbit/s in a second.
 sleep 1.2
