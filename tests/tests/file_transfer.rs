@@ -456,3 +456,48 @@ async fn v5_response_topic_and_correlation_data_are_used() -> Result<()> {
     assert_eq!(Response::parse(&got.payload)?.reason_code, 0);
     Ok(())
 }
+
+#[tokio::test]
+async fn transfer_files_deleted_under_the_server_mean_restart() -> Result<()> {
+    // An operator (or a clean-up job) removes live transfers' files: the server has no usable state
+    // any more, which DESIGN §2 answers with 0x10 (restart from 0) — not 0x00 for bytes written into
+    // an unlinked file, and not a retry-later code that would never succeed.
+    let srv = TestServer::start().await?;
+    let store = srv.dir.path().join("transfers");
+    let wipe = || -> Result<()> {
+        for e in std::fs::read_dir(&store)? {
+            std::fs::remove_dir_all(e?.path())?;
+        }
+        Ok(())
+    };
+    for t in BOTH {
+        let id = format!("gone-{t:?}");
+        let mut c = srv.connect(t, &id).await?;
+        let s = c.data().await?;
+        let data = content(3 * SEG, 11);
+        let segs = split(&data, SEG);
+        // Complete, then deleted: fin.
+        ft::init(s, "f", "f.bin", Some(data.len() as u64)).await?;
+        for (_, code) in ft::segments(s, "f", &segs).await? {
+            assert_eq!(code, ReasonCode::SUCCESS);
+        }
+        wipe()?;
+        assert_eq!(ft::fin(s, "f", &data).await?, ReasonCode(0x10), "{t:?} fin");
+        // Half sent, then deleted: the next segment.
+        ft::init(s, "g", "g.bin", Some(data.len() as u64)).await?;
+        assert_eq!(
+            ft::segments(s, "g", &segs[..1]).await?[0].1,
+            ReasonCode::SUCCESS
+        );
+        wipe()?;
+        assert_eq!(
+            ft::segments(s, "g", &segs[1..2]).await?[0].1,
+            ReasonCode(0x10),
+            "{t:?} segment"
+        );
+        // Starting over works for both.
+        ft::upload(s, "f", "f.bin", &data, SEG).await?;
+        ft::upload(s, "g", "g.bin", &data, SEG).await?;
+    }
+    Ok(())
+}

@@ -847,15 +847,11 @@ impl FtService {
         }
         match e {
             SegmentError::Io(e) if e.kind() == io::ErrorKind::NotFound => {
-                // The transfer's files vanished under us (deleted by hand?): no usable state.
-                tracing::error!(error = %e, "transfer files are gone");
-                if let Ok(_op) = t.op.clone().try_lock_owned() {
-                    self.discard(t).await;
+                match t.op.clone().try_lock_owned() {
+                    Ok(_op) => self.lost(t, &e).await,
+                    // fin, abort or GC holds it and finds out for itself.
+                    Err(_) => lost_outcome(),
                 }
-                FtOutcome::with(
-                    FtReason::Restart,
-                    "stored data for this transfer is lost: init it and restart from offset 0",
-                )
             }
             SegmentError::Checksum => {
                 FtOutcome::with(FtReason::Retransmit, "segment checksum mismatch")
@@ -951,6 +947,7 @@ impl FtService {
         };
         let digest = match digest {
             Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.lost(&t, &e).await,
             Err(e) => {
                 tracing::error!(error = %e, "cannot hash the assembled file");
                 lock(&t.st).phase = Phase::Receiving;
@@ -993,6 +990,9 @@ impl FtService {
         let published = blocking(move || disk::publish(&root, &tdir, &rec, &fin, true)).await;
         let (manifest, dir) = match published {
             Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !t.dir.exists() => {
+                return self.lost(t, &e).await
+            }
             Err(e) => {
                 // Every step of publish can be redone: the transfer stays live (receiving again) and
                 // the device's next fin, or a restart if fin.json made it to disk, finishes the job.
@@ -1047,6 +1047,15 @@ impl FtService {
     }
 
     /// Takes a live transfer out of the registry and deletes its directory. Call with its op lock.
+    /// The transfer's files vanished under the server (deleted by hand, a clean-up job): no usable
+    /// state is left, so the device restarts from 0 (DESIGN §2: 0x10), never "retry later". The
+    /// caller holds the transfer's op lock.
+    async fn lost(&self, t: &Arc<Transfer>, e: &io::Error) -> FtOutcome {
+        tracing::error!(error = %e, "transfer files are gone");
+        self.discard(t).await;
+        lost_outcome()
+    }
+
     async fn discard(&self, t: &Arc<Transfer>) {
         {
             let mut reg = lock(&self.inner.reg);
@@ -1428,6 +1437,13 @@ fn cancelled_outcome() -> FtOutcome {
 }
 
 /// The outcome for a segment ending at `end` when the transfer is not (or no longer) live.
+fn lost_outcome() -> FtOutcome {
+    FtOutcome::with(
+        FtReason::Restart,
+        "stored data for this transfer is lost: init it and restart from offset 0",
+    )
+}
+
 fn after_gone(found: Lookup, end: u64) -> FtOutcome {
     match found {
         Lookup::Cancelled(_) => cancelled_outcome(),
