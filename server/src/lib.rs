@@ -108,7 +108,17 @@ impl Server {
             source,
         })?;
         let config = Arc::new(config);
-        let identity = tls::load_or_generate(&config.tls, &config.data_dir)?;
+        // A generated development certificate also names the specific addresses the encrypted
+        // listeners are bound to, so that clients can reach them by IP (e.g. 198.18.0.2 in the
+        // benchmark namespaces) without overriding the server name.
+        let mut tls_cfg = config.tls.clone();
+        for a in [config.listeners.quic, config.listeners.tls].into_iter().flatten() {
+            let ip = a.ip().to_string();
+            if !a.ip().is_unspecified() && !tls_cfg.dev_cert_names.contains(&ip) {
+                tls_cfg.dev_cert_names.push(ip);
+            }
+        }
+        let identity = tls::load_or_generate(&tls_cfg, &config.data_dir)?;
         let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
             .map_err(|e| StartError::Ft(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -189,7 +189,11 @@ pub fn generate_dev_certs(dir: &Path, extra_names: &[String]) -> Result<(), TlsE
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    names.extend(extra_names.iter().cloned());
+    for n in extra_names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
     let mut params = CertificateParams::new(names)?;
     params
         .distinguished_name
