@@ -53,6 +53,12 @@ pub(crate) struct Link {
     pub cert_name: Option<Arc<str>>,
 }
 
+/// Events (each up to [`stream::MAX_BATCH`] decoded packets) queued from a connection's stream
+/// readers to its session. With the batch size it bounds the decoded packets one connection can
+/// hold in memory (512, about 430 KB of `Packet`s plus their payloads) before its readers stop
+/// reading and flow control pushes back on the peer.
+const EVENT_QUEUE: usize = 16;
+
 /// The control stream (QUIC) or the only stream (TCP/TLS) has id 0.
 const CONTROL: StreamId = 0;
 
@@ -376,7 +382,7 @@ impl Session {
         )
         .max(1);
         let client_max_packet = props.maximum_packet_size.map_or(usize::MAX, |m| m as usize);
-        let (events_tx, events_rx) = mpsc::channel(256);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut streams = HashMap::new();
         streams.insert(CONTROL, StreamState::new(control));
         let resend_pending = !state.outgoing.is_empty();

@@ -160,7 +160,7 @@ pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::Jo
 
 /// Most packets forwarded in one [`Event::Packets`]: bounds the memory one queued event holds
 /// (a 64 KiB read could otherwise become 30 000 decoded PINGREQs).
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 32;
 
 /// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
 /// `buf`) and forwards them to the session until the stream ends or a packet is malformed.
