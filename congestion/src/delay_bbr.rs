@@ -68,6 +68,14 @@ pub struct DelayBbrConfig {
     pub queue_tolerance: f64,
     /// … but at least this much, so that timer and ack-delay noise on short paths is not a queue.
     pub queue_tolerance_floor: Duration,
+    /// A queue beyond the gain's own of more than this share of the min RTT (at least
+    /// `queue_tolerance_floor`) for `queue_rounds` rounds in a row is a build-up in cruise …
+    /// Larger lets the queue of a passing capacity dip (cellular) drain by itself instead of backing
+    /// off; at 1.0 a lasting halving of the capacity (1.5 × min RTT of queue) still counts.
+    pub cruise_queue_tolerance: f64,
+    /// … and so is one above `queue_tolerance` for this many rounds in a row (a longer path, a
+    /// smaller drop in capacity).
+    pub slow_queue_rounds: u32,
     /// Rounds in a row the queue must stay above the tolerance before the controller backs off.
     pub queue_rounds: u32,
     /// Share of a round's packets lost above which loss counts as congestion even without delay
@@ -91,6 +99,8 @@ impl Default for DelayBbrConfig {
             max_ack_aggregation: Duration::from_millis(100),
             queue_tolerance: 0.25,
             queue_tolerance_floor: Duration::from_millis(5),
+            cruise_queue_tolerance: 1.0,
+            slow_queue_rounds: 8,
             queue_rounds: 2,
             loss_threshold: 0.10,
         }
@@ -224,6 +234,7 @@ pub struct DelayBbr {
 
     // Congestion signals, counted in rounds in a row.
     queue_high_rounds: u32,
+    queue_slow_rounds: u32,
     loss_high_rounds: u32,
     /// Queue delay of the last finished round.
     last_round_queue: Option<Duration>,
@@ -271,6 +282,7 @@ impl DelayBbr {
             min_rtt: None,
             min_rtt_stamp: None,
             queue_high_rounds: 0,
+            queue_slow_rounds: 0,
             loss_high_rounds: 0,
             last_round_queue: None,
             recent_rtts: [None; RECENT_SAMPLES],
@@ -427,6 +439,15 @@ impl DelayBbr {
     /// Queue delay above which a cruising connection is congested.
     fn cruise_queue_limit(&self) -> Duration {
         let m = self.window_rtt().unwrap_or_default();
+        let tolerance = m
+            .mul_f64(self.config.cruise_queue_tolerance)
+            .max(self.config.queue_tolerance_floor);
+        m.mul_f64((self.config.cwnd_gain - 1.0).max(0.0)) + tolerance
+    }
+
+    /// Queue delay above which a cruising connection is congested if it lasts `slow_queue_rounds`.
+    fn slow_queue_limit(&self) -> Duration {
+        let m = self.window_rtt().unwrap_or_default();
         m.mul_f64((self.config.cwnd_gain - 1.0).max(0.0)) + self.queue_tolerance()
     }
 
@@ -440,7 +461,11 @@ impl DelayBbr {
             },
         );
         self.round += 1;
-        if !done.app_limited {
+        // A round that ended in ProbeRtt ran at a fraction of the window on purpose: like an
+        // application-limited round it neither ages the filters nor lowers the estimate (a timer
+        // or route-change probe keeps the bandwidth; a queue probe replaces it at its end).
+        let limited = done.app_limited || matches!(self.state, State::ProbeRtt(_));
+        if !limited {
             self.bw_round += 1;
             self.bw.expire(self.bw_round);
             self.extra_acked.expire(self.bw_round);
@@ -471,8 +496,7 @@ impl DelayBbr {
         // the burst. Each sample spans the last two rounds (sliding, one per round), which halves
         // the timing noise that a maximum would otherwise collect as overestimate; rounds shorter
         // than `min_rtt_floor` (loopback, LAN) are joined until the span is that long.
-        self.rate_marks
-            .push_back((now, self.delivered, done.app_limited));
+        self.rate_marks.push_back((now, self.delivered, limited));
         if self.rate_marks.len() > MAX_RATE_MARKS {
             self.rate_marks.pop_front();
         }
@@ -537,7 +561,15 @@ impl DelayBbr {
                 } else {
                     0
                 };
-                if self.queue_high_rounds >= self.config.queue_rounds {
+                let slow_limit = self.slow_queue_limit();
+                self.queue_slow_rounds = if steady && queue.is_some_and(|q| q > slow_limit) {
+                    self.queue_slow_rounds + 1
+                } else {
+                    0
+                };
+                if self.queue_high_rounds >= self.config.queue_rounds
+                    || self.queue_slow_rounds >= self.config.slow_queue_rounds
+                {
                     self.enter_probe(now, Cause::Queue);
                 } else if self.loss_high_rounds >= LOSS_ROUNDS {
                     self.enter_probe(now, Cause::Loss);
@@ -551,6 +583,7 @@ impl DelayBbr {
         self.state = State::Cruise;
         self.cruise_round = self.round;
         self.queue_high_rounds = 0;
+        self.queue_slow_rounds = 0;
     }
 
     fn enter_drain(&mut self, why: &str) {
@@ -575,6 +608,7 @@ impl DelayBbr {
             depth: 0,
         });
         self.queue_high_rounds = 0;
+        self.queue_slow_rounds = 0;
         self.loss_high_rounds = 0;
         self.update_window();
     }
@@ -616,8 +650,9 @@ impl DelayBbr {
         let acked = self.delivered - self.delivered_at_batch;
         self.delivered_at_batch = self.delivered;
         let bw = self.bw.get();
-        if matches!(self.state, State::Startup) {
-            // The estimate lags a doubling window by a round: every ACK would look aggregated.
+        if matches!(self.state, State::Startup | State::Drain { .. }) {
+            // The estimate lags a doubling window by a round: every ACK would look aggregated (and
+            // in drain, the queue startup built drains at the link's rate, above that estimate).
             self.agg_start = None;
             self.agg_bytes = 0;
             return;
@@ -711,6 +746,7 @@ impl DelayBbr {
         self.full_bw = 0;
         self.full_bw_rounds = 0;
         self.queue_high_rounds = 0;
+        self.queue_slow_rounds = 0;
         self.loss_high_rounds = 0;
         self.cwnd = self.min_window();
     }

@@ -39,8 +39,8 @@
 //!   a route change is followed. It costs about one round trip at half rate every 10 s (< 1%).
 //! - **Window** in steady state (*Cruise*): `1.25 × bw × min_rtt`, plus an allowance for ACK
 //!   aggregation (BBR's `extra_acked`: how far a burst of ACKs ran ahead of `bw`, windowed max over
-//!   10 rounds, at most 100 ms of `bw`, not measured in startup where `bw` lags on purpose), so
-//!   that bursty ACKs do not leave the link idle. With quinn's pacing this keeps the link full (the
+//!   10 rounds, at most 100 ms of `bw`, not measured in startup and drain where `bw` lags on
+//!   purpose), so that bursty ACKs do not leave the link idle. With quinn's pacing this keeps the link full (the
 //!   delivery rate grows by up to 1.25× per round while the link is not full, which is also how an
 //!   increase in capacity is found) and the standing queue near `0.25 × BDP` (10 ms on the link
 //!   above). A larger gain buys nothing but queue; a smaller one loses the probing and the margin
@@ -54,17 +54,23 @@
 //!   our excess), (c) an ECN congestion mark, or (d) quinn's persistent congestion (everything lost
 //!   for 3 PTOs: an outage), which restarts from the minimum window like RFC 9002 asks.
 //! - **Queue build-up** (the delay signal): each round's smallest RTT sample minus `min_rtt` is the
-//!   queue the round saw. More than `(gain − 1) × min_rtt` (our own standing queue) plus a
-//!   tolerance (`max(0.25 × min_rtt, 5 ms)`) for two rounds in a row means the bandwidth estimate
-//!   is stale (the link got slower) or someone else fills the queue (rounds that began before
-//!   cruise, with startup's or a probe's queue still draining, do not count). The response is a
+//!   queue the round saw. Beyond `(gain − 1) × min_rtt` (our own standing queue), more than
+//!   `max(1 × min_rtt, 5 ms)` for two rounds in a row, or more than `max(0.25 × min_rtt, 5 ms)`
+//!   for eight, means the bandwidth estimate is stale (the link got slower), the path got longer,
+//!   or someone else fills the queue (rounds that began before cruise, with startup's or a probe's
+//!   queue still draining, do not count). The two tiers are for cellular links whose capacity
+//!   swings by 2–4× within a few hundred milliseconds: the queue of a dip that passes drains by
+//!   itself, and backing off on every one (a single 0.25 × min_rtt tier) cost a sixth of the link
+//!   on the Verizon LTE trace (bench/CC.md); a lasting halving still shows 1.5 × min_rtt of queue
+//!   and is caught in two rounds. The response is a
 //!   ProbeRtt that drains the queue and tells the two apart. While in-flight falls to the probe
 //!   window nothing new is sent, so the ACKs arrive at exactly the bottleneck's rate: that *drain
 //!   rate* is the link's current capacity, and the probe window is sized from it. If the
 //!   empty-queue RTT is back at `min_rtt`, the queue was real and the bandwidth estimate becomes
 //!   the drain rate. If the RTT stays up, the window is halved (up to 3 times) to make sure no
 //!   queue is left; an RTT that stays up even then is a longer path: the new `min_rtt` is kept and
-//!   the bandwidth estimate left alone. A delay-based controller cannot tell queueing from
+//!   the bandwidth estimate left alone. Rounds that end in ProbeRtt are treated like
+//!   application-limited ones: they neither age the bandwidth filter nor lower it. A delay-based controller cannot tell queueing from
 //!   propagation delay without draining; this is the cheapest drain that can.
 //! - **Startup**: the window grows by the bytes acknowledged (doubling per round, capped at
 //!   `2.89 × BDP`) until the bandwidth estimate stops growing by 25% for 3 rounds, the queue seen by

@@ -33,6 +33,8 @@ use crate::{DelayBbr, DelayBbrConfig, Mode};
 
 const MTU: u64 = 1200;
 const TELEMETRY_SIZE: u64 = 150;
+/// Bytes one delivery opportunity of a trace carries (Mahimahi's).
+const TRACE_BYTES: u64 = 1500;
 const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 
 /// splitmix64: tiny, seeded, the same on every platform.
@@ -68,6 +70,12 @@ pub(crate) struct Link {
     /// ACKs leave the receiver only at multiples of this (cellular grants, Wi-Fi, a busy host):
     /// they reach the sender in bursts.
     pub ack_slots: Option<Duration>,
+    /// Delivery opportunities of 1500 bytes each (a Mahimahi trace, from the start of the run):
+    /// when set, the bottleneck serves at these times instead of `rate` (which then only sizes the
+    /// queue); unused opportunities are lost, as in Mahimahi and linkem.
+    pub trace: Option<Vec<Duration>>,
+    /// ACKs leave the receiver only at these times (the downlink trace's opportunities).
+    pub ack_trace: Option<Vec<Duration>>,
 }
 
 impl Link {
@@ -82,6 +90,8 @@ impl Link {
             loss,
             seed: 1,
             ack_slots: None,
+            trace: None,
+            ack_trace: None,
         }
     }
 
@@ -386,6 +396,11 @@ pub(crate) struct Sim {
 
     // link
     link_free_at: Instant,
+    /// Trace links: next opportunity, bytes left in it, packets queued `(departure, size)`.
+    opp_idx: usize,
+    opp_left: u64,
+    queued: VecDeque<(Instant, u64)>,
+    ack_idx: usize,
     lost_random: u64,
     lost_queue: u64,
 
@@ -427,6 +442,10 @@ impl Sim {
             loss_at: None,
             telemetry_queue: VecDeque::new(),
             link_free_at: t0,
+            opp_idx: 0,
+            opp_left: TRACE_BYTES,
+            queued: VecDeque::new(),
+            ack_idx: 0,
             lost_random: 0,
             lost_queue: 0,
             last_recv_pn: None,
@@ -598,6 +617,9 @@ impl Sim {
 
     /// The packet's way through the bottleneck, decided now (FIFO).
     fn transmit(&mut self, pn: u64, size: u64, kind: Kind) {
+        if self.link.trace.is_some() {
+            return self.transmit_trace(pn, size, kind);
+        }
         let at = self.elapsed();
         let rate = self.link.rate_at(at);
         let backlog = self
@@ -623,6 +645,55 @@ impl Sim {
             return;
         }
         let arrive = self.link_free_at + self.link.one_way_at(at);
+        self.schedule(arrive, Event::Arrive { pn, kind });
+    }
+
+    /// [`Self::transmit`] on a trace link: FIFO through the delivery opportunities.
+    fn transmit_trace(&mut self, pn: u64, size: u64, kind: Kind) {
+        let at = self.elapsed();
+        while self.queued.front().is_some_and(|&(t, _)| t <= self.now) {
+            self.queued.pop_front();
+        }
+        let backlog: u64 = self.queued.iter().map(|&(_, b)| b).sum();
+        if backlog > 0 && (backlog + size) as f64 > self.link.queue_bytes() {
+            self.lost_queue += 1;
+            return;
+        }
+        let opps = self.link.trace.as_ref().expect("trace link");
+        let start = self.link_free_at.max(self.now);
+        let start_at = start - self.t0;
+        while self.opp_idx < opps.len() && opps[self.opp_idx] < start_at {
+            self.opp_idx += 1;
+            self.opp_left = TRACE_BYTES;
+        }
+        let mut need = size;
+        let mut depart = start_at;
+        while need > 0 {
+            let Some(&t) = opps.get(self.opp_idx) else {
+                depart = Duration::from_secs(1 << 20);
+                break;
+            };
+            depart = t;
+            let take = need.min(self.opp_left);
+            need -= take;
+            self.opp_left -= take;
+            if self.opp_left == 0 {
+                self.opp_idx += 1;
+                self.opp_left = TRACE_BYTES;
+            }
+        }
+        let depart = self.t0 + depart;
+        self.link_free_at = depart;
+        self.queued.push_back((depart, size));
+        let queue = start - self.now;
+        for w in self.windows_at(at) {
+            w.queue_delays.push(queue);
+        }
+        if self.rng.next_f64() < self.link.loss {
+            self.lost_random += 1;
+            return;
+        }
+        let arrive = depart + self.link.one_way_at(at);
         self.schedule(arrive, Event::Arrive { pn, kind });
     }
 
@@ -678,6 +749,16 @@ impl Sim {
                 self.t0 + Duration::from_nanos(t as u64)
             }
             None => self.now,
+        };
+        let leave = match &self.link.ack_trace {
+            Some(opps) => {
+                let e = self.elapsed();
+                while self.ack_idx < opps.len() && opps[self.ack_idx] < e {
+                    self.ack_idx += 1;
+                }
+                opps.get(self.ack_idx).map_or(leave, |&t| self.t0 + t)
+            }
+            None => leave,
         };
         self.schedule(leave + back, Event::Ack { pns, ack_delay });
     }

@@ -291,6 +291,8 @@ fn slow_long_lossy_link() {
         loss: 0.005,
         seed: 2,
         ack_slots: None,
+        trace: None,
+        ack_trace: None,
     };
     let run = run_bulk(link, s(60.0), &[(s(10.0), s(60.0))]);
     summary("3g", &run);
@@ -326,6 +328,8 @@ fn short_paths_are_not_starved_by_a_microsecond_min_rtt() {
         loss: 0.0,
         seed: 3,
         ack_slots: Some(Duration::from_millis(1)),
+        trace: None,
+        ack_trace: None,
     };
     let run = run_bulk(link, s(5.0), &[(s(1.0), s(5.0))]);
     summary("lan", &run);
@@ -442,9 +446,230 @@ fn scenarios() {
         loss: 0.0,
         seed: 2,
         ack_slots: None,
+        trace: None,
+        ack_trace: None,
     };
     summary(
         "satellite",
         &run_bulk(link, s(60.0), &[(s(0.0), s(10.0)), (s(10.0), s(60.0))]),
     );
+}
+
+/// A Mahimahi trace (one line per 1500-byte delivery opportunity, in ms) from `skip` ms on, and
+/// its mean rate in bits/s; `None` when the trace is not there (it lives outside the crate, in
+/// ../shared/traces).
+fn mahimahi(name: &str, skip: u64) -> Option<(f64, Vec<Duration>)> {
+    let path = format!("{}/../../shared/traces/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).ok()?;
+    let times: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let end = *times.last()?;
+    let mean = times.len() as f64 * 1500.0 * 8.0 / (end as f64 / 1e3);
+    // Twice round, so that a late start still has 30 s left.
+    let opps = times
+        .iter()
+        .chain(times.iter())
+        .enumerate()
+        .map(|(i, &t)| if i < times.len() { t } else { t + end })
+        .filter(|&t| t >= skip)
+        .map(|t| Duration::from_millis(t - skip))
+        .collect();
+    Some((mean, opps))
+}
+
+/// A link whose capacity follows the Verizon LTE traces from `skip` ms on (as bench/netem.sh's
+/// `verizon-lte-short`: 40 ms RTT, a 200 ms queue at the uplink's mean rate, ACKs on the downlink
+/// trace).
+fn verizon_link(skip: u64) -> Option<Link> {
+    let (mean, up) = mahimahi("Verizon-LTE-short.up", skip)?;
+    let (_, down) = mahimahi("Verizon-LTE-short.down", skip)?;
+    let mut link = Link::lte(0.0);
+    link.rate = mean;
+    link.trace = Some(up);
+    link.ack_trace = Some(down);
+    Some(link)
+}
+
+/// Goodput over the trace's capacity in the window (bench/NETEM.md's "share of link").
+fn trace_share(link: &Link, w: &crate::sim::Window) -> f64 {
+    let opps = link.trace.as_ref().expect("trace link");
+    let n = opps.iter().filter(|&&t| t >= w.from && t < w.until).count();
+    let capacity = n as f64 * 1500.0 * 8.0 / w.span().as_secs_f64();
+    w.goodput() / capacity
+}
+
+/// Runs the Verizon trace from several starting points; returns the mean share of link, mean
+/// telemetry p99 (ms) and probe count.
+fn verizon(config: &DelayBbrConfig, print: bool) -> Option<(f64, f64, usize)> {
+    let (mut share, mut p99, mut n_probes) = (0.0, 0.0, 0);
+    let skips = [0u64, 20_000, 40_000, 60_000, 80_000, 100_000];
+    for skip in skips {
+        let link = verizon_link(skip)?;
+        let traffic = Traffic::bulk(s(25.0));
+        let run =
+            Sim::new(link.clone(), traffic, config.clone()).run(s(25.0), &[(s(1.0), s(25.0))]);
+        let w = &run.windows[0];
+        let sh = trace_share(&link, w);
+        if print {
+            summary(&format!("verizon from {skip} ms: share {sh:.3}"), &run);
+        }
+        share += sh;
+        p99 += ms(w.telemetry_pct(0.99));
+        n_probes += probes(&run, 1.0, 25.0);
+    }
+    let n = skips.len() as f64;
+    Some((share / n, p99 / n, n_probes))
+}
+
+/// Not a test: utilisation on the variable-capacity trace, for tuning.
+/// `cargo test -p quicft-congestion trace_scenarios -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn trace_scenarios() {
+    let Some((share, p99, n)) = verizon(&DelayBbrConfig::default(), true) else {
+        eprintln!("no trace");
+        return;
+    };
+    eprintln!("default: share {share:.3} telemetry p99 {p99:.1} ms probes {n}");
+}
+
+/// Share of link, mean queue and telemetry p99 on the fixed 20 Mbit/s link at `loss`.
+fn lte_with(config: &DelayBbrConfig, loss: f64) -> (f64, f64, f64) {
+    let run = Sim::new(Link::lte(loss), Traffic::bulk(s(30.0)), config.clone())
+        .run(s(30.0), &[(s(5.0), s(30.0))]);
+    let w = &run.windows[0];
+    (
+        w.utilisation(),
+        ms(w.mean_queue()),
+        ms(w.telemetry_pct(0.99)),
+    )
+}
+
+/// Not a test: knob sweep on the trace and the fixed link.
+/// `cargo test -p quicft-congestion --release trace_sweep -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn trace_sweep() {
+    let d = DelayBbrConfig::default;
+    let configs: Vec<(&str, DelayBbrConfig)> = vec![
+        ("default", d()),
+        (
+            "one tier (before)",
+            DelayBbrConfig {
+                cruise_queue_tolerance: 0.25,
+                slow_queue_rounds: u32::MAX,
+                ..d()
+            },
+        ),
+        (
+            "slow 16",
+            DelayBbrConfig {
+                slow_queue_rounds: 16,
+                ..d()
+            },
+        ),
+        // Better on the trace, but a halved capacity then keeps 60 ms of queue for a second.
+        (
+            "tolerance 2, slow 16",
+            DelayBbrConfig {
+                cruise_queue_tolerance: 2.0,
+                slow_queue_rounds: 16,
+                ..d()
+            },
+        ),
+        (
+            "gain 1.5",
+            DelayBbrConfig {
+                cwnd_gain: 1.5,
+                ..d()
+            },
+        ),
+        (
+            "probe gain 0.8",
+            DelayBbrConfig {
+                probe_rtt_gain: 0.8,
+                ..d()
+            },
+        ),
+    ];
+    for (name, c) in configs {
+        let Some((share, p99, n)) = verizon(&c, false) else {
+            return;
+        };
+        let link0 = verizon_link(0).expect("trace");
+        let run0 = Sim::new(link0.clone(), Traffic::bulk(s(25.0)), c.clone())
+            .run(s(25.0), &[(s(1.0), s(25.0))]);
+        let share0 = trace_share(&link0, &run0.windows[0]);
+        let (u0, q0, t0) = lte_with(&c, 0.0);
+        let (u1, q1, t1) = lte_with(&c, 0.01);
+        eprintln!(
+            "{name:>16}: from 0 {share0:.3} verizon share {share:.3} tel p99 {p99:.0} probes {n} | lte util {u0:.3} q {q0:.1} p99 {t0:.0} | 1% util {u1:.3} q {q1:.1} p99 {t1:.0}"
+        );
+    }
+}
+
+/// Not a test: the Verizon trace from its start, second by second.
+#[test]
+#[ignore]
+fn trace_detail() {
+    let Some(link) = verizon_link(0) else { return };
+    let windows: Vec<(Duration, Duration)> =
+        (1..25).map(|i| (s(i as f64), s(i as f64 + 1.0))).collect();
+    let run = Sim::new(
+        link.clone(),
+        Traffic::bulk(s(25.0)),
+        DelayBbrConfig::default(),
+    )
+    .run(s(25.0), &windows);
+    for w in &run.windows {
+        let f = w.from.as_secs_f64();
+        eprintln!(
+            "{f:>4.0}s share {:.3} cap {:.1} Mbit/s queue mean {:.0} ms probes {} bw {:.1}",
+            trace_share(&link, w),
+            w.goodput() / trace_share(&link, w) / 1e6,
+            ms(w.mean_queue()),
+            probes(&run, f, f + 1.0),
+            bw_mbit(&run, f + 0.5),
+        );
+    }
+}
+
+/// A capacity that moves every 100 ms, by up to ±30%, between 3 and 12 Mbit/s (a seeded random
+/// walk in the manner of the Verizon LTE uplink trace), on the standard 40 ms path with a 200 ms
+/// queue at the mean rate.
+fn fluctuating_link(seed: u64) -> Link {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rate = 7e6;
+    let mut changes = Vec::new();
+    for i in 0..400u64 {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+        rate = (rate * (0.7 + 0.6 * u)).clamp(3e6, 12e6);
+        changes.push((Duration::from_millis(i * 100), rate));
+    }
+    let mut link = Link::lte(0.0);
+    link.rate = 7e6;
+    link.rate_changes = changes;
+    link
+}
+
+#[test]
+fn fills_a_link_whose_capacity_keeps_moving() {
+    for seed in [1, 2, 3] {
+        let run = Sim::new(
+            fluctuating_link(seed),
+            Traffic::bulk(s(30.0)),
+            DelayBbrConfig::default(),
+        )
+        .run(s(30.0), &[(s(2.0), s(30.0))]);
+        summary(&format!("fluctuating {seed}"), &run);
+        // With the queue tolerance of a fixed link (0.25 × min RTT beyond the gain's) every dip
+        // started a drain: utilisation 0.935–0.943, 34–38 probes.
+        let w = &run.windows[0];
+        at_least("utilisation", w.utilisation(), 0.96);
+        at_most("mean queue ms", ms(w.mean_queue()), 40.0);
+        at_most("probes", probes(&run, 2.0, 30.0) as f64, 20.0);
+    }
 }
