@@ -112,7 +112,10 @@ impl Server {
         // listeners are bound to, so that clients can reach them by IP (e.g. 198.18.0.2 in the
         // benchmark namespaces) without overriding the server name.
         let mut tls_cfg = config.tls.clone();
-        for a in [config.listeners.quic, config.listeners.tls].into_iter().flatten() {
+        for a in [config.listeners.quic, config.listeners.tls]
+            .into_iter()
+            .flatten()
+        {
             let ip = a.ip().to_string();
             if !a.ip().is_unspecified() && !tls_cfg.dev_cert_names.contains(&ip) {
                 tls_cfg.dev_cert_names.push(ip);
