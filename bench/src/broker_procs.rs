@@ -71,57 +71,23 @@ impl BrokerProc {
         log_dir: &Path,
         label: &str,
     ) -> Result<BrokerProc> {
-        let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
-        let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
-        let tls = if with_tls {
-            Some(SocketAddr::from(([127, 0, 0, 1], free_port(false)?)))
-        } else {
-            None
-        };
-        let log = log_dir.join(format!("{label}.log"));
-        let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = command(bin, cpus);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        let child = cmd
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--quic",
-                &quic.to_string(),
-                "--tcp",
-                &tcp.to_string(),
-                "--http",
-                "off",
-            ])
-            .args([
-                "--tls",
-                &tls.map_or_else(|| "off".to_owned(), |a| a.to_string()),
-            ])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "start {} (build it: cargo build --release -p quicft-server)",
-                    bin.display()
-                )
-            })?;
-        let pid = child.id();
-        let mut p = BrokerProc {
-            kind: Kind::Quicft,
-            pid,
-            tcp,
-            quic: Some(quic),
-            tls,
-            ca: Some(data_dir.join("certs").join("ca.pem")),
-            log,
-            child: Some(child),
-        };
-        p.wait_ready()?;
-        Ok(p)
+        cmd.args(["--http", "off"]);
+        if !with_tls {
+            cmd.args(["--tls", "off"]); // quicft listens on TLS by default
+        }
+        Self::start_mqtt(
+            Kind::Quicft,
+            cmd,
+            with_tls,
+            data_dir,
+            log_dir,
+            label,
+            "quicft-server",
+        )
     }
 
     /// Starts mosquitto on a free loopback TCP port with a generated configuration: no
@@ -191,6 +157,30 @@ impl BrokerProc {
         log_dir: &Path,
         label: &str,
     ) -> Result<BrokerProc> {
+        let cmd = command(bin, cpus);
+        Self::start_mqtt(
+            Kind::Relay,
+            cmd,
+            with_tls,
+            data_dir,
+            log_dir,
+            label,
+            "quicft-bench",
+        )
+    }
+
+    /// Runs `cmd` (quicft-server or relay_broker: the same flags) on free loopback ports: QUIC and
+    /// TCP, TLS only if `with_tls`, output to `<log_dir>/<label>.log`, and waits
+    /// until it listens.
+    fn start_mqtt(
+        kind: Kind,
+        mut cmd: Command,
+        with_tls: bool,
+        data_dir: &Path,
+        log_dir: &Path,
+        label: &str,
+        package: &str,
+    ) -> Result<BrokerProc> {
         let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
         let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
         let tls = if with_tls {
@@ -200,27 +190,27 @@ impl BrokerProc {
         };
         let log = log_dir.join(format!("{label}.log"));
         let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let mut cmd = command(bin, cpus);
-        if let Some(t) = tls {
-            cmd.args(["--tls", &t.to_string()]);
-        }
         let child = cmd
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--quic", &quic.to_string(), "--tcp", &tcp.to_string()])
+            .args(
+                tls.map(|a| vec!["--tls".to_owned(), a.to_string()])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .with_context(|| {
                 format!(
-                    "start {} (build it: cargo build --release -p quicft-bench)",
-                    bin.display()
+                    "start {} (build it: cargo build --release -p {package})",
+                    cmd.get_program().to_string_lossy()
                 )
             })?;
         let pid = child.id();
         let mut p = BrokerProc {
-            kind: Kind::Relay,
+            kind,
             pid,
             tcp,
             quic: Some(quic),
