@@ -7,7 +7,7 @@
 //! handle is dropped while it still runs).
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,15 +49,7 @@ pub struct BrokerProc {
     child: Option<Child>,
 }
 
-/// A loopback port nobody listens on right now (TCP or UDP).
-pub fn free_port(udp: bool) -> Result<u16> {
-    let port = if udp {
-        UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
-    } else {
-        TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
-    };
-    Ok(port)
-}
+pub use crate::net::free_port;
 
 impl BrokerProc {
     /// Starts `quicft-server` with QUIC and TCP on free loopback ports, TLS only if `with_tls`,

@@ -32,8 +32,10 @@ use quicft_proto::{
     Connect, Disconnect, Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode,
 };
 use quicft_server::config::{Congestion, QuicConfig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::Semaphore;
+
+use crate::net::next_packet;
 
 /// Largest packet accepted from the server (acks only; 64 KiB is plenty).
 const MAX_PACKET: usize = 64 * 1024;
@@ -72,18 +74,7 @@ pub fn fmt_size(n: u64) -> String {
 
 // ------------------------------------------------------------------------------ processes, /proc
 
-/// A loopback port nobody listens on right now.
-pub fn free_port(udp: bool) -> Result<u16> {
-    Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    })
-}
+pub use crate::net::free_port;
 
 /// (user, system) CPU clock ticks of a process, from `/proc/<pid>/stat` (or `/proc/self/stat`).
 pub fn process_ticks(stat_path: &str) -> Result<(u64, u64)> {
@@ -615,28 +606,11 @@ impl MqttConn {
     }
 }
 
-async fn next_packet<R: AsyncRead + Unpin + ?Sized>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-) -> Result<Option<Packet>> {
-    loop {
-        if let Some(p) = Packet::decode(buf, Protocol::V5, MAX_PACKET)? {
-            return Ok(Some(p));
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
 async fn read_connack<R: AsyncRead + Unpin + ?Sized>(
     rd: &mut R,
     buf: &mut BytesMut,
 ) -> Result<Properties> {
-    let p = tokio::time::timeout(SHORT, next_packet(rd, buf))
+    let p = tokio::time::timeout(SHORT, next_packet(rd, buf, MAX_PACKET))
         .await
         .context("CONNACK timeout")??;
     match p {
@@ -652,7 +626,7 @@ async fn next_ack<R: AsyncRead + Unpin + ?Sized>(
     rd: &mut R,
     buf: &mut BytesMut,
 ) -> Result<PubResp> {
-    match next_packet(rd, buf).await? {
+    match next_packet(rd, buf, MAX_PACKET).await? {
         Some(Packet::PubAck(a)) => Ok(a),
         Some(Packet::Disconnect(d)) => bail!(
             "server sent DISCONNECT {} {:?}",

@@ -33,6 +33,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::net::next_packet;
+
 /// Largest packet the generator accepts from a broker.
 const MAX_PACKET: usize = 1024 * 1024;
 /// Bytes at the front of every payload: send time (u64 ns), publisher (u32), sequence (u32).
@@ -520,7 +522,7 @@ impl Client {
     }
 
     async fn next_packet(&mut self) -> Result<Option<Packet>> {
-        next_packet(&mut self.rd, &mut self.buf).await
+        next_packet(&mut self.rd, &mut self.buf, MAX_PACKET).await
     }
 
     async fn subscribe(&mut self, filter: &str) -> Result<()> {
@@ -552,30 +554,12 @@ impl Client {
     }
 }
 
-/// Next packet from a stream; `Ok(None)` at end of stream.
-async fn next_packet<R: AsyncRead + Unpin + ?Sized>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-) -> Result<Option<Packet>> {
-    loop {
-        if let Some(p) = Packet::decode(buf, Protocol::V5, MAX_PACKET)? {
-            return Ok(Some(p));
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
-}
-
 /// Reads the CONNACK and returns the broker's Receive Maximum.
 async fn read_connack<R: AsyncRead + Unpin + ?Sized>(
     rd: &mut R,
     buf: &mut BytesMut,
 ) -> Result<u16> {
-    let p = tokio::time::timeout(Duration::from_secs(10), next_packet(rd, buf))
+    let p = tokio::time::timeout(Duration::from_secs(10), next_packet(rd, buf, MAX_PACKET))
         .await
         .context("CONNACK timeout")??;
     match p {

@@ -25,9 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
+use quicft_bench::net::{free_port, next_packet};
 use quicft_proto::{Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest packet a device reads (server responses and deliveries are small).
+const MAX_PACKET: usize = 1 << 20;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -310,7 +313,7 @@ async fn device(i: usize, ep: &quinn::Endpoint, s: &Shared) -> Result<()> {
     let mut ctl_buf = BytesMut::new();
     match tokio::time::timeout(
         Duration::from_secs(60),
-        next_packet(&mut ctl_rx, &mut ctl_buf),
+        next_packet(&mut ctl_rx, &mut ctl_buf, MAX_PACKET),
     )
     .await
     .context("CONNACK timeout")??
@@ -353,9 +356,12 @@ async fn telemetry(conn: &quinn::Connection, id: &str, s: &Shared, until: Instan
         tx.write_all(&encode(&publish(&topic, pkid, payload))?)
             .await?;
         s.totals.telemetry_sent.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(Duration::from_secs(30), next_packet(&mut rx, &mut buf))
-            .await
-            .context("telemetry PUBACK timeout")??
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            next_packet(&mut rx, &mut buf, MAX_PACKET),
+        )
+        .await
+        .context("telemetry PUBACK timeout")??
         {
             Some(Packet::PubAck(a)) if a.pkid == pkid && a.code == ReasonCode::SUCCESS => {
                 s.totals.telemetry_acked.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +405,7 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     ))?)
     .await?;
     ack(
-        tokio::time::timeout(wait, next_packet(&mut rx, &mut buf))
+        tokio::time::timeout(wait, next_packet(&mut rx, &mut buf, MAX_PACKET))
             .await
             .context("init timeout")??,
         "init",
@@ -409,7 +415,7 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     for off in (0..size).step_by(seg) {
         if in_flight >= s.args.window.max(1) {
             ack(
-                tokio::time::timeout(wait, next_packet(&mut rx, &mut buf))
+                tokio::time::timeout(wait, next_packet(&mut rx, &mut buf, MAX_PACKET))
                     .await
                     .context("segment timeout")??,
                 "segment",
@@ -427,7 +433,7 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     }
     while in_flight > 0 {
         ack(
-            tokio::time::timeout(wait, next_packet(&mut rx, &mut buf))
+            tokio::time::timeout(wait, next_packet(&mut rx, &mut buf, MAX_PACKET))
                 .await
                 .context("segment timeout")??,
             "segment",
@@ -438,7 +444,7 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     tx.write_all(&encode(&publish(&fin, next_pkid(), Bytes::new()))?)
         .await?;
     ack(
-        tokio::time::timeout(wait, next_packet(&mut rx, &mut buf))
+        tokio::time::timeout(wait, next_packet(&mut rx, &mut buf, MAX_PACKET))
             .await
             .context("fin timeout")??,
         "fin",
@@ -464,21 +470,6 @@ fn encode(p: &Packet) -> Result<Bytes> {
     let mut b = BytesMut::new();
     p.encode(Protocol::V5, &mut b)?;
     Ok(b.freeze())
-}
-
-async fn next_packet<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-) -> Result<Option<Packet>> {
-    loop {
-        if let Some(p) = Packet::decode(buf, Protocol::V5, 1 << 20)? {
-            return Ok(Some(p));
-        }
-        buf.reserve(4096);
-        if rd.read_buf(buf).await? == 0 {
-            return Ok(None);
-        }
-    }
 }
 
 fn now_ms() -> u128 {
@@ -549,19 +540,8 @@ struct ServerProc {
 
 impl ServerProc {
     fn start(bin: &Path, data_dir: &Path) -> Result<ServerProc> {
-        let port = |udp: bool| -> Result<u16> {
-            Ok(if udp {
-                std::net::UdpSocket::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port()
-            } else {
-                std::net::TcpListener::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port()
-            })
-        };
-        let quic = SocketAddr::from(([127, 0, 0, 1], port(true)?));
-        let tcp = SocketAddr::from(([127, 0, 0, 1], port(false)?));
+        let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
+        let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
         let log = std::fs::File::create(data_dir.join("server.log"))?;
         let child = Command::new(bin)
             .arg("--data-dir")

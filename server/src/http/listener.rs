@@ -90,14 +90,23 @@ impl Guarded {
         self.idle.as_mut().reset(deadline);
     }
 
-    /// Called when the socket is not ready: an error once the deadline has passed.
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> Option<std::io::Error> {
+    /// What a poll of the socket returned: progress restarts the idle deadline; not ready is an
+    /// error once the deadline has passed.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.progress();
+            return r;
+        }
         match self.idle.as_mut().poll(cx) {
-            Poll::Ready(()) => Some(std::io::Error::new(
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "HTTP connection idle",
-            )),
-            Poll::Pending => None,
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -108,16 +117,8 @@ impl AsyncRead for Guarded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                self.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.check_idle(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.watch(cx, r)
     }
 }
 
@@ -127,16 +128,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                self.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.check_idle(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, r)
     }
 
     fn poll_write_vectored(
@@ -144,16 +137,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.stream).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                self.progress();
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.check_idle(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-        }
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
