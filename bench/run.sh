@@ -10,7 +10,8 @@
 # restarted (linkem: queue emptied, counters, trace and cut schedule from zero), then the upload starts
 # while the device publishes a 100-byte QoS 1 telemetry message every 100 ms.
 #   quic, quic:CC  netem_device upload over QUIC (device controller QFT_DEVICE_CC, or CC), telemetry on
-#                  the same connection
+#                  the same connection (mirrored: the SDK default)
+#   quic-nomirror  the same without the telemetry mirror (QuicOptions::telemetry_mirror = None)
 #   tls            the same over TLS/TCP (the kernel's TCP congestion control)
 #   https          curl --upload-file to nginx; telemetry from netem_device on its own QUIC connection
 #                  beside it (what a device with an MQTT link and an HTTPS uploader does)
@@ -214,13 +215,14 @@ run_one() {
 	local method=$1 i=$2 out=$WORK/out.json ok=false t0 r0 r1 extra='{}' cc
 	: >"$out"
 	case "$method" in
-	quic | quic:* | tls)
-		local transport=quic port=14567
+	quic | quic:* | quic-nomirror | tls)
+		local transport=quic port=14567 mirror=5
 		cc=${method#quic:}
 		[ "$cc" != "$method" ] || cc=$DEVICE_CC
 		if [ "$method" = tls ]; then transport=tls port=8883; fi
+		if [ "$method" = quic-nomirror ]; then mirror=0; fi
 		if start_device "$out" --transport "$transport" --port "$port" --congestion "$cc" \
-			--client-id "netem-$method-$i" upload "$FILE"; then
+			--mirror-ms "$mirror" --client-id "netem-$method-$i" upload "$FILE"; then
 			reset_link
 			r0=$(tcp_retrans)
 			t0=$(date +%s%N)
@@ -274,7 +276,7 @@ if "goodput_bps" in r: r["goodput_mbit"] = r["goodput_bps"] / 1e6
 r["device_cc"] = sys.argv[2]
 print(json.dumps(r))' "$WORK/cli.out" "$DEVICE_CC" >"$out"
 		;;
-	*) die "unknown method '$method' (quic, quic:CC, tls, https, cli)" ;;
+	*) die "unknown method '$method' (quic, quic:CC, quic-nomirror, tls, https, cli)" ;;
 	esac
 	local link
 	link=$(link_counters)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod ft;
 pub mod http;
 pub mod metrics;
+mod mirror;
 mod session;
 mod stream;
 pub mod tls;

@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::broker::{Delivery, Kick, Message, Outgoing, SessionState, StreamId, Subscription};
-use crate::stream::{self, Event, Writer};
+use crate::mirror::{self, Pairing};
+use crate::stream::{self, Event, PacketRead, Writer};
 use crate::Ctx;
 
 /// The transport a client connected over.
@@ -463,6 +464,10 @@ impl Session {
             if let Some(d) = self.session_expiry {
                 properties.session_expiry_interval = u32::try_from(d.as_secs()).ok();
             }
+            if self.link.quic.is_some() {
+                let (name, value) = quicft_proto::mirror::OFFER;
+                properties.user_properties.push((name.into(), value.into()));
+            }
         }
         let ack = ConnAck {
             session_present,
@@ -490,6 +495,7 @@ impl Session {
             self.protocol,
             max,
             self.events_tx.clone(),
+            None,
         ));
         if let Some(conn) = self.link.quic.clone() {
             self.tasks.push(tokio::spawn(accept_data_streams(
@@ -1326,7 +1332,7 @@ fn reserved_topic(topic: &str) -> bool {
 }
 
 /// Accepts the data streams of a QUIC connection (after CONNACK: streams opened earlier wait in
-/// quinn until then).
+/// quinn until then), and the mirrors of data streams (crate::mirror).
 async fn accept_data_streams(
     conn: quinn::Connection,
     protocol: Protocol,
@@ -1334,19 +1340,56 @@ async fn accept_data_streams(
     events: mpsc::Sender<Event>,
     io: crate::clients::Io,
 ) {
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        let stream = recv.id().index();
-        let (writer, _task) = stream::spawn_writer(io.wrap(send));
-        if events.send(Event::Opened { stream, writer }).await.is_err() {
-            return;
+    let mut pairing = Pairing::new();
+    // Mirror streams whose header has been read: (data stream index, mirror).
+    let (headers_tx, mut headers) = mpsc::channel(mirror::MAX_MIRRORS as usize);
+    loop {
+        tokio::select! {
+            bi = conn.accept_bi() => {
+                let Ok((send, recv)) = bi else { return };
+                let stream = recv.id().index();
+                let (writer, _task) = stream::spawn_writer(io.wrap(send));
+                if events.send(Event::Opened { stream, writer }).await.is_err() {
+                    return;
+                }
+                stream::spawn_reader(
+                    io.wrap(recv),
+                    BytesMut::new(),
+                    stream,
+                    protocol,
+                    max,
+                    events.clone(),
+                    Some(pairing.data_stream(stream)),
+                );
+            }
+            uni = conn.accept_uni() => {
+                let Ok(recv) = uni else { return };
+                let mut recv = io.wrap(recv);
+                let headers_tx = headers_tx.clone();
+                tokio::spawn(async move {
+                    let header = tokio::time::timeout(
+                        mirror::HEADER_TIMEOUT,
+                        mirror::read_header(&mut recv),
+                    )
+                    .await;
+                    match header {
+                        Ok(Ok(Ok(h))) => {
+                            let _ = headers_tx.send((h.stream_id >> 2, recv)).await;
+                        }
+                        Ok(Ok(Err(e))) => {
+                            tracing::debug!(error = %e, "mirror stream refused");
+                            recv.stop(mirror::REFUSED);
+                        }
+                        _ => recv.stop(mirror::REFUSED),
+                    }
+                });
+            }
+            Some((index, recv)) = headers.recv() => {
+                if let Some(mut refused) = pairing.mirror(index, recv) {
+                    tracing::debug!(index, "mirror of a stream that ended or already has one");
+                    refused.stop(mirror::REFUSED);
+                }
+            }
         }
-        stream::spawn_reader(
-            io.wrap(recv),
-            BytesMut::new(),
-            stream,
-            protocol,
-            max,
-            events.clone(),
-        );
     }
 }

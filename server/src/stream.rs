@@ -11,9 +11,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use quicft_proto::{DecodeError, Packet, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::StreamId;
+use crate::mirror::{Fill, Merge};
 use crate::session::FtDone;
 
 /// A stream's receive half. QUIC streams can be stopped with an error code; TCP ones just close.
@@ -163,7 +164,8 @@ pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::Jo
 pub(crate) const MAX_BATCH: usize = 32;
 
 /// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
-/// `buf`) and forwards them to the session until the stream ends or a packet is malformed.
+/// `buf`) and forwards them to the session until the stream ends or a packet is malformed. A data
+/// stream that may be mirrored gets its mirror through `mirror` (crate::mirror).
 pub(crate) fn spawn_reader<R: PacketRead>(
     mut r: R,
     mut buf: BytesMut,
@@ -171,7 +173,9 @@ pub(crate) fn spawn_reader<R: PacketRead>(
     protocol: Protocol,
     max_packet_size: usize,
     events: mpsc::Sender<Event>,
+    mirror: Option<oneshot::Receiver<R>>,
 ) -> tokio::task::JoinHandle<()> {
+    let mut merge = mirror.map(Merge::new);
     tokio::spawn(async move {
         loop {
             let mut packets = Vec::new();
@@ -196,7 +200,11 @@ pub(crate) fn spawn_reader<R: PacketRead>(
                 return;
             }
             if let Some(error) = malformed {
-                r.stop(u32::from(error.reason_code().0));
+                let code = u32::from(error.reason_code().0);
+                r.stop(code);
+                if let Some(m) = merge.as_mut() {
+                    m.stop(code);
+                }
                 let _ = events.send(Event::Malformed { stream, error }).await;
                 return;
             }
@@ -214,12 +222,13 @@ pub(crate) fn spawn_reader<R: PacketRead>(
             } else if spare < 4096 {
                 buf.reserve(64 * 1024);
             }
-            match r.read_buf(&mut buf).await {
-                Ok(n) if n > 0 => {}
-                _ => {
-                    let _ = events.send(Event::Closed { stream }).await;
-                    return;
-                }
+            let more = match merge.as_mut() {
+                Some(m) => m.fill(&mut r, &mut buf).await == Fill::Read,
+                None => matches!(r.read_buf(&mut buf).await, Ok(n) if n > 0),
+            };
+            if !more {
+                let _ = events.send(Event::Closed { stream }).await;
+                return;
             }
         }
     })

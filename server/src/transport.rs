@@ -69,7 +69,8 @@ pub(crate) fn quic_endpoint(
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        // Client-opened unidirectional streams are mirrors of data streams (crate::mirror).
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(crate::mirror::MAX_MIRRORS))
         .stream_receive_window(quinn::VarInt::from_u32(q.stream_receive_window))
         .receive_window(quinn::VarInt::from_u32(q.receive_window))
         .send_window(q.send_window)

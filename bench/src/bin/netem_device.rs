@@ -79,6 +79,10 @@ struct Conn {
     congestion: String,
     #[arg(long, global = true)]
     client_id: Option<String>,
+    /// Minimum gap (ms) of the telemetry mirror (the SDK's second copy of the telemetry stream,
+    /// QuicOptions::telemetry_mirror); 0 turns it off.
+    #[arg(long, global = true, default_value_t = 5)]
+    mirror_ms: u64,
     /// Milliseconds between telemetry messages.
     #[arg(long, global = true, default_value_t = 100)]
     interval: u64,
@@ -96,6 +100,8 @@ struct Telemetry {
     measure: &'static str,
     connection: &'static str,
     transport: String,
+    /// Minimum gap of the telemetry mirror, QUIC only (None: no mirror).
+    mirror_ms: Option<u64>,
     qos: u8,
     interval_ms: u64,
     payload_bytes: usize,
@@ -175,6 +181,7 @@ async fn connect(c: &Conn) -> Result<(Client, f64)> {
         .congestion
         .parse::<Congestion>()
         .map_err(anyhow::Error::msg)?;
+    o.quic.telemetry_mirror = Some(Duration::from_millis(c.mirror_ms)).filter(|d| !d.is_zero());
     o.connect_timeout = Duration::from_secs(15);
     let t = Instant::now();
     let client = Client::connect(o)
@@ -263,6 +270,7 @@ fn telemetry_header(c: &Conn, connection: &'static str) -> Telemetry {
         measure: "publish→PUBACK",
         connection,
         transport: c.transport.to_string(),
+        mirror_ms: Some(c.mirror_ms).filter(|m| *m > 0 && c.transport == Transport::Quic),
         qos: 1,
         interval_ms: c.interval,
         payload_bytes: c.payload,

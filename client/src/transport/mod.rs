@@ -15,6 +15,7 @@
 //! first; its depth is bounded by the receive maximum and the in-flight window).
 
 pub(crate) mod io;
+mod mirror;
 mod quic;
 mod stream;
 

@@ -17,6 +17,7 @@ use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::io::{run_writer, Outgoing, PacketReader, PriorityQueues, WriterEnd};
+use super::mirror::{spawn_mirror, MirrorTx, Tee};
 use super::{
     ack_capacity, handshake, new_shared, read_loop, resolve, spawn, ChannelKind, ChannelTx,
 };
@@ -41,6 +42,8 @@ pub(crate) struct QuicLink {
     ack_capacity: usize,
     max_packet_in: usize,
     next_id: AtomicU64,
+    /// Minimum gap of telemetry mirrors, when the server offers them (super::mirror).
+    mirror: Option<Duration>,
     /// Data channels opened so far, to finish them before DISCONNECT. Weak: a channel nobody holds
     /// finishes on its own.
     channels: Mutex<Vec<mpsc::WeakSender<Outgoing>>>,
@@ -60,6 +63,11 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
     let mut send = send;
     let connack = handshake(&mut reader, &mut send, &connect).await?;
     let shared = new_shared(options, &connack);
+    let offered = connack
+        .properties
+        .user_properties
+        .iter()
+        .any(|(k, v)| (k.as_str(), v.as_str()) == quicft_proto::mirror::OFFER);
 
     let link = QuicLink {
         endpoint,
@@ -69,9 +77,10 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
         ack_capacity: ack_capacity(options),
         max_packet_in: max_in,
         next_id: AtomicU64::new(1),
+        mirror: options.quic.telemetry_mirror.filter(|_| offered),
         channels: Mutex::new(Vec::new()),
     };
-    let control = link.spawn_channel(&shared, 0, ChannelKind::Control, send, reader);
+    let control = link.spawn_channel(&shared, 0, ChannelKind::Control, send, reader, None);
 
     // Connection-level end: a lost connection fails the session; a closed session closes the
     // connection (dropping the last client handle, keep-alive timeout, server DISCONNECT …).
@@ -111,11 +120,36 @@ impl QuicLink {
         let _ = send.set_priority(priority);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let reader = PacketReader::new(recv, shared.protocol, self.max_packet_in);
-        let tx = self.spawn_channel(shared, id, kind, send, reader);
+        let mirror = match (kind, self.mirror) {
+            (ChannelKind::Telemetry, Some(gap)) => self.open_mirror(shared, &send, priority, gap),
+            _ => None,
+        };
+        let tx = self.spawn_channel(shared, id, kind, send, reader, mirror);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.retain(|w| w.strong_count() > 0);
         channels.push(tx.data.downgrade());
         Ok(tx)
+    }
+
+    /// A mirror for the telemetry stream `send`, if the server has room for one right now (it
+    /// allows a few unidirectional streams; without room the channel simply has no mirror).
+    fn open_mirror(
+        &self,
+        shared: &Shared,
+        send: &SendStream,
+        priority: i32,
+        gap: Duration,
+    ) -> Option<MirrorTx> {
+        use futures::FutureExt;
+        let uni = self.conn.open_uni().now_or_never()?.ok()?;
+        let _ = uni.set_priority(priority);
+        spawn_mirror(
+            self.conn.clone(),
+            send,
+            uni,
+            gap,
+            shared.cancel.child_token(),
+        )
     }
 
     /// Starts the writer and reader tasks of one stream.
@@ -126,6 +160,7 @@ impl QuicLink {
         kind: ChannelKind,
         mut send: SendStream,
         mut reader: PacketReader<RecvStream>,
+        mirror: Option<MirrorTx>,
     ) -> ChannelTx {
         let (data, data_rx) = mpsc::channel(self.channel_queue);
         let (acks, acks_rx) = mpsc::channel(self.ack_capacity);
@@ -139,7 +174,13 @@ impl QuicLink {
         spawn(tracing::Instrument::instrument(
             async move {
                 let mut queues = PriorityQueues::new(vec![acks_rx, data_rx]);
-                match run_writer(&mut queues, &mut send, &writer_cancel).await {
+                let mut tee = Tee {
+                    primary: &mut send,
+                    mirror,
+                };
+                let end = run_writer(&mut queues, &mut tee, &writer_cancel).await;
+                drop(tee); // a finished or failed stream ends its mirror too
+                match end {
                     Ok(WriterEnd::Closed) => {
                         let _ = send.finish();
                     }
