@@ -162,7 +162,13 @@ fn load(path: &PathBuf) -> Result<Result_> {
                 );
                 row.cc = format!("device {dev_cc} (quinn); server {server_cc}");
             } else if transport == "quic" {
-                row.label = format!("quicft over QUIC ({dev_cc})");
+                // Runs from before the mirror existed carry no mirror_ms at all: label them plainly.
+                let unmirrored = first
+                    .and_then(|r| r.get("telemetry"))
+                    .and_then(|t| t.get("mirror_ms"))
+                    .is_some_and(serde_json::Value::is_null);
+                let mirror = if unmirrored { ", no mirror" } else { "" };
+                row.label = format!("quicft over QUIC ({dev_cc}{mirror})");
                 row.cc = format!("device {dev_cc} (quinn); server {server_cc}");
             } else {
                 row.label = format!("quicft over {}/TCP", transport.to_uppercase());
