@@ -71,13 +71,29 @@ pub struct DelayBbrConfig {
     /// A queue beyond the gain's own of more than this share of the min RTT (at least
     /// `queue_tolerance_floor`) for `queue_rounds` rounds in a row is a build-up in cruise …
     /// Larger lets the queue of a passing capacity dip (cellular) drain by itself instead of backing
-    /// off; at 1.0 a lasting halving of the capacity (1.5 × min RTT of queue) still counts.
+    /// off; a lasting drop in capacity is followed by `queue_track_rounds` instead. At 2.0 this tier
+    /// is for a sudden fall below ~0.4 × the capacity.
     pub cruise_queue_tolerance: f64,
-    /// … and so is one above `queue_tolerance` for this many rounds in a row (a longer path, a
-    /// smaller drop in capacity).
+    /// … and so is one above `queue_tolerance` for this many rounds in a row (a longer path; a
+    /// smaller drop in capacity is followed by `queue_track_rounds`).
     pub slow_queue_rounds: u32,
     /// Rounds in a row the queue must stay above the tolerance before the controller backs off.
     pub queue_rounds: u32,
+    /// After this many rounds in a row (at least 2) with a queue above the lower tier
+    /// (`queue_tolerance` beyond the gain's), when the bottleneck never idled and so delivered its
+    /// capacity, the bandwidth estimate is lowered to the rate measured over those rounds
+    /// (`u32::MAX`: never). This catches a lasting drop in capacity within a few rounds, which
+    /// lets the queue tiers above be loose enough for a passing dip to drain by itself. Fewer
+    /// rounds follow a drop sooner but also a shorter dip, which leaves the link part-empty when the
+    /// capacity comes back.
+    pub queue_track_rounds: u32,
+    /// Loss counts as congestion with a queue only if the last whole round saw that queue too,
+    /// not just the last few ACKs.
+    pub loss_needs_round_queue: bool,
+    /// A periodic min-RTT probe that starts with a queue above the lower tier is a queue back-off:
+    /// its drain rate becomes the estimate (else a drop that coincides with the timer waits for
+    /// the next rounds to be noticed).
+    pub timer_probe_takes_queue: bool,
     /// Share of a round's packets lost above which loss counts as congestion even without delay
     /// (a shallow buffer or policer). Far above the few percent of radio loss it must ignore.
     pub loss_threshold: f64,
@@ -99,10 +115,13 @@ impl Default for DelayBbrConfig {
             max_ack_aggregation: Duration::from_millis(100),
             queue_tolerance: 0.25,
             queue_tolerance_floor: Duration::from_millis(5),
-            cruise_queue_tolerance: 1.0,
-            slow_queue_rounds: 8,
+            cruise_queue_tolerance: 2.0,
+            slow_queue_rounds: 16,
             queue_rounds: 2,
             loss_threshold: 0.10,
+            queue_track_rounds: 2,
+            loss_needs_round_queue: true,
+            timer_probe_takes_queue: true,
         }
     }
 }
@@ -167,6 +186,11 @@ struct Probe {
     /// Times the probe window was halved because the "empty-queue" RTT still looked long.
     depth: u32,
 }
+
+/// After the queue rule lowered the estimate, a rate below this share of it with the queue still
+/// standing means the rate followed the smaller window: a longer path, or a link still getting
+/// slower; a probe tells which.
+const TRACK_FOLLOWS: f64 = 0.7;
 
 /// Halvings of the probe window before a long RTT is believed to be a longer path.
 const MAX_PROBE_DEPTH: u32 = 3;
@@ -235,6 +259,12 @@ pub struct DelayBbr {
     // Congestion signals, counted in rounds in a row.
     queue_high_rounds: u32,
     queue_slow_rounds: u32,
+    /// Two-round rate samples of the last rounds in a row with a standing queue (at most
+    /// `queue_track_rounds`), newest last.
+    queued_rates: VecDeque<u64>,
+    /// The estimate before the queue rule last lowered it, until a round without a standing queue
+    /// confirms that the link got slower (a longer path looks the same until a probe drains it).
+    tracked_from: Option<u64>,
     loss_high_rounds: u32,
     /// Queue delay of the last finished round.
     last_round_queue: Option<Duration>,
@@ -283,6 +313,8 @@ impl DelayBbr {
             min_rtt_stamp: None,
             queue_high_rounds: 0,
             queue_slow_rounds: 0,
+            queued_rates: VecDeque::new(),
+            tracked_from: None,
             loss_high_rounds: 0,
             last_round_queue: None,
             recent_rtts: [None; RECENT_SAMPLES],
@@ -500,6 +532,7 @@ impl DelayBbr {
         if self.rate_marks.len() > MAX_RATE_MARKS {
             self.rate_marks.pop_front();
         }
+        let mut span_rate = None;
         if let (Some(w), false) = (self.window_rtt(), matches!(self.state, State::Startup)) {
             let last = self.rate_marks.len() - 1;
             let mut limited = false;
@@ -514,6 +547,9 @@ impl DelayBbr {
                     .min(u128::from(u64::MAX)) as u64;
                     if !limited || rate > self.bw.get() {
                         self.bw.update(self.bw_round, rate);
+                    }
+                    if !limited {
+                        span_rate = Some(rate);
                     }
                     break;
                 }
@@ -562,13 +598,55 @@ impl DelayBbr {
                     0
                 };
                 let slow_limit = self.slow_queue_limit();
-                self.queue_slow_rounds = if steady && queue.is_some_and(|q| q > slow_limit) {
+                let queued = steady && queue.is_some_and(|q| q > slow_limit);
+                self.queue_slow_rounds = if queued {
                     self.queue_slow_rounds + 1
                 } else {
                     0
                 };
+                let bw = self.bw.get();
+                let tracking = self.config.queue_track_rounds != u32::MAX;
+                let k = self.config.queue_track_rounds.max(2) as usize;
+                match (queued, span_rate) {
+                    (true, Some(r)) if tracking => {
+                        self.queued_rates.push_back(r);
+                        if self.queued_rates.len() > k {
+                            self.queued_rates.pop_front();
+                        }
+                    }
+                    (true, _) => {}
+                    (false, _) => {
+                        self.queued_rates.clear();
+                        self.tracked_from = None;
+                    }
+                }
+                // A queue stood through the last `k` rounds: the bottleneck never idled, so what it
+                // delivered is its capacity now, and an estimate above it is stale (the link got
+                // slower). Follow it down at once instead of holding the old maximum for the
+                // filter's 10 rounds (2–3 s with the queue's RTT) or backing off through a probe.
+                // A longer path looks the same (a higher RTT, a lower rate), but then the rate was
+                // the window over the longer RTT, not the link's: if the queue still stands `k`
+                // rounds later and the rate fell with the smaller window, only a probe can tell
+                // the path from a link that keeps getting slower.
+                let mut stuck = false;
+                if self.queued_rates.len() >= k {
+                    // The oldest sample also spans the round before the queue stood.
+                    let n = self.queued_rates.len();
+                    let rate = self.queued_rates.iter().skip(n + 1 - k).max().copied();
+                    if let Some(rate) = rate.filter(|&r| r > 0 && r < bw) {
+                        if self.tracked_from.is_some() && (rate as f64) < TRACK_FOLLOWS * bw as f64
+                        {
+                            stuck = true;
+                        } else {
+                            self.bw.reset(self.bw_round, rate);
+                            self.tracked_from = self.tracked_from.or(Some(bw));
+                            self.queued_rates.clear();
+                        }
+                    }
+                }
                 if self.queue_high_rounds >= self.config.queue_rounds
                     || self.queue_slow_rounds >= self.config.slow_queue_rounds
+                    || stuck
                 {
                     self.enter_probe(now, Cause::Queue);
                 } else if self.loss_high_rounds >= LOSS_ROUNDS {
@@ -582,8 +660,13 @@ impl DelayBbr {
     fn enter_cruise(&mut self) {
         self.state = State::Cruise;
         self.cruise_round = self.round;
+        self.reset_queue_counts();
+    }
+
+    fn reset_queue_counts(&mut self) {
         self.queue_high_rounds = 0;
         self.queue_slow_rounds = 0;
+        self.queued_rates.clear();
     }
 
     fn enter_drain(&mut self, why: &str) {
@@ -607,8 +690,7 @@ impl DelayBbr {
             drain_rate: None,
             depth: 0,
         });
-        self.queue_high_rounds = 0;
-        self.queue_slow_rounds = 0;
+        self.reset_queue_counts();
         self.loss_high_rounds = 0;
         self.update_window();
     }
@@ -639,7 +721,11 @@ impl DelayBbr {
         if p.cause != Cause::Timer && !route_changed && rate > 0 {
             self.bw.reset(self.bw_round, rate);
             self.extra_acked.clear();
+        } else if let (true, Some(before)) = (route_changed, self.tracked_from) {
+            // The queue the estimate was lowered for was the longer path.
+            self.bw.update(self.bw_round, before);
         }
+        self.tracked_from = None;
         tracing::debug!(cause = ?p.cause, ?old, new = ?self.min_rtt, route_changed, bw = self.bw.get(), "delay-bbr: probe done");
         self.enter_cruise();
         self.update_window();
@@ -745,8 +831,7 @@ impl DelayBbr {
         self.agg_start = None;
         self.full_bw = 0;
         self.full_bw_rounds = 0;
-        self.queue_high_rounds = 0;
-        self.queue_slow_rounds = 0;
+        self.reset_queue_counts();
         self.loss_high_rounds = 0;
         self.cwnd = self.min_window();
     }
@@ -762,16 +847,22 @@ impl DelayBbr {
 
     /// Is there a queue beyond what the current mode explains (for judging a loss)?
     fn queue_is_high(&self) -> bool {
-        let limit = match self.state {
-            State::Startup => self.queue_tolerance(),
+        let recent = self.recent_queue().or(self.last_round_queue);
+        match self.state {
+            State::Startup => recent.is_some_and(|q| q > self.queue_tolerance()),
             // Until a round that began in cruise has ended, the RTTs still show the queue that
             // startup or a probe left, which the window is already removing.
-            State::Cruise if self.round <= self.cruise_round + 1 => return false,
-            _ => self.cruise_queue_limit(),
-        };
-        self.recent_queue()
-            .or(self.last_round_queue)
-            .is_some_and(|q| q > limit)
+            State::Cruise if self.round <= self.cruise_round + 1 => false,
+            _ => {
+                // A buffer that overflows has held its queue for at least the round that filled
+                // it. ACKs that arrive late together (a host that stalled, the receiver's or
+                // ours, for tens of milliseconds) inflate only the last few samples; a random loss
+                // detected just then is still random.
+                let limit = self.cruise_queue_limit();
+                let round = self.last_round_queue.is_some_and(|q| q > limit);
+                (round || !self.config.loss_needs_round_queue) && recent.is_some_and(|q| q > limit)
+            }
+        }
     }
 }
 
@@ -863,7 +954,14 @@ impl Controller for DelayBbr {
                     .min_rtt_stamp
                     .is_some_and(|t| now.saturating_duration_since(t) > self.config.min_rtt_window);
                 if stale {
-                    self.enter_probe(now, Cause::Timer);
+                    // A queue standing beyond the gain's when the timer runs out makes this probe's
+                    // drain rate the bottleneck's rate, as for a queue build-up.
+                    let queued = self.config.timer_probe_takes_queue
+                        && self
+                            .recent_queue()
+                            .is_some_and(|q| q > self.slow_queue_limit());
+                    let cause = if queued { Cause::Queue } else { Cause::Timer };
+                    self.enter_probe(now, cause);
                 }
             }
             State::Startup => {}

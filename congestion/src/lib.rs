@@ -36,7 +36,9 @@
 //!   re-measured when it has not been seen again for 10 s (the standing queue hides it during a long
 //!   upload) by a short *ProbeRtt*: the window drops to `0.5 × BDP` until that much is in flight,
 //!   then one round trip of samples from an empty queue becomes the new min RTT — higher or lower, so
-//!   a route change is followed. It costs about one round trip at half rate every 10 s (< 1%).
+//!   a route change is followed. It costs about one round trip at half rate every 10 s (< 1%). If a
+//!   queue beyond the lower tier (below) stands when the timer runs out, the probe counts as a queue
+//!   back-off: its drain rate becomes the estimate.
 //! - **Window** in steady state (*Cruise*): `1.25 × bw × min_rtt`, plus an allowance for ACK
 //!   aggregation (BBR's `extra_acked`: how far a burst of ACKs ran ahead of `bw`, windowed max over
 //!   10 rounds, at most 100 ms of `bw`, not measured in startup and drain where `bw` lags on
@@ -49,21 +51,34 @@
 //!   min-RTT sample shows it.
 //! - **Random loss is not congestion.** Loss does not change the window. It counts as congestion only
 //!   when it comes with a signal random loss does not have: (a) the queue delay is already above what
-//!   the gain explains (loss with RTT inflation: a buffer overflowing), (b) the loss rate is far above
+//!   the gain explains (loss with RTT inflation: a buffer overflowing) — in cruise, above the fast
+//!   tier below, in the last whole round as well as the last 8 ACKs: ACKs that a busy host delivers
+//!   late and together inflate only the last few samples, and a random loss detected among them
+//!   used to start a back-off on every stall (bench/CC.md) —, (b) the loss rate is far above
 //!   any plausible background (> 10% in two rounds in a row: a shallow buffer or policer dropping
 //!   our excess), (c) an ECN congestion mark, or (d) quinn's persistent congestion (everything lost
 //!   for 3 PTOs: an outage), which restarts from the minimum window like RFC 9002 asks.
 //! - **Queue build-up** (the delay signal): each round's smallest RTT sample minus `min_rtt` is the
 //!   queue the round saw. Beyond `(gain − 1) × min_rtt` (our own standing queue), more than
-//!   `max(1 × min_rtt, 5 ms)` for two rounds in a row, or more than `max(0.25 × min_rtt, 5 ms)`
-//!   for eight, means the bandwidth estimate is stale (the link got slower), the path got longer,
-//!   or someone else fills the queue (rounds that began before cruise, with startup's or a probe's
-//!   queue still draining, do not count). The two tiers are for cellular links whose capacity
-//!   swings by 2–4× within a few hundred milliseconds: the queue of a dip that passes drains by
-//!   itself, and backing off on every one (a single 0.25 × min_rtt tier) cost a sixth of the link
-//!   on the Verizon LTE trace (bench/CC.md); a lasting halving still shows 1.5 × min_rtt of queue
-//!   and is caught in two rounds. The response is a
-//!   ProbeRtt that drains the queue and tells the two apart. While in-flight falls to the probe
+//!   `max(0.25 × min_rtt, 5 ms)` (the *lower tier*) means the bandwidth estimate is stale (the link
+//!   got slower), the path got longer, or someone else fills the queue (rounds that began before
+//!   cruise, with startup's or a probe's queue still draining, do not count). Cellular capacity
+//!   swings by 2–4× within a few hundred milliseconds, and the queue of a dip that passes drains by
+//!   itself, so the response is graded:
+//!   - *Follow the link down*: after 2 rounds in a row above the lower tier the bottleneck never
+//!     idled, so the delivery rate over those rounds is its capacity; an estimate above it drops to
+//!     it at once (the window shrinks and the queue drains within a round) instead of being held by
+//!     the 10-round maximum for 2–3 s of queue-inflated rounds. A longer path looks the same, but
+//!     then the rate only followed the window: if the queue still stands 2 rounds later and the rate
+//!     fell below 0.7 × the lowered estimate, a ProbeRtt decides (and a longer path gets the old
+//!     estimate back).
+//!   - *Back off* with a ProbeRtt when the queue beyond the gain's stays above `max(2 × min_rtt,
+//!     5 ms)` for 2 rounds (a sudden fall below ~0.4 × the capacity), or above the lower tier for
+//!     16 rounds (a longer path, someone else's queue).
+//!
+//!   Backing off on every dip (a single 0.25 × min_rtt tier) cost a sixth of the link on the
+//!   Verizon LTE trace (bench/CC.md). The back-off is a ProbeRtt that drains the queue and tells a
+//!   queue from a longer path. While in-flight falls to the probe
 //!   window nothing new is sent, so the ACKs arrive at exactly the bottleneck's rate: that *drain
 //!   rate* is the link's current capacity, and the probe window is sized from it. If the
 //!   empty-queue RTT is back at `min_rtt`, the queue was real and the bandwidth estimate becomes

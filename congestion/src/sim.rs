@@ -11,7 +11,9 @@
 //!
 //! - Sender: quinn's send rule (blocked when `in_flight + MTU >= window`), quinn's pacer ported as is
 //!   (token bucket refilled at `1.25 × window / srtt`, bursts of 2 ms clamped to 10–256 datagrams),
-//!   quinn's RTT estimator, and RFC 9002 loss detection (3 packets or 9/8 RTT). Bulk data when the
+//!   quinn's RTT estimator, and RFC 9002 loss detection (3 packets or 9/8 RTT), probe timeout (two
+//!   probe packets past the window and the pacer; without it a tail lost in an outage would stall
+//!   the run for good) and persistent congestion, as quinn does them. Bulk data when the
 //!   traffic says so; optionally a telemetry message every 100 ms, sent ahead of the bulk data (a
 //!   higher-priority stream) and retransmitted ahead of it when lost.
 //! - Receiver: ACKs every second packet, at once on a gap, else after 25 ms (quinn's
@@ -36,6 +38,11 @@ const TELEMETRY_SIZE: u64 = 150;
 /// Bytes one delivery opportunity of a trace carries (Mahimahi's).
 const TRACE_BYTES: u64 = 1500;
 const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
+/// quinn's timer granularity (RFC 9002 kGranularity).
+const GRANULARITY: Duration = Duration::from_millis(1);
+/// Lost packets spanning this many PTOs with nothing acknowledged between them are persistent
+/// congestion (RFC 9002 §7.6, quinn's default).
+const PERSISTENT_CONGESTION_THRESHOLD: u32 = 3;
 
 /// splitmix64: tiny, seeded, the same on every platform.
 struct Rng(u64);
@@ -76,6 +83,13 @@ pub(crate) struct Link {
     pub trace: Option<Vec<Duration>>,
     /// ACKs leave the receiver only at these times (the downlink trace's opportunities).
     pub ack_trace: Option<Vec<Duration>>,
+    /// Host noise: each ACK reaches the sender up to this much later (uniform, order kept), as
+    /// when the receiver's or the sender's event loop runs late on a busy machine.
+    pub ack_jitter: Duration,
+    /// Host stalls `(mean interval, length)`: the sender's event loop is descheduled for `length`
+    /// at random times (exponential gaps with this mean), and the ACKs that arrive meanwhile are
+    /// handled together when it runs again.
+    pub stalls: Option<(Duration, Duration)>,
 }
 
 impl Link {
@@ -92,6 +106,8 @@ impl Link {
             ack_slots: None,
             trace: None,
             ack_trace: None,
+            ack_jitter: Duration::ZERO,
+            stalls: None,
         }
     }
 
@@ -215,6 +231,11 @@ pub(crate) struct Run {
     pub trace: Vec<Snapshot>,
     pub lost_random: u64,
     pub lost_queue: u64,
+    /// When each bulk packet reached the receiver (from the start), in order: the completion
+    /// time of an upload of a given size.
+    pub bulk_arrivals: Vec<Duration>,
+    /// Times loss detection declared persistent congestion.
+    pub persistent_congestion: u64,
     pub controller: DelayBbr,
 }
 
@@ -242,6 +263,8 @@ enum Event {
     },
     SendWake,
     LossTimer,
+    /// The probe timeout: nothing was acknowledged for a PTO (a tail loss or an outage).
+    Pto,
     Telemetry,
     Sample,
 }
@@ -380,6 +403,10 @@ pub(crate) struct Sim {
     events: BinaryHeap<Scheduled>,
     seq: u64,
     rng: Rng,
+    /// Host noise (ACK jitter, stalls), apart from `rng` so that it leaves the losses unchanged.
+    noise: Rng,
+    last_ack_at: Instant,
+    next_stall: Instant,
     cc: DelayBbr,
 
     // sender
@@ -392,6 +419,13 @@ pub(crate) struct Sim {
     app_limited: bool,
     wake_at: Option<Instant>,
     loss_at: Option<Instant>,
+    pto_at: Option<Instant>,
+    pto_count: u32,
+    /// Packets the PTO lets out regardless of window and pacing.
+    probes: u32,
+    last_sent_at: Option<Instant>,
+    /// The first packet sent after the first RTT sample: persistent congestion starts no earlier.
+    first_pn_after_rtt: Option<u64>,
     telemetry_queue: VecDeque<Instant>,
 
     // link
@@ -403,6 +437,8 @@ pub(crate) struct Sim {
     ack_idx: usize,
     lost_random: u64,
     lost_queue: u64,
+    bulk_arrivals: Vec<Duration>,
+    persistent_congestion: u64,
 
     // receiver
     last_recv_pn: Option<u64>,
@@ -430,6 +466,9 @@ impl Sim {
             events: BinaryHeap::new(),
             seq: 0,
             rng: Rng(seed),
+            noise: Rng(seed ^ 0x5DEE_CE66),
+            last_ack_at: t0,
+            next_stall: t0,
             cc,
             next_pn: 0,
             sent: BTreeMap::new(),
@@ -440,6 +479,11 @@ impl Sim {
             app_limited: false,
             wake_at: None,
             loss_at: None,
+            pto_at: None,
+            pto_count: 0,
+            probes: 0,
+            last_sent_at: None,
+            first_pn_after_rtt: None,
             telemetry_queue: VecDeque::new(),
             link_free_at: t0,
             opp_idx: 0,
@@ -448,6 +492,8 @@ impl Sim {
             ack_idx: 0,
             lost_random: 0,
             lost_queue: 0,
+            bulk_arrivals: Vec::new(),
+            persistent_congestion: 0,
             last_recv_pn: None,
             unacked: Vec::new(),
             largest_recv_at: None,
@@ -488,6 +534,8 @@ impl Sim {
             trace: self.trace,
             lost_random: self.lost_random,
             lost_queue: self.lost_queue,
+            bulk_arrivals: self.bulk_arrivals,
+            persistent_congestion: self.persistent_congestion,
             controller: self.cc,
         }
     }
@@ -530,7 +578,15 @@ impl Sim {
             Event::LossTimer => {
                 if self.loss_at.is_some_and(|t| t <= self.now) {
                     self.loss_at = None;
-                    self.detect_lost();
+                    self.detect_lost(false);
+                    self.try_send();
+                }
+            }
+            Event::Pto => {
+                if self.pto_at.is_some_and(|t| t <= self.now) {
+                    self.pto_at = None;
+                    self.pto_count += 1;
+                    self.probes = 2;
                     self.try_send();
                 }
             }
@@ -569,6 +625,30 @@ impl Sim {
     }
 
     fn try_send(&mut self) {
+        self.send_what_may_go();
+        self.arm_pto();
+    }
+
+    /// quinn's PTO (RFC 9002 §6.2): smoothed RTT + max(4 × rttvar, granularity) + max_ack_delay.
+    fn pto(&self) -> Duration {
+        self.rtt.get() + (4 * self.rtt.var).max(GRANULARITY) + MAX_ACK_DELAY
+    }
+
+    /// The PTO runs from the last packet sent while anything is unacknowledged, doubling with each
+    /// expiry until an ACK arrives.
+    fn arm_pto(&mut self) {
+        let Some(last) = self.last_sent_at.filter(|_| !self.sent.is_empty()) else {
+            self.pto_at = None;
+            return;
+        };
+        let at = last + self.pto() * 2u32.saturating_pow(self.pto_count.min(16));
+        if self.pto_at != Some(at) {
+            self.pto_at = Some(at);
+            self.schedule(at, Event::Pto);
+        }
+    }
+
+    fn send_what_may_go(&mut self) {
         loop {
             let kind = if let Some(&created) = self.telemetry_queue.front() {
                 Kind::Telemetry { created }
@@ -579,11 +659,14 @@ impl Sim {
                 return;
             };
             let window = self.cc.window();
-            if self.in_flight + MTU >= window {
+            let probe = self.probes > 0;
+            if probe {
+                // A PTO probe goes whatever the window and the pacer say (quinn).
+                self.probes -= 1;
+            } else if self.in_flight + MTU >= window {
                 self.app_limited = false;
                 return;
-            }
-            if let Some(at) = self.pacer.delay(self.rtt.get(), MTU, window, self.now) {
+            } else if let Some(at) = self.pacer.delay(self.rtt.get(), MTU, window, self.now) {
                 self.app_limited = false;
                 if self.wake_at.is_none_or(|t| t > at) {
                     self.wake_at = Some(at);
@@ -600,6 +683,10 @@ impl Sim {
             };
             let pn = self.next_pn;
             self.next_pn += 1;
+            self.last_sent_at = Some(self.now);
+            if self.first_pn_after_rtt.is_none() && self.largest_acked.is_some() {
+                self.first_pn_after_rtt = Some(pn);
+            }
             self.pacer.tokens = self.pacer.tokens.saturating_sub(size);
             self.cc.on_sent(self.now, size, pn);
             self.sent.insert(
@@ -702,6 +789,7 @@ impl Sim {
         let back = self.link.one_way_at(at);
         match kind {
             Kind::Bulk => {
+                self.bulk_arrivals.push(at);
                 for w in self.windows_at(at) {
                     w.goodput_bytes += MTU;
                 }
@@ -760,7 +848,23 @@ impl Sim {
             }
             None => leave,
         };
-        self.schedule(leave + back, Event::Ack { pns, ack_delay });
+        let mut at = leave + back;
+        if !self.link.ack_jitter.is_zero() {
+            at += self.link.ack_jitter.mul_f64(self.noise.next_f64());
+        }
+        // In order, and not while the sender's host is stalled.
+        at = at.max(self.last_ack_at);
+        if let Some((every, length)) = self.link.stalls {
+            while self.next_stall + length <= at {
+                let gap = -every.as_secs_f64() * (1.0 - self.noise.next_f64()).ln();
+                self.next_stall += length + Duration::from_secs_f64(gap);
+            }
+            if self.next_stall <= at {
+                at = self.next_stall + length;
+            }
+        }
+        self.last_ack_at = at;
+        self.schedule(at, Event::Ack { pns, ack_delay });
     }
 
     fn on_ack(&mut self, pns: Vec<u64>, ack_delay: Duration) {
@@ -792,11 +896,14 @@ impl Sim {
         if new_largest {
             self.rtt.update(ack_delay, self.now - largest_sent);
         }
-        self.detect_lost();
+        self.pto_count = 0;
+        self.detect_lost(true);
         self.try_send();
     }
 
-    fn detect_lost(&mut self) {
+    /// RFC 9002 loss detection as quinn does it, persistent congestion included (only when an ACK
+    /// triggered the detection, as in quinn).
+    fn detect_lost(&mut self, due_to_ack: bool) {
         let Some(largest) = self.largest_acked else {
             return;
         };
@@ -806,12 +913,31 @@ impl Sim {
             .max(self.rtt.latest)
             .mul_f64(9.0 / 8.0)
             .max(Duration::from_millis(1));
+        let congestion_period = self.pto() * PERSISTENT_CONGESTION_THRESHOLD;
         let mut lost = Vec::new();
         let mut next_loss: Option<Instant> = None;
+        let mut persistent = false;
+        let mut run_start: Option<Instant> = None;
+        let mut prev: Option<u64> = None;
         for (&pn, p) in self.sent.range(..largest) {
+            if prev != pn.checked_sub(1) {
+                // A packet between was acknowledged.
+                run_start = None;
+            }
+            prev = Some(pn);
             if largest >= pn + 3 || self.now.saturating_duration_since(p.time) >= loss_delay {
                 lost.push(pn);
+                if due_to_ack {
+                    match run_start {
+                        Some(start) if p.time - start > congestion_period => persistent = true,
+                        None if self.first_pn_after_rtt.is_some_and(|f| f < pn) => {
+                            run_start = Some(p.time)
+                        }
+                        _ => {}
+                    }
+                }
             } else {
+                run_start = None;
                 let t = p.time + loss_delay;
                 next_loss = Some(next_loss.map_or(t, |n| n.min(t)));
             }
@@ -839,8 +965,11 @@ impl Sim {
                 self.telemetry_queue.push_front(created);
             }
         }
+        if persistent {
+            self.persistent_congestion += 1;
+        }
         self.cc
-            .on_congestion_event(self.now, largest_sent, false, bytes);
+            .on_congestion_event(self.now, largest_sent, persistent, bytes);
     }
 }
 

@@ -34,7 +34,8 @@ fn summary(name: &str, run: &Run) {
     for w in &run.windows {
         eprintln!(
             "{name} [{:.1}-{:.1}s] goodput {:.2} Mbit/s util {:.3} queue mean {:.1} p99 {:.1} max {:.1} ms \
-             srtt mean {:.1} ms telemetry p50 {:.1} p99 {:.1} max {:.1} ms (n={}) lost random/queue {}/{}",
+             srtt mean {:.1} ms telemetry p50 {:.1} p99 {:.1} max {:.1} ms (n={}) lost random/queue {}/{} \
+             persistent congestion {}",
             w.from.as_secs_f64(),
             w.until.as_secs_f64(),
             w.goodput() / 1e6,
@@ -49,6 +50,7 @@ fn summary(name: &str, run: &Run) {
             w.telemetry.len(),
             run.lost_random,
             run.lost_queue,
+            run.persistent_congestion,
         );
     }
 }
@@ -293,6 +295,8 @@ fn slow_long_lossy_link() {
         ack_slots: None,
         trace: None,
         ack_trace: None,
+        ack_jitter: Duration::ZERO,
+        stalls: None,
     };
     let run = run_bulk(link, s(60.0), &[(s(10.0), s(60.0))]);
     summary("3g", &run);
@@ -330,6 +334,8 @@ fn short_paths_are_not_starved_by_a_microsecond_min_rtt() {
         ack_slots: Some(Duration::from_millis(1)),
         trace: None,
         ack_trace: None,
+        ack_jitter: Duration::ZERO,
+        stalls: None,
     };
     let run = run_bulk(link, s(5.0), &[(s(1.0), s(5.0))]);
     summary("lan", &run);
@@ -365,6 +371,26 @@ fn random_loss_without_a_queue_leaves_the_window_alone() {
     }
     assert_eq!(cc.window(), window);
     assert_eq!(cc.mode(), Mode::Cruise);
+}
+
+#[test]
+fn random_loss_is_not_congestion_when_the_hosts_delay_acks() {
+    // A busy machine (bench/NETEM.md: 2 shared cores): ACKs reach the sender up to 10 ms late
+    // and its event loop stalls for 60 ms every ~300 ms, so the ACKs of a stall arrive together
+    // with inflated RTTs. A random loss detected among them used to read as "loss with a queue":
+    // about 20 probes in 18 s, each resetting the estimate to a drain rate the stall distorted,
+    // and utilisation 0.85–0.89 at 3% loss against 0.97–0.99 without loss on the same host.
+    for seed in 1..=3 {
+        let mut link = Link::lte(0.03);
+        link.seed = seed;
+        link.ack_jitter = Duration::from_millis(10);
+        link.stalls = Some((Duration::from_millis(300), Duration::from_millis(60)));
+        let run = run_bulk(link, s(20.0), &[(s(2.0), s(20.0))]);
+        summary(&format!("busy host 3% seed {seed}"), &run);
+        let w = &run.windows[0];
+        at_least("utilisation", w.utilisation(), 0.95);
+        at_most("probes", probes(&run, 2.0, 20.0) as f64, 5.0);
+    }
 }
 
 #[test]
@@ -448,6 +474,8 @@ fn scenarios() {
         ack_slots: None,
         trace: None,
         ack_trace: None,
+        ack_jitter: Duration::ZERO,
+        stalls: None,
     };
     summary(
         "satellite",
@@ -476,17 +504,49 @@ fn mahimahi(name: &str, skip: u64) -> Option<(f64, Vec<Duration>)> {
     Some((mean, opps))
 }
 
-/// A link whose capacity follows the Verizon LTE traces from `skip` ms on (as bench/netem.sh's
-/// `verizon-lte-short`: 40 ms RTT, a 200 ms queue at the uplink's mean rate, ACKs on the downlink
-/// trace).
-fn verizon_link(skip: u64) -> Option<Link> {
-    let (mean, up) = mahimahi("Verizon-LTE-short.up", skip)?;
-    let (_, down) = mahimahi("Verizon-LTE-short.down", skip)?;
+/// A link whose capacity follows the Mahimahi traces `NAME.up` / `NAME.down` from `skip` ms on, as
+/// bench/profiles.txt's trace profiles: `rtt_ms` base RTT, a drop-tail queue of `queue_ms` at the
+/// uplink's mean rate, ACKs only at the downlink trace's opportunities.
+fn trace_link(name: &str, rtt_ms: u64, queue_ms: u64, skip: u64) -> Option<Link> {
+    let (mean, up) = mahimahi(&format!("{name}.up"), skip)?;
+    let (_, down) = mahimahi(&format!("{name}.down"), skip)?;
     let mut link = Link::lte(0.0);
     link.rate = mean;
+    link.one_way = Duration::from_millis(rtt_ms / 2);
+    link.queue = Duration::from_millis(queue_ms);
     link.trace = Some(up);
     link.ack_trace = Some(down);
     Some(link)
+}
+
+/// bench/netem.sh's `verizon-lte-short`: 40 ms RTT, 200 ms queue.
+fn verizon_link(skip: u64) -> Option<Link> {
+    trace_link("Verizon-LTE-short", 40, 200, skip)
+}
+
+/// Wire bytes per file byte of a quicft upload over QUIC (bench/NETEM.md, loss-free `lte`: packet
+/// headers and telemetry). The simulator counts whole datagrams as goodput; a real upload's share of
+/// link counts file bytes.
+const WIRE_PER_FILE_BYTE: f64 = 1.044;
+
+/// The simulated figure that compares with bench/NETEM.md's real "share of link": a `file_bytes`
+/// upload from a fresh controller at the trace's start, file bytes over the trace's capacity from
+/// the first write to the server's confirmation (the last packet's arrival plus the way back).
+/// `None` if the upload did not finish within `limit`.
+fn upload_share(
+    link: &Link,
+    config: &DelayBbrConfig,
+    file_bytes: u64,
+    limit: Duration,
+) -> Option<f64> {
+    let run = Sim::new(link.clone(), Traffic::bulk(limit), config.clone()).run(limit, &[]);
+    let file_per_packet = 1200.0 / WIRE_PER_FILE_BYTE;
+    let packets = (file_bytes as f64 / file_per_packet).ceil() as usize;
+    let last = *run.bulk_arrivals.get(packets.checked_sub(1)?)?;
+    let done = last + link.one_way;
+    let opps = link.trace.as_ref().expect("trace link");
+    let capacity = opps.iter().filter(|&&t| t < done).count() as f64 * 1500.0;
+    Some(file_bytes as f64 / capacity)
 }
 
 /// Goodput over the trace's capacity in the window (bench/NETEM.md's "share of link").
@@ -532,94 +592,146 @@ fn trace_scenarios() {
     eprintln!("default: share {share:.3} telemetry p99 {p99:.1} ms probes {n}");
 }
 
-/// Share of link, mean queue and telemetry p99 on the fixed 20 Mbit/s link at `loss`.
-fn lte_with(config: &DelayBbrConfig, loss: f64) -> (f64, f64, f64) {
-    let run = Sim::new(Link::lte(loss), Traffic::bulk(s(30.0)), config.clone())
-        .run(s(30.0), &[(s(5.0), s(30.0))]);
-    let w = &run.windows[0];
-    (
-        w.utilisation(),
-        ms(w.mean_queue()),
-        ms(w.telemetry_pct(0.99)),
-    )
+/// Mean share of link, telemetry p50 and p99 (ms) over runs of `trace` from each of `skips`.
+fn trace_means(
+    config: &DelayBbrConfig,
+    trace: &str,
+    rtt: u64,
+    queue: u64,
+    len: f64,
+    skips: &[u64],
+) -> Option<(f64, f64, f64)> {
+    let (mut share, mut p50, mut p99) = (0.0, 0.0, 0.0);
+    for &skip in skips {
+        let link = trace_link(trace, rtt, queue, skip)?;
+        let run = Sim::new(link.clone(), Traffic::bulk(s(len)), config.clone())
+            .run(s(len), &[(s(1.0), s(len))]);
+        let w = &run.windows[0];
+        share += trace_share(&link, w);
+        p50 += ms(w.telemetry_pct(0.5));
+        p99 += ms(w.telemetry_pct(0.99));
+    }
+    let n = skips.len() as f64;
+    Some((share / n, p50 / n, p99 / n))
 }
 
-/// Not a test: knob sweep on the trace and the fixed link.
+/// Not a test: knob sweep on the traces and the scenarios of the tests with the tightest bounds.
 /// `cargo test -p quicft-congestion --release trace_sweep -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn trace_sweep() {
     let d = DelayBbrConfig::default;
     let configs: Vec<(&str, DelayBbrConfig)> = vec![
+        ("before", before_config()),
         ("default", d()),
         (
-            "one tier (before)",
+            "fast tier 1.0",
             DelayBbrConfig {
-                cruise_queue_tolerance: 0.25,
-                slow_queue_rounds: u32::MAX,
+                cruise_queue_tolerance: 1.0,
                 ..d()
             },
         ),
         (
-            "slow 16",
+            "no tracking",
             DelayBbrConfig {
-                slow_queue_rounds: 16,
-                ..d()
-            },
-        ),
-        // Better on the trace, but a halved capacity then keeps 60 ms of queue for a second.
-        (
-            "tolerance 2, slow 16",
-            DelayBbrConfig {
-                cruise_queue_tolerance: 2.0,
-                slow_queue_rounds: 16,
+                queue_track_rounds: u32::MAX,
                 ..d()
             },
         ),
         (
-            "gain 1.5",
+            "track 3",
             DelayBbrConfig {
-                cwnd_gain: 1.5,
+                queue_track_rounds: 3,
                 ..d()
             },
         ),
         (
-            "probe gain 0.8",
+            "slow 8",
             DelayBbrConfig {
-                probe_rtt_gain: 0.8,
+                slow_queue_rounds: 8,
                 ..d()
             },
         ),
     ];
+    let only = std::env::var("CC_ONLY").ok();
     for (name, c) in configs {
-        let Some((share, p99, n)) = verizon(&c, false) else {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let skips = [0u64, 20_000, 40_000, 60_000, 80_000, 100_000];
+        let Some((vz, vz50, vz99)) = trace_means(&c, "Verizon-LTE-short", 40, 200, 25.0, &skips)
+        else {
             return;
         };
-        let link0 = verizon_link(0).expect("trace");
-        let run0 = Sim::new(link0.clone(), Traffic::bulk(s(25.0)), c.clone())
-            .run(s(25.0), &[(s(1.0), s(25.0))]);
-        let share0 = trace_share(&link0, &run0.windows[0]);
-        let (u0, q0, t0) = lte_with(&c, 0.0);
-        let (u1, q1, t1) = lte_with(&c, 0.01);
+        let up =
+            upload_share(&verizon_link(0).expect("trace"), &c, 16 << 20, s(60.0)).unwrap_or(0.0);
+        let (tm, _, tm99) =
+            trace_means(&c, "TMobile-LTE-short", 40, 200, 25.0, &[0, 40_000, 80_000])
+                .expect("trace");
+        let (att, _, att99) =
+            trace_means(&c, "ATT-LTE-driving-2016", 40, 200, 60.0, &[0, 60_000]).expect("trace");
+        // adapts_when_the_bandwidth_halves and backs_off_on_a_real_queue_build_up.
+        let mut halve = Link::lte(0.01);
+        halve.rate_changes = vec![(s(10.0), 10e6)];
+        let h = Sim::new(halve, Traffic::bulk(s(20.0)), c.clone())
+            .run(s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
+        let mut quarter = Link::lte(0.01);
+        quarter.rate_changes = vec![(s(10.0), 5e6)];
+        let q = Sim::new(quarter, Traffic::bulk(s(20.0)), c.clone())
+            .run(s(20.0), &[(s(10.0), s(11.0)), (s(11.0), s(20.0))]);
+        let mut fl = (1.0f64, 0.0f64);
+        for seed in [1, 2, 3] {
+            let r = Sim::new(fluctuating_link(seed), Traffic::bulk(s(30.0)), c.clone())
+                .run(s(30.0), &[(s(2.0), s(30.0))]);
+            fl.0 = fl.0.min(r.windows[0].utilisation());
+            fl.1 = fl.1.max(ms(r.windows[0].mean_queue()));
+        }
         eprintln!(
-            "{name:>16}: from 0 {share0:.3} verizon share {share:.3} tel p99 {p99:.0} probes {n} | lte util {u0:.3} q {q0:.1} p99 {t0:.0} | 1% util {u1:.3} q {q1:.1} p99 {t1:.0}"
+            "{name:>16}: verizon upload {up:.3} share {vz:.3} tel {vz50:.0}/{vz99:.0} | tmobile {tm:.3} p99 {tm99:.0} | att {att:.3} p99 {att99:.0} \
+             | halve q {:.1} (<=30) then {:.3}/{:.1} | quarter q {:.1} then {:.3}/{:.1} | fluct util {:.3} q {:.1}",
+            ms(h.windows[0].mean_queue()),
+            h.windows[1].utilisation(),
+            ms(h.windows[1].mean_queue()),
+            ms(q.windows[0].mean_queue()),
+            q.windows[1].utilisation(),
+            ms(q.windows[1].mean_queue()),
+            fl.0,
+            fl.1,
         );
     }
 }
 
-/// Not a test: the Verizon trace from its start, second by second.
+/// Not a test: a trace run second by second (default the Verizon trace from its start; the
+/// environment picks another: `CC_TRACE=ATT-LTE-driving-2016 CC_RTT=40 CC_QUEUE=200 CC_SKIP=0
+/// CC_SECS=25 CC_TRAJECTORY=1`).
 #[test]
 #[ignore]
 fn trace_detail() {
-    let Some(link) = verizon_link(0) else { return };
-    let windows: Vec<(Duration, Duration)> =
-        (1..25).map(|i| (s(i as f64), s(i as f64 + 1.0))).collect();
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let name = std::env::var("CC_TRACE").unwrap_or_else(|_| "Verizon-LTE-short".into());
+    let secs = env("CC_SECS", 25);
+    let Some(link) = trace_link(
+        &name,
+        env("CC_RTT", 40),
+        env("CC_QUEUE", 200),
+        env("CC_SKIP", 0),
+    ) else {
+        return;
+    };
+    let windows: Vec<(Duration, Duration)> = (0..secs)
+        .map(|i| (s(i as f64), s(i as f64 + 1.0)))
+        .collect();
     let run = Sim::new(
         link.clone(),
-        Traffic::bulk(s(25.0)),
+        Traffic::bulk(s(secs as f64)),
         DelayBbrConfig::default(),
     )
-    .run(s(25.0), &windows);
+    .run(s(secs as f64), &windows);
     for w in &run.windows {
         let f = w.from.as_secs_f64();
         eprintln!(
@@ -630,7 +742,14 @@ fn trace_detail() {
             probes(&run, f, f + 1.0),
             bw_mbit(&run, f + 0.5),
         );
+        if env("CC_TRAJECTORY", 0) == 1 {
+            trace(&run, f, f + 1.0, 5);
+        }
     }
+    eprintln!(
+        "lost random/queue {}/{}, persistent congestion {}",
+        run.lost_random, run.lost_queue, run.persistent_congestion
+    );
 }
 
 /// A capacity that moves every 100 ms, by up to ±30%, between 3 and 12 Mbit/s (a seeded random
@@ -671,5 +790,204 @@ fn fills_a_link_whose_capacity_keeps_moving() {
         at_least("utilisation", w.utilisation(), 0.96);
         at_most("mean queue ms", ms(w.mean_queue()), 40.0);
         at_most("probes", probes(&run, 2.0, 30.0) as f64, 20.0);
+    }
+}
+
+/// One line of `cc_report`: share of link (or utilisation), bottleneck queue and telemetry
+/// percentiles of one run's window.
+fn report_line(name: &str, share: f64, w: &crate::sim::Window, probes: usize) {
+    eprintln!(
+        "  {name:<28} share {share:.3}  queue p50/p99 {:>5.1}/{:>5.1} ms  telemetry p50/p99 {:>5.1}/{:>5.1} ms  probes {probes}",
+        ms(w.queue_pct(0.5)),
+        ms(w.queue_pct(0.99)),
+        ms(w.telemetry_pct(0.5)),
+        ms(w.telemetry_pct(0.99)),
+    );
+}
+
+/// Not a test: the figures of bench/CC.md for each controller setting — the fixed `lte` link at 0,
+/// 1 and 3% loss, every trace in ../shared/traces (as its bench/profiles.txt profile), and the
+/// 16 MiB Verizon upload comparable with bench/NETEM.md's real share of link.
+/// `cargo test -p quicft-congestion --release cc_report -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn cc_report() {
+    let d = DelayBbrConfig::default;
+    let configs = [("before", before_config()), ("after (default)", d())];
+    for (name, c) in &configs {
+        eprintln!("{name}:");
+        for loss in [0.0, 0.01, 0.03] {
+            let run = Sim::new(Link::lte(loss), Traffic::bulk(s(30.0)), c.clone())
+                .run(s(30.0), &[(s(5.0), s(30.0))]);
+            let w = &run.windows[0];
+            report_line(
+                &format!("lte {}%", loss * 100.0),
+                w.utilisation(),
+                w,
+                probes(&run, 5.0, 30.0),
+            );
+        }
+        // (profile, rtt, queue, run length s, start points ms)
+        let traces: [(&str, u64, u64, f64, &[u64]); 5] = [
+            (
+                "Verizon-LTE-short",
+                40,
+                200,
+                25.0,
+                &[0, 20_000, 40_000, 60_000, 80_000, 100_000],
+            ),
+            ("TMobile-LTE-short", 40, 200, 25.0, &[0, 40_000, 80_000]),
+            ("ATT-LTE-driving-2016", 40, 200, 60.0, &[0, 60_000]),
+            ("TMobile-UMTS-driving", 80, 500, 60.0, &[0, 300_000]),
+            ("Verizon-EVDO-driving", 80, 500, 60.0, &[0, 300_000]),
+        ];
+        for (trace, rtt, queue, len, skips) in traces {
+            let mut shares = Vec::new();
+            for &skip in skips {
+                let Some(link) = trace_link(trace, rtt, queue, skip) else {
+                    eprintln!("  {trace}: no trace");
+                    break;
+                };
+                let run = Sim::new(link.clone(), Traffic::bulk(s(len)), c.clone())
+                    .run(s(len), &[(s(1.0), s(len))]);
+                let w = &run.windows[0];
+                let share = trace_share(&link, w);
+                shares.push(share);
+                report_line(
+                    &format!("{trace} @{}s", skip / 1000),
+                    share,
+                    w,
+                    probes(&run, 1.0, len),
+                );
+            }
+            if !shares.is_empty() {
+                let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+                eprintln!("  {trace}: mean share {mean:.3}");
+            }
+        }
+        if let Some(link) = verizon_link(0) {
+            let share = upload_share(&link, c, 16 << 20, s(60.0)).unwrap_or(0.0);
+            eprintln!("  verizon 16 MiB upload from the start, file bytes / capacity (as NETEM.md): {share:.3}");
+        }
+    }
+}
+
+/// The settings committed before the queue rule followed the link down (bench/CC.md, 2026-11-25
+/// second section), for before/after figures.
+fn before_config() -> DelayBbrConfig {
+    DelayBbrConfig {
+        cruise_queue_tolerance: 1.0,
+        slow_queue_rounds: 8,
+        queue_track_rounds: u32::MAX,
+        loss_needs_round_queue: false,
+        timer_probe_takes_queue: false,
+        ..DelayBbrConfig::default()
+    }
+}
+
+/// ACK slots (ms), ACK jitter (ms), stalls `(mean interval, length)`.
+type HostNoise = (u64, u64, Option<(Duration, Duration)>);
+
+/// Not a test: 16 MiB uploads on the `lte` link at `CC_LOSS` (default 3%) random loss with many
+/// seeds, ACK timings and host noise, looking for the runs that collapse (bench/NETEM.md: 2 of 6
+/// real runs at 3% loss took 1.2 and 2.2 × the median time).
+/// `cargo test -p quicft-congestion --release loss_seeds -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn loss_seeds() {
+    let loss: f64 = std::env::var("CC_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.03);
+    let msec = Duration::from_millis;
+    let mut noises: Vec<HostNoise> = vec![
+        (0, 0, None),
+        (10, 0, None),
+        (0, 5, None),
+        (0, 20, None),
+        (0, 0, Some((msec(1000), msec(30)))),
+        (0, 2, Some((msec(200), msec(15)))),
+        (5, 5, Some((msec(500), msec(50)))),
+        (0, 10, Some((msec(300), msec(60)))),
+    ];
+    if std::env::var_os("CC_HARSH").is_some() {
+        noises = vec![
+            (0, 0, Some((msec(1000), msec(100)))),
+            (0, 0, Some((msec(2000), msec(200)))),
+            (0, 10, Some((msec(300), msec(60)))),
+            (0, 0, Some((msec(3000), msec(400)))),
+        ];
+    }
+    let configs = [
+        ("before", before_config()),
+        (
+            "after, any loss with recent queue",
+            DelayBbrConfig {
+                loss_needs_round_queue: false,
+                ..DelayBbrConfig::default()
+            },
+        ),
+        ("after", DelayBbrConfig::default()),
+    ];
+    for (name, config) in configs {
+        for &(slot_ms, jitter_ms, stalls) in &noises {
+            let mut times = Vec::new();
+            for seed in 1..=40u64 {
+                let mut link = Link::lte(loss);
+                link.seed = seed;
+                link.ack_slots = (slot_ms > 0).then(|| msec(slot_ms));
+                link.ack_jitter = msec(jitter_ms);
+                link.stalls = stalls;
+                let run = Sim::new(link, Traffic::bulk(s(30.0)), config.clone()).run(s(30.0), &[]);
+                let packets = (16u64 << 20).div_ceil(1200) as usize;
+                let t = run
+                    .bulk_arrivals
+                    .get(packets - 1)
+                    .map_or(99.0, |t| t.as_secs_f64());
+                times.push((t, seed, run.persistent_congestion));
+            }
+            let mut sorted: Vec<f64> = times.iter().map(|t| t.0).collect();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let slow: Vec<String> = times
+                .iter()
+                .filter(|t| t.0 > 1.1 * median)
+                .map(|t| format!("seed {} {:.2} s (pc {})", t.1, t.0, t.2))
+                .collect();
+            eprintln!(
+                "{name}: slots {slot_ms} jitter {jitter_ms} stalls {stalls:?}: median {median:.2} s, min {:.2}, max {:.2}; slow: {slow:?}",
+                sorted[0],
+                sorted[sorted.len() - 1]
+            );
+        }
+    }
+}
+
+/// Not a test: the capacity drops of the tests, moved away from the 10 s min-RTT timer.
+#[test]
+#[ignore]
+fn drops_off_the_timer() {
+    for (name, config) in [
+        ("before", before_config()),
+        ("after", DelayBbrConfig::default()),
+    ] {
+        for (at, to) in [(7.0, 10e6), (7.0, 5e6), (13.0, 10e6), (13.0, 5e6)] {
+            let mut link = Link::lte(0.01);
+            link.rate_changes = vec![(s(at), to)];
+            let run = Sim::new(link, Traffic::bulk(s(at + 6.0)), config.clone()).run(
+                s(at + 6.0),
+                &[(s(at), s(at + 1.0)), (s(at + 1.0), s(at + 6.0))],
+            );
+            let first = run
+                .trace
+                .iter()
+                .find(|t| t.at >= s(at) && t.mode == Mode::ProbeRtt)
+                .map(|t| t.at.as_secs_f64() - at);
+            let bw_at = |d: f64| bw_mbit(&run, at + d);
+            eprintln!(
+                "{name}: {to:.0} at {at}: queue first s {:.1} ms, after {:.1} ms util {:.3}; first probe +{first:?} s; bw +0.5 s {:.1} +1 s {:.1}",
+                ms(run.windows[0].mean_queue()), ms(run.windows[1].mean_queue()), run.windows[1].utilisation(), bw_at(0.5), bw_at(1.0)
+            );
+        }
     }
 }
