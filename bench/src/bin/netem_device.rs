@@ -114,6 +114,9 @@ struct Telemetry {
     p90_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
+    /// Every message of the upload in send order: [seconds since the upload started, ms to its
+    /// PUBACK or null], to see when the slow ones were sent (start-up, a capacity dip, a loss).
+    samples: Vec<(f64, Option<f64>)>,
 }
 
 #[derive(Serialize)]
@@ -252,6 +255,16 @@ async fn summarise(
         .iter()
         .chain(unanswered.iter())
         .filter(|(at, _)| *at >= from && *at <= to)
+        .collect();
+    let mut in_order = during.clone();
+    in_order.sort_by_key(|(at, _)| *at);
+    t.samples = in_order
+        .iter()
+        .map(|(at, d)| {
+            let since = at.saturating_duration_since(from).as_secs_f64();
+            let ms = d.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0);
+            ((since * 1e3).round() / 1e3, ms)
+        })
         .collect();
     let mut lat: Vec<Duration> = during.iter().filter_map(|(_, d)| *d).collect();
     lat.sort();
