@@ -29,7 +29,9 @@
 //!   one sample per round: a round begins and ends on an ACK, so ACKs that arrive in bursts
 //!   (cellular grants, Wi-Fi, a busy host) cannot shorten it, while a per-packet interval that ends
 //!   just after a burst overshoots by the burst; and two rounds halve the timing noise that a
-//!   maximum would otherwise collect as overestimate. Samples taken while the application had
+//!   maximum would otherwise collect as overestimate. A cruise round whose queue stayed below the
+//!   gain's own (the link had room) is also a sample by itself: a span's older half lags a
+//!   capacity that came back. Samples taken while the application had
 //!   nothing to send only count if they raise the estimate, and application-limited rounds do not
 //!   age the filter: telemetry-only periods keep the upload's bandwidth for the next upload.
 //! - **Min RTT** `min_rtt`: the smallest RTT sample (ACK time − send time of each packet). It is
@@ -41,8 +43,9 @@
 //!   back-off: its drain rate becomes the estimate.
 //! - **Window** in steady state (*Cruise*): `1.25 × bw × min_rtt`, plus an allowance for ACK
 //!   aggregation (BBR's `extra_acked`: how far a burst of ACKs ran ahead of `bw`, windowed max over
-//!   10 rounds, at most 100 ms of `bw`, not measured in startup and drain where `bw` lags on
-//!   purpose), so that bursty ACKs do not leave the link idle. With quinn's pacing this keeps the link full (the
+//!   10 rounds, at most `min_rtt` of `bw` but within 50–100 ms, not measured in startup and drain
+//!   where `bw` lags on purpose, kept through back-offs: it describes the ACK path, not the
+//!   estimate), so that bursty ACKs do not leave the link idle. With quinn's pacing this keeps the link full (the
 //!   delivery rate grows by up to 1.25× per round while the link is not full, which is also how an
 //!   increase in capacity is found) and the standing queue near `0.25 × BDP` (10 ms on the link
 //!   above). A larger gain buys nothing but queue; a smaller one loses the probing and the margin
@@ -68,10 +71,10 @@
 //!   - *Follow the link down*: after 2 rounds in a row above the lower tier the bottleneck never
 //!     idled, so the delivery rate over those rounds is its capacity; an estimate above it drops to
 //!     it at once (the window shrinks and the queue drains within a round) instead of being held by
-//!     the 10-round maximum for 2–3 s of queue-inflated rounds. A longer path looks the same, but
-//!     then the rate only followed the window: if the queue still stands 2 rounds later and the rate
-//!     fell below 0.7 × the lowered estimate, a ProbeRtt decides (and a longer path gets the old
-//!     estimate back).
+//!     the 10-round maximum for 2–3 s of queue-inflated rounds. If the queue still stands 2 rounds
+//!     later, the estimate follows again (a link still getting slower). A longer path looks the
+//!     same, but then the rate only followed the window down; the slow tier's ProbeRtt below
+//!     tells it from a queue and gives it back the estimate from before the first step.
 //!   - *Back off* with a ProbeRtt when the queue beyond the gain's stays above `max(2 × min_rtt,
 //!     5 ms)` for 2 rounds (a sudden fall below ~0.4 × the capacity), or above the lower tier for
 //!     16 rounds (a longer path, someone else's queue).

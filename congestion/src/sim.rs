@@ -223,6 +223,9 @@ pub(crate) struct Snapshot {
     pub min_rtt: Option<Duration>,
     pub mode: Mode,
     pub srtt: Duration,
+    /// The bottleneck had nothing queued.
+    pub link_idle: bool,
+    pub in_flight: u64,
 }
 
 #[derive(Debug)]
@@ -236,6 +239,8 @@ pub(crate) struct Run {
     pub bulk_arrivals: Vec<Duration>,
     /// Times loss detection declared persistent congestion.
     pub persistent_congestion: u64,
+    /// Trace links: delivery opportunities that passed unused, `(when, bytes)`.
+    pub wasted: Vec<(Duration, u64)>,
     pub controller: DelayBbr,
 }
 
@@ -439,6 +444,7 @@ pub(crate) struct Sim {
     lost_queue: u64,
     bulk_arrivals: Vec<Duration>,
     persistent_congestion: u64,
+    wasted: Vec<(Duration, u64)>,
 
     // receiver
     last_recv_pn: Option<u64>,
@@ -494,6 +500,7 @@ impl Sim {
             lost_queue: 0,
             bulk_arrivals: Vec::new(),
             persistent_congestion: 0,
+            wasted: Vec::new(),
             last_recv_pn: None,
             unacked: Vec::new(),
             largest_recv_at: None,
@@ -536,6 +543,7 @@ impl Sim {
             lost_queue: self.lost_queue,
             bulk_arrivals: self.bulk_arrivals,
             persistent_congestion: self.persistent_congestion,
+            wasted: self.wasted,
             controller: self.cc,
         }
     }
@@ -607,6 +615,8 @@ impl Sim {
                     min_rtt: self.cc.min_rtt(),
                     mode: self.cc.mode(),
                     srtt,
+                    link_idle: self.link_free_at <= self.now,
+                    in_flight: self.in_flight,
                 });
                 for w in self.windows_at(at) {
                     w.srtt.push(srtt);
@@ -750,6 +760,7 @@ impl Sim {
         let start = self.link_free_at.max(self.now);
         let start_at = start - self.t0;
         while self.opp_idx < opps.len() && opps[self.opp_idx] < start_at {
+            self.wasted.push((opps[self.opp_idx], self.opp_left));
             self.opp_idx += 1;
             self.opp_left = TRACE_BYTES;
         }

@@ -549,6 +549,30 @@ fn upload_share(
     Some(file_bytes as f64 / capacity)
 }
 
+/// The 16 MiB Verizon upload figure, less dependent on one run's timing: its mean over 6 start
+/// points of the trace (0–100 s), and over 8 runs from the start whose ACKs each arrive up to 1 ms
+/// late at random (seeds 1–8).
+fn upload_spread(config: &DelayBbrConfig) -> (f64, f64) {
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let Some(link) = verizon_link(0) else {
+        return (0.0, 0.0);
+    };
+    let starts = [0u64, 20_000, 40_000, 60_000, 80_000, 100_000]
+        .iter()
+        .filter_map(|&skip| verizon_link(skip))
+        .map(|link| upload_share(&link, config, 16 << 20, s(60.0)).unwrap_or(0.0))
+        .collect();
+    let seeds = (1..=8u64)
+        .map(|seed| {
+            let mut link = link.clone();
+            link.seed = seed;
+            link.ack_jitter = Duration::from_millis(1);
+            upload_share(&link, config, 16 << 20, s(60.0)).unwrap_or(0.0)
+        })
+        .collect();
+    (mean(starts), mean(seeds))
+}
+
 /// Goodput over the trace's capacity in the window (bench/NETEM.md's "share of link").
 fn trace_share(link: &Link, w: &crate::sim::Window) -> f64 {
     let opps = link.trace.as_ref().expect("trace link");
@@ -623,7 +647,92 @@ fn trace_sweep() {
     let d = DelayBbrConfig::default;
     let configs: Vec<(&str, DelayBbrConfig)> = vec![
         ("before", before_config()),
+        ("177ab55", head_config()),
         ("default", d()),
+        (
+            "backoff clears agg",
+            DelayBbrConfig {
+                backoff_keeps_aggregation: false,
+                ..d()
+            },
+        ),
+        (
+            "agg cap 100",
+            DelayBbrConfig {
+                ack_aggregation_rtts: 0.0,
+                ..d()
+            },
+        ),
+        (
+            "agg cap 50",
+            DelayBbrConfig {
+                max_ack_aggregation: Duration::from_millis(50),
+                ..d()
+            },
+        ),
+        (
+            "agg 1.25 rtt",
+            DelayBbrConfig {
+                ack_aggregation_rtts: 1.25,
+                ..d()
+            },
+        ),
+        (
+            "agg 1.5 rtt",
+            DelayBbrConfig {
+                ack_aggregation_rtts: 1.5,
+                ..d()
+            },
+        ),
+        (
+            "falling rate probes",
+            DelayBbrConfig {
+                probe_when_rate_keeps_falling: true,
+                ..d()
+            },
+        ),
+        (
+            "probe gain 0.75",
+            DelayBbrConfig {
+                probe_rtt_gain: 0.75,
+                ..d()
+            },
+        ),
+        (
+            "fast tier 2.5",
+            DelayBbrConfig {
+                cruise_queue_tolerance: 2.5,
+                ..d()
+            },
+        ),
+        (
+            "fast tier 3.0",
+            DelayBbrConfig {
+                cruise_queue_tolerance: 3.0,
+                ..d()
+            },
+        ),
+        (
+            "slow 24",
+            DelayBbrConfig {
+                slow_queue_rounds: 24,
+                ..d()
+            },
+        ),
+        (
+            "1-round below 0.5",
+            DelayBbrConfig {
+                one_round_sample_below: 0.5,
+                ..d()
+            },
+        ),
+        (
+            "no 1-round samples",
+            DelayBbrConfig {
+                one_round_sample_below: 0.0,
+                ..d()
+            },
+        ),
         (
             "fast tier 1.0",
             DelayBbrConfig {
@@ -665,11 +774,16 @@ fn trace_sweep() {
         };
         let up =
             upload_share(&verizon_link(0).expect("trace"), &c, 16 << 20, s(60.0)).unwrap_or(0.0);
+        let (up_starts, up_seeds) = upload_spread(&c);
         let (tm, _, tm99) =
             trace_means(&c, "TMobile-LTE-short", 40, 200, 25.0, &[0, 40_000, 80_000])
                 .expect("trace");
         let (att, _, att99) =
             trace_means(&c, "ATT-LTE-driving-2016", 40, 200, 60.0, &[0, 60_000]).expect("trace");
+        let (evdo, evdo50, _) =
+            trace_means(&c, "Verizon-EVDO-driving", 80, 500, 60.0, &[0, 300_000]).expect("trace");
+        let (umts, umts50, _) =
+            trace_means(&c, "TMobile-UMTS-driving", 80, 500, 60.0, &[0, 300_000]).expect("trace");
         // adapts_when_the_bandwidth_halves and backs_off_on_a_real_queue_build_up.
         let mut halve = Link::lte(0.01);
         halve.rate_changes = vec![(s(10.0), 10e6)];
@@ -687,7 +801,7 @@ fn trace_sweep() {
             fl.1 = fl.1.max(ms(r.windows[0].mean_queue()));
         }
         eprintln!(
-            "{name:>16}: verizon upload {up:.3} share {vz:.3} tel {vz50:.0}/{vz99:.0} | tmobile {tm:.3} p99 {tm99:.0} | att {att:.3} p99 {att99:.0} \
+            "{name:>19}: verizon upload {up:.3} (starts {up_starts:.3} seeds {up_seeds:.3}) share {vz:.3} tel {vz50:.0}/{vz99:.0} | tmobile {tm:.3} p99 {tm99:.0} | att {att:.3} p99 {att99:.0} | evdo {evdo:.3} p50 {evdo50:.0} | umts {umts:.3} p50 {umts50:.0} \
              | halve q {:.1} (<=30) then {:.3}/{:.1} | quarter q {:.1} then {:.3}/{:.1} | fluct util {:.3} q {:.1}",
             ms(h.windows[0].mean_queue()),
             h.windows[1].utilisation(),
@@ -703,7 +817,11 @@ fn trace_sweep() {
 
 /// Not a test: a trace run second by second (default the Verizon trace from its start; the
 /// environment picks another: `CC_TRACE=ATT-LTE-driving-2016 CC_RTT=40 CC_QUEUE=200 CC_SKIP=0
-/// CC_SECS=25 CC_TRAJECTORY=1`).
+/// CC_SECS=25`; `CC_TRAJECTORY=1` prints the controller's state every `CC_STEP` × 10 ms (default 5)
+/// for the seconds `CC_FROM`..`CC_UNTIL`; `CC_SEED=n CC_JITTER=ms` delays each ACK by up to that
+/// much; `CC_HEAD=1` runs the settings of 177ab55). Then: each probe (cause, length, estimate
+/// before and after, capacity left idle meanwhile), the capacity left idle by what the sender was
+/// doing (until `CC_IDLE_UNTIL` s, default 22), and the 16 MiB upload's end.
 #[test]
 #[ignore]
 fn trace_detail() {
@@ -715,7 +833,7 @@ fn trace_detail() {
     };
     let name = std::env::var("CC_TRACE").unwrap_or_else(|_| "Verizon-LTE-short".into());
     let secs = env("CC_SECS", 25);
-    let Some(link) = trace_link(
+    let Some(mut link) = trace_link(
         &name,
         env("CC_RTT", 40),
         env("CC_QUEUE", 200),
@@ -723,33 +841,119 @@ fn trace_detail() {
     ) else {
         return;
     };
+    link.seed = env("CC_SEED", 1);
+    link.ack_jitter = Duration::from_millis(env("CC_JITTER", 0));
+    let config = if env("CC_HEAD", 0) == 1 {
+        head_config()
+    } else {
+        DelayBbrConfig::default()
+    };
     let windows: Vec<(Duration, Duration)> = (0..secs)
         .map(|i| (s(i as f64), s(i as f64 + 1.0)))
         .collect();
-    let run = Sim::new(
-        link.clone(),
-        Traffic::bulk(s(secs as f64)),
-        DelayBbrConfig::default(),
-    )
-    .run(s(secs as f64), &windows);
+    let run =
+        Sim::new(link.clone(), Traffic::bulk(s(secs as f64)), config).run(s(secs as f64), &windows);
+    let opps = link.trace.as_ref().expect("trace link");
+    let bytes_in = |from: Duration, len: Duration| {
+        opps.iter()
+            .filter(|&&o| o >= from && o < from + len)
+            .count() as f64
+            * 1500.0
+    };
     for w in &run.windows {
         let f = w.from.as_secs_f64();
+        let wasted: u64 = run
+            .wasted
+            .iter()
+            .filter(|(t, _)| *t >= w.from && *t < w.until)
+            .map(|(_, b)| b)
+            .sum();
         eprintln!(
-            "{f:>4.0}s share {:.3} cap {:.1} Mbit/s queue mean {:.0} ms probes {} bw {:.1}",
+            "{f:>4.0}s share {:.3} cap {:.1} Mbit/s idle {:.3} queue mean {:.0} ms probes {} bw {:.1}",
             trace_share(&link, w),
-            w.goodput() / trace_share(&link, w) / 1e6,
+            bytes_in(w.from, w.span()) * 8e-6,
+            wasted as f64 / bytes_in(w.from, w.span()).max(1.0),
             ms(w.mean_queue()),
             probes(&run, f, f + 1.0),
             bw_mbit(&run, f + 0.5),
         );
-        if env("CC_TRAJECTORY", 0) == 1 {
-            trace(&run, f, f + 1.0, 5);
+        let shown = f >= env("CC_FROM", 0) as f64 && f < env("CC_UNTIL", u64::MAX) as f64;
+        if env("CC_TRAJECTORY", 0) == 1 && shown {
+            trace(&run, f, f + 1.0, env("CC_STEP", 5) as usize);
         }
     }
     eprintln!(
         "lost random/queue {}/{}, persistent congestion {}",
         run.lost_random, run.lost_queue, run.persistent_congestion
     );
+    let until = s(env("CC_IDLE_UNTIL", 22) as f64);
+    let tick = Duration::from_millis(10);
+    // Each probe (10 ms snapshots in ProbeRtt), with the capacity left idle meanwhile.
+    let mut why = run.controller.why.iter();
+    let mut start: Option<usize> = None;
+    let mut idle = 0.0;
+    for (i, t) in run.trace.iter().enumerate() {
+        match (t.mode == Mode::ProbeRtt, start) {
+            (true, None) => {
+                start = Some(i);
+                idle = 0.0;
+            }
+            (false, Some(st)) => {
+                let st = &run.trace[st];
+                eprintln!(
+                    "probe at {:.2} s ({}) for {:.0} ms: bw {:.1} -> {:.1} Mbit/s, idle {:.0} KB",
+                    st.at.as_secs_f64(),
+                    why.next().copied().unwrap_or("?"),
+                    ms(t.at - st.at),
+                    st.bw as f64 * 8e-6,
+                    t.bw as f64 * 8e-6,
+                    idle / 1e3
+                );
+                start = None;
+            }
+            _ => {}
+        }
+        if start.is_some() && t.link_idle {
+            idle += bytes_in(t.at, tick);
+        }
+    }
+    // Capacity left idle (10 ms snapshots with nothing queued at the bottleneck, weighted by the
+    // trace's capacity in the next 10 ms), by mode, whether the window was full, and whether the
+    // estimate was below 0.8 × the capacity of the next 100 ms.
+    let mut by: std::collections::BTreeMap<String, f64> = Default::default();
+    for t in run.trace.iter().filter(|t| t.link_idle && t.at < until) {
+        let limited = if t.in_flight + 1200 > t.cwnd {
+            "window full"
+        } else {
+            "window not full"
+        };
+        let est = if (t.bw as f64) < 0.8 * bytes_in(t.at, tick * 10) * 10.0 {
+            "estimate low"
+        } else {
+            "estimate ok"
+        };
+        *by.entry(format!("{:?}, {limited}, {est}", t.mode))
+            .or_default() += bytes_in(t.at, tick);
+    }
+    let total = bytes_in(Duration::ZERO, until);
+    for (k, v) in by {
+        eprintln!("idle while {k}: {:.4} of the capacity", v / total);
+    }
+    // The 16 MiB upload of `upload_share`: when it ended and the capacity left idle until then.
+    let packets = ((16u64 << 20) as f64 / (1200.0 / WIRE_PER_FILE_BYTE)).ceil() as usize;
+    if let Some(&last) = run.bulk_arrivals.get(packets - 1) {
+        let wasted: u64 = run
+            .wasted
+            .iter()
+            .filter(|(t, _)| *t < last)
+            .map(|(_, b)| b)
+            .sum();
+        eprintln!(
+            "16 MiB upload: last packet at {:.2} s, idle capacity until then {:.3}",
+            last.as_secs_f64(),
+            wasted as f64 / bytes_in(Duration::ZERO, last)
+        );
+    }
 }
 
 /// A capacity that moves every 100 ms, by up to ±30%, between 3 and 12 Mbit/s (a seeded random
@@ -813,7 +1017,10 @@ fn report_line(name: &str, share: f64, w: &crate::sim::Window, probes: usize) {
 #[ignore]
 fn cc_report() {
     let d = DelayBbrConfig::default;
-    let configs = [("before", before_config()), ("after (default)", d())];
+    let configs = [
+        ("before (177ab55)", head_config()),
+        ("after (default)", d()),
+    ];
     for (name, c) in &configs {
         eprintln!("{name}:");
         for loss in [0.0, 0.01, 0.03] {
@@ -868,6 +1075,8 @@ fn cc_report() {
         if let Some(link) = verizon_link(0) {
             let share = upload_share(&link, c, 16 << 20, s(60.0)).unwrap_or(0.0);
             eprintln!("  verizon 16 MiB upload from the start, file bytes / capacity (as NETEM.md): {share:.3}");
+            let (starts, seeds) = upload_spread(c);
+            eprintln!("  the same, mean of 6 start points {starts:.3}, mean of 8 ACK-jitter seeds {seeds:.3}");
         }
     }
 }
@@ -881,6 +1090,20 @@ fn before_config() -> DelayBbrConfig {
         queue_track_rounds: u32::MAX,
         loss_needs_round_queue: false,
         timer_probe_takes_queue: false,
+        ..head_config()
+    }
+}
+
+/// The settings of commit 177ab55 (bench/CC.md, 2026-11-25 third section's "before"): a back-off
+/// cleared the ACK-aggregation allowance (capped at 100 ms), a rate that kept falling after the
+/// estimate was lowered started a probe, and bandwidth samples spanned two rounds always.
+fn head_config() -> DelayBbrConfig {
+    DelayBbrConfig {
+        max_ack_aggregation: Duration::from_millis(100),
+        ack_aggregation_rtts: 0.0,
+        backoff_keeps_aggregation: false,
+        probe_when_rate_keeps_falling: true,
+        one_round_sample_below: 0.0,
         ..DelayBbrConfig::default()
     }
 }
@@ -969,6 +1192,7 @@ fn loss_seeds() {
 fn drops_off_the_timer() {
     for (name, config) in [
         ("before", before_config()),
+        ("177ab55", head_config()),
         ("after", DelayBbrConfig::default()),
     ] {
         for (at, to) in [(7.0, 10e6), (7.0, 5e6), (13.0, 10e6), (13.0, 5e6)] {
