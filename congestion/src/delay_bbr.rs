@@ -77,7 +77,8 @@ pub struct DelayBbrConfig {
     /// ACK gap, and on a cellular path the back-offs come every few seconds.
     pub backoff_keeps_aggregation: bool,
     /// Queue delay beyond the one the gain itself causes, as a share of the min RTT, that counts as a
-    /// queue build-up (in startup: any queue above this share).
+    /// queue build-up (in startup: any queue above this share in a whole round; startup's per-ACK
+    /// exit is `startup_queue_tolerance`).
     pub queue_tolerance: f64,
     /// … but at least this much, so that timer and ack-delay noise on short paths is not a queue.
     pub queue_tolerance_floor: Duration,
@@ -121,6 +122,23 @@ pub struct DelayBbrConfig {
     /// Share of a round's packets lost above which loss counts as congestion even without delay
     /// (a shallow buffer or policer). Far above the few percent of radio loss it must ignore.
     pub loss_threshold: f64,
+    /// Startup ends on the spot when the last `startup_queue_samples` RTT samples all show more
+    /// queue than this share of the min RTT (at least `startup_queue_floor`) for
+    /// `startup_queue_persist` of ACK arrival time. Doubling per round, the sender has put another
+    /// BDP in flight by the time a queue shows in the RTTs, so the overshoot is about 1 BDP plus
+    /// twice this threshold: at 0.25 (10 ms on a 40 ms path, bfe8183) the `lte` link's startup
+    /// queue peaked at 56 ms, at 0.125 at 43 ms (bench/CC.md). Lower (≤ 0.1, 4 ms) ends startup on
+    /// ACK jitter and leaves the estimate low (tried with the floor at 4 ms).
+    pub startup_queue_tolerance: f64,
+    /// … but at least this much (timer and ack-delay noise on short paths).
+    pub startup_queue_floor: Duration,
+    /// … in this many RTT samples in a row (1–8)…
+    pub startup_queue_samples: usize,
+    /// … standing for this share of the min RTT of ACK arrival time (0: the samples alone). ACKs
+    /// that arrive together (ACK slots, a stalled host) carry RTTs inflated by the burst's wait,
+    /// not by a queue, and span no time; a queue is still there in the next ACKs. Without it, 10 ms
+    /// ACK slots ended startup early enough to cost 0.02–0.04 of the first second's utilisation.
+    pub startup_queue_persist: f64,
 }
 
 impl Default for DelayBbrConfig {
@@ -151,6 +169,10 @@ impl Default for DelayBbrConfig {
             timer_probe_takes_queue: true,
             probe_when_rate_keeps_falling: false,
             one_round_sample_below: 1.0,
+            startup_queue_tolerance: 0.125,
+            startup_queue_floor: Duration::from_millis(5),
+            startup_queue_samples: 4,
+            startup_queue_persist: 0.125,
         }
     }
 }
@@ -311,6 +333,8 @@ pub struct DelayBbr {
     // Startup's "bandwidth stopped growing" detector.
     full_bw: u64,
     full_bw_rounds: u32,
+    /// Since when (ACK arrival) startup's queue has stood above `startup_queue_limit`.
+    startup_queue_since: Option<Instant>,
     /// Why each probe started (the tests' diagnostics).
     #[cfg(test)]
     pub(crate) why: Vec<&'static str>,
@@ -357,6 +381,7 @@ impl DelayBbr {
             delivered_at_batch: 0,
             full_bw: 0,
             full_bw_rounds: 0,
+            startup_queue_since: None,
             #[cfg(test)]
             why: Vec::new(),
         }
@@ -417,10 +442,19 @@ impl DelayBbr {
         if let State::Startup = self.state {
             self.cwnd = self.cwnd.saturating_add(bytes);
             if self
-                .recent_queue()
-                .is_some_and(|q| q > self.queue_tolerance())
+                .recent_queue_of(self.config.startup_queue_samples)
+                .is_some_and(|q| q > self.startup_queue_limit())
             {
-                self.enter_drain("queue");
+                let since = *self.startup_queue_since.get_or_insert(now);
+                let persist = self
+                    .window_rtt()
+                    .unwrap_or_default()
+                    .mul_f64(self.config.startup_queue_persist);
+                if now.saturating_duration_since(since) >= persist {
+                    self.enter_drain("queue");
+                }
+            } else {
+                self.startup_queue_since = None;
             }
         }
     }
@@ -481,12 +515,25 @@ impl DelayBbr {
 
     /// The queue delay of the last few packets acknowledged (`None` until there are enough samples).
     fn recent_queue(&self) -> Option<Duration> {
+        self.recent_queue_of(RECENT_SAMPLES)
+    }
+
+    /// The smallest queue delay of the last `n` RTT samples (at most `RECENT_SAMPLES`).
+    fn recent_queue_of(&self, n: usize) -> Option<Duration> {
+        let n = n.clamp(1, RECENT_SAMPLES);
         let mut min: Option<Duration> = None;
-        for r in &self.recent_rtts {
-            let r = (*r)?;
+        for i in 1..=n {
+            let r = self.recent_rtts[(self.recent_next + RECENT_SAMPLES - i) % RECENT_SAMPLES]?;
             min = Some(min.map_or(r, |m| m.min(r)));
         }
         Some(min?.saturating_sub(self.min_rtt?))
+    }
+
+    /// Queue delay above which startup ends within the round (see `startup_queue_tolerance`).
+    fn startup_queue_limit(&self) -> Duration {
+        let m = self.window_rtt().unwrap_or_default();
+        m.mul_f64(self.config.startup_queue_tolerance)
+            .max(self.config.startup_queue_floor)
     }
 
     /// The queue delay a round saw: its smallest RTT sample over the min RTT.
@@ -898,6 +945,7 @@ impl DelayBbr {
         self.agg_start = None;
         self.full_bw = 0;
         self.full_bw_rounds = 0;
+        self.startup_queue_since = None;
         self.reset_queue_counts();
         self.loss_high_rounds = 0;
         self.cwnd = self.min_window();

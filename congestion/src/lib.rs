@@ -91,9 +91,14 @@
 //!   application-limited ones: they neither age the bandwidth filter nor lower it. A delay-based controller cannot tell queueing from
 //!   propagation delay without draining; this is the cheapest drain that can.
 //! - **Startup**: the window grows by the bytes acknowledged (doubling per round, capped at
-//!   `2.89 × BDP`) until the bandwidth estimate stops growing by 25% for 3 rounds, the queue seen by
-//!   the last 8 ACKs exceeds `max(0.25 × min_rtt, 5 ms)` (checked on every ACK, so it fires within
-//!   the round the queue appears, not a round later), or the loss rate is far above background.
+//!   `2.89 × BDP`) until the bandwidth estimate stops growing by 25% for 3 rounds, a queue above
+//!   `max(0.125 × min_rtt, 5 ms)` stands in the last 4 RTT samples through 1/8 min RTT of ACK
+//!   arrivals (checked on every ACK, so it fires within the round the queue appears, not a round
+//!   later; ACKs that arrive together, whose RTTs the burst inflated, span no time and do not end
+//!   it), a whole round saw more than `max(0.25 × min_rtt, 5 ms)`, or the loss rate is far above
+//!   background. Doubling per round, the sender has put about one more BDP in flight by the time a
+//!   queue shows in the RTTs, so startup's queue still peaks near 1 BDP plus twice the threshold
+//!   (43 ms on the 20 Mbit/s, 40 ms link).
 //!   *Drain* then holds the window at `1 × BDP` until the queue startup built is gone, and *Cruise*
 //!   begins.
 //! - **Minimum window**: 4 datagrams, so a connection never stalls on ACK delay.

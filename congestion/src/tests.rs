@@ -124,13 +124,29 @@ fn fills_the_link_with_a_short_queue_at_0_1_and_3_percent_random_loss() {
 
 #[test]
 fn startup_reaches_the_link_rate_in_a_few_round_trips_and_drains_its_queue() {
-    for loss in [0.0, 0.03] {
-        let run = run_bulk(
-            Link::lte(loss),
-            s(3.0),
-            &[(s(0.0), s(1.0)), (s(1.0), s(3.0))],
-        );
-        summary(&format!("startup {loss}"), &run);
+    // Host noise: ACKs up to 5 ms late, and ACKs released in 10 ms slots (bursts whose first
+    // samples carry up to 10 ms of "queue"). Either may end startup early on a false queue, which
+    // would leave the estimate low; the exit needs the queue to stand for 1/8 min RTT of ACKs.
+    let jitter = |loss: f64| Link {
+        ack_jitter: Duration::from_millis(5),
+        ..Link::lte(loss)
+    };
+    let slots = |loss: f64| Link {
+        ack_slots: Some(Duration::from_millis(10)),
+        ..Link::lte(loss)
+    };
+    for (name, link) in [
+        ("startup", Link::lte(0.0)),
+        ("startup", Link::lte(0.03)),
+        ("startup, ACK jitter 5 ms", jitter(0.0)),
+        ("startup, ACK jitter 5 ms", jitter(0.03)),
+        ("startup, ACK slots 10 ms", slots(0.0)),
+        ("startup, ACK slots 10 ms", slots(0.03)),
+    ] {
+        let loss = link.loss;
+        let noisy = link.ack_slots.is_some() || !link.ack_jitter.is_zero();
+        let run = run_bulk(link, s(3.0), &[(s(0.0), s(1.0)), (s(1.0), s(3.0))]);
+        summary(&format!("{name} {loss}"), &run);
         let cruising = run
             .trace
             .iter()
@@ -138,25 +154,34 @@ fn startup_reaches_the_link_rate_in_a_few_round_trips_and_drains_its_queue() {
             .expect("reaches cruise");
         assert!(
             cruising.at <= s(0.5),
-            "loss {loss}: cruise only at {:?}",
+            "{name} loss {loss}: cruise only at {:?}",
             cruising.at
         );
         assert!(
             bw_mbit(&run, 0.5) >= 18.0,
-            "loss {loss}: bw {:.1} at 0.5 s",
+            "{name} loss {loss}: bw {:.1} at 0.5 s",
             bw_mbit(&run, 0.5)
         );
-        // Startup's overshoot is bounded by its delay exit (BBR's startup would queue ~1.9 BDP).
+        // Startup's overshoot is bounded by its delay exit (BBR's startup would queue ~1.9 BDP;
+        // doubling per round, a queue seen an RTT late is already ~1 BDP = 40 ms).
         let first = &run.windows[0];
-        assert!(
-            ms(first.queue_pct(1.0)) <= 60.0,
-            "loss {loss}: startup queue max {:.1}",
-            ms(first.queue_pct(1.0))
+        at_most(
+            &format!("{name} loss {loss}: startup queue max (ms)"),
+            ms(first.queue_pct(1.0)),
+            48.0,
+        );
+        // The standing queue after startup (with host noise it is the noise's, not startup's).
+        // A false exit (a burst of late ACKs read as a queue) leaves the estimate and so the first
+        // second's utilisation low: 0.76-0.82 when one sample or 8 in a row sufficed.
+        at_least(
+            &format!("{name} loss {loss}: utilisation 0-1 s"),
+            first.utilisation(),
+            if noisy { 0.82 } else { 0.87 },
         );
         let after = &run.windows[1];
         assert!(
-            ms(after.queue_pct(1.0)) <= 15.0,
-            "loss {loss}: queue after startup {:.1}",
+            noisy || ms(after.queue_pct(1.0)) <= 15.0,
+            "{name} loss {loss}: queue after startup {:.1}",
             ms(after.queue_pct(1.0))
         );
     }
@@ -1018,8 +1043,8 @@ fn report_line(name: &str, share: f64, w: &crate::sim::Window, probes: usize) {
 fn cc_report() {
     let d = DelayBbrConfig::default;
     let configs = [
-        ("before (177ab55)", head_config()),
-        ("after (default)", d()),
+        ("before (bfe8183)", bfe8183_config()),
+        ("after (default)", startup_env(d())),
     ];
     for (name, c) in &configs {
         eprintln!("{name}:");
@@ -1081,6 +1106,17 @@ fn cc_report() {
     }
 }
 
+/// The settings of commit bfe8183 (bench/CC.md, 2026-11-25 fourth section's "after"): startup
+/// ended on the spot at a queue of 0.25 × min RTT (at least 5 ms) over the last 8 ACKs.
+fn bfe8183_config() -> DelayBbrConfig {
+    DelayBbrConfig {
+        startup_queue_tolerance: 0.25,
+        startup_queue_samples: 8,
+        startup_queue_persist: 0.0,
+        ..DelayBbrConfig::default()
+    }
+}
+
 /// The settings committed before the queue rule followed the link down (bench/CC.md, 2026-11-25
 /// second section), for before/after figures.
 fn before_config() -> DelayBbrConfig {
@@ -1104,7 +1140,7 @@ fn head_config() -> DelayBbrConfig {
         backoff_keeps_aggregation: false,
         probe_when_rate_keeps_falling: true,
         one_round_sample_below: 0.0,
-        ..DelayBbrConfig::default()
+        ..bfe8183_config()
     }
 }
 
@@ -1143,14 +1179,8 @@ fn loss_seeds() {
     }
     let configs = [
         ("before", before_config()),
-        (
-            "after, any loss with recent queue",
-            DelayBbrConfig {
-                loss_needs_round_queue: false,
-                ..DelayBbrConfig::default()
-            },
-        ),
-        ("after", DelayBbrConfig::default()),
+        ("bfe8183", bfe8183_config()),
+        ("after", startup_env(DelayBbrConfig::default())),
     ];
     for (name, config) in configs {
         for &(slot_ms, jitter_ms, stalls) in &noises {
@@ -1193,7 +1223,7 @@ fn drops_off_the_timer() {
     for (name, config) in [
         ("before", before_config()),
         ("177ab55", head_config()),
-        ("after", DelayBbrConfig::default()),
+        ("after", startup_env(DelayBbrConfig::default())),
     ] {
         for (at, to) in [(7.0, 10e6), (7.0, 5e6), (13.0, 10e6), (13.0, 5e6)] {
             let mut link = Link::lte(0.01);
@@ -1214,4 +1244,109 @@ fn drops_off_the_timer() {
             );
         }
     }
+}
+
+/// Not a test: startup's queue overshoot on the `lte` link (0/1/3% loss, with and without host
+/// noise): queue max and p99 in the first second, telemetry of the probes sent then, when cruise
+/// began and when the estimate first reached 18 Mbit/s.
+/// `cargo test -p quicft-congestion --release startup_detail -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn startup_detail() {
+    let noisy = |loss: f64, jitter: u64, slots: u64, seed: u64| {
+        let mut l = Link::lte(loss);
+        l.seed = seed;
+        l.ack_jitter = Duration::from_millis(jitter);
+        if slots > 0 {
+            l.ack_slots = Some(Duration::from_millis(slots));
+        }
+        l
+    };
+    let verbose = std::env::var("CC_VERBOSE").is_ok();
+    let config = startup_env(DelayBbrConfig::default());
+    for (jitter, slots) in [(0, 0), (1, 0), (5, 0), (0, 5), (0, 10)] {
+        let (mut maxes, mut fulls, mut cruises, mut utils) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut tele, mut tele99) = (Vec::new(), Vec::new());
+        for loss in [0.0, 0.01, 0.03] {
+            for seed in 1..=4 {
+                let link = noisy(loss, jitter, slots, seed);
+                // Telemetry every 10 ms instead of 100 ms: probes of the whole first second.
+                let dense = Traffic {
+                    telemetry: Some(Duration::from_millis(10)),
+                    ..Traffic::bulk(s(3.0))
+                };
+                let probe =
+                    Sim::new(link.clone(), dense, config.clone()).run(s(3.0), &[(s(0.0), s(1.0))]);
+                // Without loss only: a lost message waits for loss recovery whatever the queue.
+                if loss == 0.0 {
+                    tele.push(ms(probe.windows[0].telemetry_pct(1.0)));
+                    tele99.push(ms(probe.windows[0].telemetry_pct(0.99)));
+                }
+                let run = Sim::new(link, Traffic::bulk(s(3.0)), config.clone())
+                    .run(s(3.0), &[(s(0.0), s(1.0))]);
+                let w = &run.windows[0];
+                let cruise = run
+                    .trace
+                    .iter()
+                    .find(|t| t.mode == Mode::Cruise)
+                    .map_or(f64::NAN, |t| t.at.as_secs_f64());
+                let full = run
+                    .trace
+                    .iter()
+                    .find(|t| t.bw as f64 * 8.0 >= 18e6)
+                    .map_or(f64::NAN, |t| t.at.as_secs_f64());
+                maxes.push(ms(w.queue_pct(1.0)));
+                fulls.push(full);
+                cruises.push(cruise);
+                utils.push(w.utilisation());
+                if verbose {
+                    eprintln!(
+                        "jitter {jitter} slots {slots} loss {loss} seed {seed}: queue max {:.1} p99 {:.1} ms, telemetry p50/max {:.1}/{:.1} ms, cruise at {cruise:.2} s, 18 Mbit/s at {full:.2} s, bw at 1 s {:.1}, util {:.3}",
+                        ms(w.queue_pct(1.0)),
+                        ms(w.queue_pct(0.99)),
+                        ms(w.telemetry_pct(0.5)),
+                        ms(w.telemetry_pct(1.0)),
+                        bw_mbit(&run, 1.0),
+                        w.utilisation(),
+                    );
+                }
+                if verbose && seed == 1 {
+                    trace(&run, 0.0, 0.6, 1);
+                }
+            }
+        }
+        let worst = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        eprintln!(
+            "jitter {jitter} slots {slots} (3 losses x 4 seeds): startup queue max mean/worst {:.1}/{:.1} ms, telemetry (every 10 ms, 0% loss) p99 mean {:.1} max worst {:.1} ms, cruise at mean/worst {:.2}/{:.2} s, 18 Mbit/s at mean/worst {:.2}/{:.2} s, util 0-1 s mean {:.3}",
+            mean(&maxes),
+            worst(&maxes),
+            mean(&tele99),
+            worst(&tele),
+            mean(&cruises),
+            worst(&cruises),
+            mean(&fulls),
+            worst(&fulls),
+            mean(&utils),
+        );
+    }
+}
+
+/// `CC_SQ_TOL`, `CC_SQ_FLOOR` (ms), `CC_SQ_N`, `CC_SQ_PERSIST` override startup's queue exit.
+fn startup_env(mut config: DelayBbrConfig) -> DelayBbrConfig {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(v) = env("CC_SQ_TOL") {
+        config.startup_queue_tolerance = v;
+    }
+    if let Some(v) = env("CC_SQ_FLOOR") {
+        config.startup_queue_floor = s(v / 1e3);
+    }
+    if let Some(v) = env("CC_SQ_PERSIST") {
+        config.startup_queue_persist = v;
+    }
+    if let Some(v) = env("CC_SQ_N") {
+        config.startup_queue_samples = v as usize;
+    }
+    config
 }
