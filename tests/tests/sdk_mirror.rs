@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use quicft_client::{Client, QoS, Transport};
 use quicft_tests::{within, TestServer};
+use sdk::{shaped, Shape};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 const ONE_WAY: Duration = Duration::from_millis(100);
 const DROP_FOR: Duration = Duration::from_millis(15);
@@ -27,31 +27,12 @@ const GAP: Duration = Duration::from_millis(40);
 /// ≥ 1.5 round trips, then the resend's round trip: ≥ 500 ms).
 const BOUND: Duration = Duration::from_millis(400);
 
-/// Forwards datagrams from `out` with a fixed delay, in order.
-fn delayed(out: Arc<UdpSocket>, to: Option<SocketAddr>) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    tokio::spawn(async move {
-        while let Some((at, packet)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            let _ = match to {
-                Some(to) => out.send_to(&packet, to).await,
-                None => out.send(&packet).await,
-            };
-        }
-    });
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(packet) = in_rx.recv().await {
-            if tx
-                .send((tokio::time::Instant::now() + ONE_WAY, packet))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    in_tx
-}
+/// The proxy's two directions: a fixed delay, no rate limit.
+const LINK: Shape = Shape {
+    rate_bps: 1e12,
+    queue: Duration::from_secs(1),
+    delay: ONE_WAY,
+};
 
 /// A proxy for one device in front of `to` that can drop the device's packets for a while.
 struct Proxy {
@@ -73,7 +54,7 @@ impl Proxy {
         let device2 = device.clone();
         let (front2, back2) = (front.clone(), back.clone());
         tokio::spawn(async move {
-            let up = delayed(back2, None);
+            let up = shaped(LINK, back2, None);
             let mut buf = vec![0u8; 1 << 16];
             while let Ok((n, from)) = front2.recv_from(&mut buf).await {
                 *device2.lock().expect("lock") = Some(from);
@@ -91,7 +72,7 @@ impl Proxy {
                 let Some(to) = *device.lock().expect("lock") else {
                     continue;
                 };
-                let tx = down.get_or_insert_with(|| delayed(front.clone(), Some(to)));
+                let tx = down.get_or_insert_with(|| shaped(LINK, front.clone(), Some(to)));
                 let _ = tx.send(buf[..n].to_vec());
             }
         });

@@ -24,58 +24,13 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use quicft_client::{Client, ClientOptions, QoS, Transport, UploadOptions};
 use quicft_tests::{within, TestServer};
+use sdk::{shaped, Shape};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// File data the sender holds unacknowledged for a telemetry sample to count as "under load":
 /// 20 × the emulated link's bandwidth-delay product (50 kB).
 const BACKLOG: u64 = 1 << 20;
-
-/// A one-way link: packets leave at `rate_bps` after at most `queue` of queueing (drop-tail),
-/// then take `delay` to arrive.
-#[derive(Clone, Copy)]
-struct Shape {
-    rate_bps: f64,
-    queue: Duration,
-    delay: Duration,
-}
-
-/// The entry of one direction of the link: datagrams sent into the returned channel leave `out`
-/// (to `to`, or to the peer `out` is connected to) through `shape`, in order.
-fn shaped(
-    shape: Shape,
-    out: Arc<UdpSocket>,
-    to: Option<SocketAddr>,
-) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    tokio::spawn(async move {
-        while let Some((at, packet)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            let _ = match to {
-                Some(to) => out.send_to(&packet, to).await,
-                None => out.send(&packet).await,
-            };
-        }
-    });
-    // Admission: a virtual clock of when the link is next free.
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        let mut free_at = tokio::time::Instant::now();
-        while let Some(packet) = in_rx.recv().await {
-            let now = tokio::time::Instant::now();
-            let start = free_at.max(now);
-            if start - now > shape.queue {
-                continue; // the queue is full: dropped
-            }
-            let bits = (packet.len() as f64 + 28.0) * 8.0;
-            free_at = start + Duration::from_secs_f64(bits / shape.rate_bps);
-            if tx.send((free_at + shape.delay, packet)).is_err() {
-                return;
-            }
-        }
-    });
-    in_tx
-}
 
 /// A UDP link emulator in front of `to`: `up` shapes what devices send, `down` what the server
 /// sends back. Returns the port devices connect to.

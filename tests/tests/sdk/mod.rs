@@ -1,12 +1,17 @@
-//! Helpers shared by the SDK tests (`sdk_*.rs`): client options pointing at a test server.
+//! Helpers shared by the SDK tests (`sdk_*.rs`): client options pointing at a test server, and a
+//! one-way emulated link for UDP proxies.
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quicft_client::{CaSource, ClientOptions, Reconnect, Transport};
 use quicft_tests::{Target, Transport as T};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 
 /// Options for `transport` at `target`, trusting its dev CA, reconnecting quickly.
 pub fn options(target: &impl Target, transport: Transport, client_id: &str) -> ClientOptions {
@@ -124,4 +129,50 @@ impl quicft_tests::Target for Restartable {
     fn ca(&self) -> std::path::PathBuf {
         self.dir.path().join("certs/ca.pem")
     }
+}
+
+/// A one-way link: packets leave at `rate_bps` after at most `queue` of queueing (drop-tail),
+/// then take `delay` to arrive.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub rate_bps: f64,
+    pub queue: Duration,
+    pub delay: Duration,
+}
+
+/// The entry of one direction of the link: datagrams sent into the returned channel leave `out`
+/// (to `to`, or to the peer `out` is connected to) through `shape`, in order.
+pub fn shaped(
+    shape: Shape,
+    out: Arc<UdpSocket>,
+    to: Option<SocketAddr>,
+) -> mpsc::UnboundedSender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((at, packet)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            let _ = match to {
+                Some(to) => out.send_to(&packet, to).await,
+                None => out.send(&packet).await,
+            };
+        }
+    });
+    // Admission: a virtual clock of when the link is next free.
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let mut free_at = tokio::time::Instant::now();
+        while let Some(packet) = in_rx.recv().await {
+            let now = tokio::time::Instant::now();
+            let start = free_at.max(now);
+            if start - now > shape.queue {
+                continue; // the queue is full: dropped
+            }
+            let bits = (packet.len() as f64 + 28.0) * 8.0;
+            free_at = start + Duration::from_secs_f64(bits / shape.rate_bps);
+            if tx.send((free_at + shape.delay, packet)).is_err() {
+                return;
+            }
+        }
+    });
+    in_tx
 }
