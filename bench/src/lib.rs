@@ -3,3 +3,4 @@ pub mod broker_procs;
 pub mod ft_load;
 pub mod mqtt_load;
 pub mod net;
+pub mod stats;

@@ -22,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use quicft_bench::broker_procs::{self, BrokerProc, Kind, MachineTicks};
 use quicft_bench::mqtt_load::{Load, LoadConfig, Target, Totals, Transport};
+use quicft_bench::stats::median;
 
 /// MQTT broker throughput: quicft over QUIC and TCP against mosquitto over TCP.
 #[derive(Parser, Debug)]
@@ -680,19 +681,6 @@ fn print_quic(rows: &[Row]) {
             p.congestion_events + s.congestion_events,
         );
     }
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 /// Ratios from rows of the same round (run side by side), then their median over rounds.

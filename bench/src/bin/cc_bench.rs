@@ -791,17 +791,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[i] + (s[j] - s[i]) * frac
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+fn median(v: Vec<f64>) -> f64 {
+    quicft_bench::stats::median(v).unwrap_or(f64::NAN)
 }
 
 fn run(a: RunArgs) -> Result<()> {

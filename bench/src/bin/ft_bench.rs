@@ -497,17 +497,8 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+fn median(v: Vec<f64>) -> f64 {
+    quicft_bench::stats::median(v).unwrap_or(f64::NAN)
 }
 
 fn report(args: &Args, kinds: &[Kind], samples: &[Sample], command: &str) -> Result<()> {

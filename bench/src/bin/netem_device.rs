@@ -356,9 +356,7 @@ async fn upload(
         start_unix_ns,
         telemetry,
     };
-    println!("{}", serde_json::to_string(&line)?);
-    let _ = tokio::time::timeout(Duration::from_secs(3), client.disconnect()).await;
-    Ok(())
+    emit(&line, client).await
 }
 
 async fn telemetry_only(c: &Conn, ready_file: Option<PathBuf>) -> Result<()> {
@@ -410,7 +408,12 @@ async fn telemetry_only(c: &Conn, ready_file: Option<PathBuf>) -> Result<()> {
         start_unix_ns,
         telemetry,
     };
-    println!("{}", serde_json::to_string(&line)?);
+    emit(&line, client).await
+}
+
+/// Prints the run's JSON line, then says goodbye to the server (briefly: the figures are out).
+async fn emit(line: &impl Serialize, client: Client) -> Result<()> {
+    println!("{}", serde_json::to_string(line)?);
     let _ = tokio::time::timeout(Duration::from_secs(3), client.disconnect()).await;
     Ok(())
 }

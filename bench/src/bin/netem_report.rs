@@ -56,18 +56,10 @@ struct Row {
     reconnects: Option<f64>,
 }
 
+/// Median of the finite values (a run without a figure reports NaN).
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    quicft_bench::stats::median(v)
 }
 
 fn f(v: &Value, path: &[&str]) -> Option<f64> {
