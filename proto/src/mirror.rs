@@ -21,6 +21,14 @@
 /// CONNACK user property (name, value) by which a server offers mirrored streams.
 pub const OFFER: (&str, &str) = ("quicft-mirror", "1");
 
+/// Whether CONNACK properties carry the [`OFFER`].
+pub fn offered(properties: &crate::Properties) -> bool {
+    properties
+        .user_properties
+        .iter()
+        .any(|(k, v)| (k.as_str(), v.as_str()) == OFFER)
+}
+
 /// The start of a mirror stream: which data stream it copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::BytesMut;
-use quicft_proto::mirror::{Header, OFFER};
+use quicft_proto::mirror::{offered, Header, OFFER};
 use quicft_proto::{Packet, Protocol, QoS};
 use quicft_tests::{connect_packet, publish, Conn, RawStream, TestServer, Transport};
 
@@ -27,12 +27,10 @@ fn header(s: &RawStream) -> Result<Vec<u8>> {
 
 async fn open(server: &TestServer, id: &str) -> Result<Conn> {
     let (conn, ack) = Conn::open(server, Transport::Quic, connect_packet(id, Protocol::V5)).await?;
-    let offered = ack
-        .properties
-        .user_properties
-        .iter()
-        .any(|(k, v)| (k.as_str(), v.as_str()) == OFFER);
-    ensure!(offered, "CONNACK over QUIC does not offer mirrors: {ack:?}");
+    ensure!(
+        offered(&ack.properties),
+        "CONNACK over QUIC does not offer mirrors: {ack:?}"
+    );
     Ok(conn)
 }
 

@@ -63,11 +63,7 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
     let mut send = send;
     let connack = handshake(&mut reader, &mut send, &connect).await?;
     let shared = new_shared(options, &connack);
-    let offered = connack
-        .properties
-        .user_properties
-        .iter()
-        .any(|(k, v)| (k.as_str(), v.as_str()) == quicft_proto::mirror::OFFER);
+    let offered = quicft_proto::mirror::offered(&connack.properties);
 
     let link = QuicLink {
         endpoint,
