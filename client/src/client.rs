@@ -635,6 +635,8 @@ impl Client {
     /// Connects, sends CONNECT and waits for a successful CONNACK, all within
     /// `options.connect_timeout`; with `options.fallback` set, QUIC and TLS/TCP race (see
     /// [`ClientOptions::fallback`]). This first connection is not retried: its error is returned.
+    /// Once connected, the client subscribes to its `$file-response/{clientId}` topic in the
+    /// background (uploads need it).
     pub async fn connect(options: ClientOptions) -> Result<Client> {
         validate(&options)?;
         let span = tracing::info_span!(
@@ -663,6 +665,15 @@ impl Client {
         let conn = core.connect_once(false).await?;
         core.set(State::Up(conn.clone()));
         tokio::spawn(supervise(core.clone(), conn));
+        // The file-transfer response subscription is made now, beside whatever the application
+        // does first, so that the first upload does not wait a round trip for its SUBACK. A failure
+        // is not kept: the first command tries again and reports it.
+        let eager = core.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::responses::Responses::ensure_subscribed(&eager).await {
+                tracing::debug!(%e, "file-transfer responses: subscription deferred");
+            }
+        });
         Ok(Client {
             inner: Arc::new(Handle { core }),
         })

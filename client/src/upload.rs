@@ -883,8 +883,30 @@ impl Engine {
             if self.ctl.borrow().cancelled {
                 return Err(Stop::Cancelled);
             }
-            let (_, r) = self.command("status", Bytes::new(), true).await?;
+            // While nothing is known to be held, status carries init's metadata (a quicft
+            // extension): the server inits a transfer it does not know in the same round trip. Once
+            // something was acknowledged, a server that lost the transfer must answer "unknown" so
+            // that the upload starts over (below), not be re-initialised behind our back.
+            let fresh = self.acked.is_empty() && !self.discarded;
+            let payload = if fresh {
+                Bytes::from(serde_json::to_vec(&self.meta).unwrap_or_default())
+            } else {
+                Bytes::new()
+            };
+            let (_, r) = self.command("status", payload, true).await?;
             let Some(r) = r else { return Err(Stop::Lost) };
+            if fresh {
+                match FtReason::from_code(r.reason_code) {
+                    Some(FtReason::Success | FtReason::Restart | FtReason::Quota) => {}
+                    // The server refused to init (a bad name, over a size limit, a conflict).
+                    _ => {
+                        return Err(Stop::Fatal(self.fail(format!(
+                            "init refused with {:#04x}: {}",
+                            r.reason_code, r.reason_description
+                        ))))
+                    }
+                }
+            }
             match FtReason::from_code(r.reason_code) {
                 Some(FtReason::Success) => {
                     if let Some(held) = &r.meta {

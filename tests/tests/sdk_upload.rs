@@ -378,3 +378,61 @@ async fn mqtt_311_uses_async_commands() -> Result<()> {
     })
     .await
 }
+
+/// `quicft_file_commands_total` by reason code, from the server's /metrics.
+async fn file_commands(server: &TestServer) -> Result<Vec<(String, u64)>> {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty())?;
+    let response = server.api().oneshot(request).await?;
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+    let text = String::from_utf8(body.to_vec())?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("quicft_file_commands_total{code=\""))
+        .filter_map(|l| {
+            let (code, n) = l.split_once("\"} ")?;
+            Some((code.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// A fresh upload asks one question before its first segment: status carries init's metadata, and
+/// the server inits a transfer it does not know in that round trip (no status 0x10, then init).
+/// A finished file under the same id is still reported, not replaced by another file.
+#[tokio::test]
+async fn fresh_upload_inits_with_its_status() -> Result<()> {
+    within(Duration::from_secs(60), async {
+        let server = TestServer::start().await?;
+        let files = tempfile::tempdir()?;
+        let (path, data) = sdk::write_file(files.path(), "one.bin", 1000, 3)?;
+        let client = Client::connect(sdk::options(&server, Transport::Quic, "fresh")).await?;
+        let options = UploadOptions {
+            file_id: Some("same-id".into()),
+            ..UploadOptions::default()
+        };
+        let report = client
+            .upload(path.as_path(), options.clone())
+            .await?
+            .wait()
+            .await?;
+        ensure!(report.bytes == data.len() as u64, "{report:?}");
+        // status (which inits), one segment, fin: three commands, all 0x00.
+        let counts = file_commands(&server).await?;
+        ensure!(counts == [("0x00".to_owned(), 3)], "{counts:?}");
+
+        let (other, _) = sdk::write_file(files.path(), "other.bin", 2000, 4)?;
+        let err = client
+            .upload(other.as_path(), options)
+            .await?
+            .wait()
+            .await
+            .err()
+            .context("another file under a finished file's id was accepted")?;
+        ensure!(err.to_string().contains("different file"), "{err}");
+        let export = sdk::export_path(server.dir.path(), "fresh", "same-id", "one.bin");
+        ensure!(std::fs::read(&export)? == data, "the finished file changed");
+        client.disconnect().await?;
+        Ok(())
+    })
+    .await
+}

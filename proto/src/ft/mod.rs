@@ -5,8 +5,10 @@
 //! $file/{fileId}/{offset}[/{sha256hex}]    segment bytes
 //! $file/{fileId}/fin/{size}[/{sha256hex}]  empty
 //! $file/{fileId}/abort                     empty
-//! $file/{fileId}/status                    empty (quicft extension)
+//! $file/{fileId}/status                    empty, or init's JSON (quicft extension)
 //! ```
+//! `status` answers with the ranges held; with init's JSON as payload the server first inits a
+//! transfer it does not know, so a device that may or may not be resuming needs one round trip.
 //! Every command also exists under `$file-async/`. Outcomes go to `$file-response/{clientId}`.
 
 mod meta;

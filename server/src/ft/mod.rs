@@ -455,7 +455,7 @@ impl FtService {
                         svc.fin(&client_id, &file_id, size, checksum).await
                     }
                     Command::Abort => svc.abort(&client_id, &file_id).await,
-                    Command::Status => svc.status(&client_id, &file_id),
+                    Command::Status => svc.status_or_init(&client_id, &file_id, &payload).await,
                 }
             }
             .instrument(span),
@@ -1157,6 +1157,21 @@ impl FtService {
             );
             return Ok(());
         }
+    }
+
+    /// `status`, and with init's JSON as its payload (a quicft extension) a transfer the server
+    /// knows nothing of is initialised first: a device that may or may not be resuming learns what
+    /// the server holds in one round trip instead of status, then init. A transfer the server does
+    /// know (live, finished or cancelled) is only reported, never re-initialised, so the device
+    /// still sees a different file held under the same id before anything replaces it.
+    async fn status_or_init(&self, client_id: &str, file_id: &str, payload: &[u8]) -> FtOutcome {
+        if !payload.is_empty() && matches!(self.lookup(client_id, file_id), Lookup::Unknown) {
+            let out = self.init(client_id, file_id, payload).await;
+            if out.reason != FtReason::Success {
+                return out;
+            }
+        }
+        self.status(client_id, file_id)
     }
 
     fn status(&self, client_id: &str, file_id: &str) -> FtOutcome {

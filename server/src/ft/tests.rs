@@ -567,6 +567,59 @@ async fn status_lists_held_ranges_and_fin_lists_gaps() {
 }
 
 #[tokio::test]
+async fn status_with_metadata_inits_only_what_the_server_does_not_know() {
+    let env = Env::new();
+    let data = random_bytes(5, 3000);
+    let m = meta("a.bin", &data);
+    let status_init = |file: &'static str, m: serde_json::Value| {
+        let env = &env;
+        async move {
+            env.cmd("d", file, Command::Status, m.to_string().as_bytes())
+                .await
+        }
+    };
+    // Unknown: initialised, and reported as a transfer holding nothing.
+    let st = status_init("f", m.clone()).await;
+    assert_reason(&st, FtReason::Success);
+    assert_eq!(st.state.as_deref(), Some("receiving"));
+    assert_eq!(st.ranges, Some(vec![]));
+    assert_eq!(st.missing, Some(vec![(0, 3000)]));
+    assert_eq!(st.meta.as_ref().map(|m| m.name.as_str()), Some("a.bin"));
+    assert_reason(
+        &env.seg("d", "f", 0, &data[..1000]).await,
+        FtReason::Success,
+    );
+
+    // Known: reported as it is, whatever metadata comes with the status.
+    let st = status_init("f", m.clone()).await;
+    assert_eq!(st.ranges, Some(vec![(0, 1000)]));
+    let other = meta("b.bin", b"other");
+    let st = status_init("f", other.clone()).await;
+    assert_reason(&st, FtReason::Success);
+    assert_eq!(st.meta.as_ref().map(|m| m.name.as_str()), Some("a.bin"));
+    assert_eq!(st.ranges, Some(vec![(0, 1000)]));
+
+    // A finished file is not replaced by a status carrying another file's metadata.
+    assert_reason(
+        &env.seg("d", "f", 1000, &data[1000..]).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.fin("d", "f", 3000, None).await, FtReason::Success);
+    let st = status_init("f", other).await;
+    assert_eq!(st.state.as_deref(), Some("complete"));
+    assert_eq!(st.meta.as_ref().map(|m| m.name.as_str()), Some("a.bin"));
+    assert_exported(&env, "d", "f", "a.bin", &data);
+
+    // What init refuses, status refuses the same way, and nothing is created.
+    let bad = status_init("g", serde_json::json!({"name": "../x"})).await;
+    assert_reason(&bad, FtReason::Cancel);
+    assert_reason(&env.status("d", "g").await, FtReason::Restart);
+    // Without a payload, status never creates anything.
+    assert_reason(&env.status("d", "h").await, FtReason::Restart);
+    assert_reason(&env.status("d", "h").await, FtReason::Restart);
+}
+
+#[tokio::test]
 async fn abort_deletes_and_is_idempotent() {
     let mut env = Env::new();
     assert_reason(
