@@ -75,6 +75,13 @@ pub(crate) struct FtDone {
     correlation: Option<Bytes>,
 }
 
+/// A file command's place among the same file's commands of its connection (`Session::ft_order`).
+/// Held (never read) until the command is done.
+enum Turn {
+    Read(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
+    Write(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>),
+}
+
 /// Handles a new connection whose control stream is given: reads CONNECT, authenticates, attaches the
 /// session and runs it until the client goes away.
 pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
@@ -333,6 +340,11 @@ struct Session {
     client_max_packet: usize,
     /// QoS 1 file-transfer commands being processed + QoS 2 awaiting PUBREL, against our Receive Maximum.
     inflight_in: usize,
+    /// Per file id, this connection's commands still running: each holds a read guard taken in
+    /// the order the commands were read, and a fin takes the write guard, so that it runs after
+    /// the segments sent before it (a device may send fin right behind its last segment instead
+    /// of waiting a round trip for their acks) and before any sent after it.
+    ft_order: HashMap<String, Arc<tokio::sync::RwLock<()>>>,
     aliases: HashMap<u16, String>,
     will: Option<quicft_proto::Will>,
     session_expiry: Option<Duration>,
@@ -394,6 +406,7 @@ impl Session {
             send_window,
             client_max_packet,
             inflight_in: state.incoming_qos2.len(),
+            ft_order: HashMap::new(),
             aliases: HashMap::new(),
             username: None,
             will: connect.will,
@@ -914,13 +927,29 @@ impl Session {
         } else {
             self.ack_publish(stream, pkid, ReasonCode::SUCCESS);
         }
+        let order = self
+            .ft_order
+            .entry(cmd.file_id.as_str().to_owned())
+            .or_default()
+            .clone();
+        // Taken now, in reading order; a command behind a waiting fin waits for it in its task.
+        let early_turn = match cmd.command {
+            ftp::Command::Fin { .. } => None,
+            _ => order.clone().try_read_owned().ok(),
+        };
         let ft = self.ctx.ft.clone();
         let client_id = self.client_id.clone();
         let events = self.events_tx.clone();
         let span = tracing::info_span!("ft", file_id = cmd.file_id.as_str());
         tokio::spawn(
             async move {
+                let turn = match (early_turn, &cmd.command) {
+                    (Some(read), _) => Turn::Read(read),
+                    (None, ftp::Command::Fin { .. }) => Turn::Write(order.write_owned().await),
+                    (None, _) => Turn::Read(order.read_owned().await),
+                };
                 let out = ft.handle(&client_id, &cmd, p.payload).await;
+                drop(turn);
                 drop(memory);
                 let mut resp = ftp::Response::new(topic, pkid, out.reason);
                 if let Some(d) = out.description {
@@ -958,6 +987,8 @@ impl Session {
 
     fn ft_done(&mut self, done: FtDone) {
         self.ctx.metrics.ft_result(done.reason);
+        // Orders nobody holds any more (the task dropped its guard before reporting).
+        self.ft_order.retain(|_, o| Arc::strong_count(o) > 1);
         if done.ack_pending {
             self.inflight_in = self.inflight_in.saturating_sub(1);
             let code = if self.protocol == Protocol::V5 {
