@@ -671,6 +671,9 @@ impl From<Error> for Stop {
 }
 
 type Outcome = (u64, usize, Result<ReasonCode>);
+/// A fin in flight, with its response.
+type EarlyFin =
+    Pin<Box<dyn std::future::Future<Output = Result<(ReasonCode, Option<Response>)>> + Send>>;
 
 struct Engine {
     client: Client,
@@ -1027,6 +1030,9 @@ impl Engine {
         let mut in_map: HashMap<u64, Seg> = HashMap::new();
         let mut loads = vec![0usize; self.channels.len()];
         let mut inflight_bytes = 0usize;
+        // fin sent right behind the last segment, before their acks (see `early_fin`).
+        let mut early_fin: Option<EarlyFin> = None;
+        let mut early_fin_tried = false;
         let result = loop {
             // Marks the controls seen, so that the clone below waits for the next change.
             let ctl_now = *self.ctl.borrow_and_update();
@@ -1049,9 +1055,21 @@ impl Engine {
             }
             let room = !paused && !backing_off && inflight_bytes < self.opts.window;
 
-            // Everything sent and durable: finish.
+            // Everything sent at least once: fin can follow at once instead of a round trip later.
+            if !early_fin_tried && !paused && !backing_off && !in_map.is_empty() {
+                if let Some(fin) = self.early_fin() {
+                    early_fin_tried = true;
+                    early_fin = Some(fin);
+                }
+            }
+
+            // Everything sent and durable: finish (unless the early fin is still out).
             if let Some((size, sha)) = self.end {
-                if in_map.is_empty() && self.retry.is_empty() && self.acked.is_complete(size) {
+                if early_fin.is_none()
+                    && in_map.is_empty()
+                    && self.retry.is_empty()
+                    && self.acked.is_complete(size)
+                {
                     match self.fin(size, sha).await {
                         Ok(Some(report)) => break Ok(report),
                         Ok(None) => continue,
@@ -1096,6 +1114,27 @@ impl Engine {
                     if let Err(stop) = self.on_outcome(seg, result) {
                         break Err(stop);
                     }
+                }
+                r = async {
+                    match early_fin.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if early_fin.is_some() => {
+                    early_fin = None;
+                    if let (Ok((code, _)), Some((size, sha))) = (&r, self.end) {
+                        if FtReason::from_code(code.0) == Some(FtReason::Success) {
+                            // The server ran fin after every segment before it: all are durable.
+                            for (_, seg) in in_map.drain() {
+                                self.on_outcome(seg, Ok(ReasonCode::SUCCESS))?;
+                            }
+                            break Ok(self.report(size, hex::encode(sha)));
+                        }
+                    }
+                    // Anything else (a segment still to resend, a lost connection, a server
+                    // that answered before the segments were in) is left to the ordinary fin,
+                    // after every segment is acknowledged, which handles each answer.
+                    tracing::debug!(?r, "early fin not taken");
                 }
                 _ = async {
                     match backoff {
@@ -1266,6 +1305,42 @@ impl Engine {
         }
     }
 
+    /// The report of a finished upload.
+    fn report(&self, size: u64, sha256: String) -> UploadReport {
+        let seconds = self.started.elapsed().as_secs_f64();
+        UploadReport {
+            file_id: self.file_id.clone(),
+            name: self.meta.name.clone(),
+            bytes: size,
+            sha256,
+            seconds,
+            goodput_bps: self.acked_here as f64 * 8.0 / seconds.max(1e-9),
+            transport: self.client.info().transport,
+            reconnects: self.client.reconnects().saturating_sub(self.reconnects0),
+            bytes_sent: self.bytes_sent,
+            bytes_resent: self.bytes_resent,
+        }
+    }
+
+    /// fin, sent as soon as the last segment is (not acknowledged), when every byte is either
+    /// held or in flight on the one file channel: the server runs a fin after the same file's
+    /// commands read before it on the connection, so it answers once those are durable. That
+    /// saves the round trip between the last segment's PUBACK and fin. Over several channels the
+    /// segments of another stream could arrive after fin: the ordinary fin is used.
+    fn early_fin(&self) -> Option<EarlyFin> {
+        let (size, sha) = self.end?;
+        if self.channels.len() != 1 || !self.retry.is_empty() || self.producer.is_some() {
+            return None;
+        }
+        let client = self.client.clone();
+        let channel = self.channels[0].clone();
+        let topic = self.topic(&format!("fin/{size}/{}", hex::encode(sha)));
+        let (mode, timeout) = (self.mode, self.opts.response_timeout);
+        Some(Box::pin(async move {
+            command_on(&client, &channel, mode, topic, Bytes::new(), true, timeout).await
+        }))
+    }
+
     /// Sends fin; `Ok(None)` when the pump must go on (missing ranges, quota).
     async fn fin(
         &mut self,
@@ -1279,21 +1354,7 @@ impl Engine {
             .command(&format!("fin/{size}/{sha_hex}"), Bytes::new(), true)
             .await?;
         match FtReason::from_code(code.0) {
-            Some(FtReason::Success) => {
-                let seconds = self.started.elapsed().as_secs_f64();
-                Ok(Some(UploadReport {
-                    file_id: self.file_id.clone(),
-                    name: self.meta.name.clone(),
-                    bytes: size,
-                    sha256: sha_hex,
-                    seconds,
-                    goodput_bps: self.acked_here as f64 * 8.0 / seconds.max(1e-9),
-                    transport: self.client.info().transport,
-                    reconnects: self.client.reconnects().saturating_sub(self.reconnects0),
-                    bytes_sent: self.bytes_sent,
-                    bytes_resent: self.bytes_resent,
-                }))
-            }
+            Some(FtReason::Success) => Ok(Some(self.report(size, sha_hex))),
             Some(FtReason::Retransmit) => {
                 // Ranges missing: learn which, and read them again from the file.
                 let missing = match response.and_then(|r| r.missing) {

@@ -24,53 +24,11 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use quicft_client::{Client, ClientOptions, QoS, Transport, UploadOptions};
 use quicft_tests::{within, TestServer};
-use sdk::{shaped, Shape};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use sdk::{link, Shape};
 
 /// File data the sender holds unacknowledged for a telemetry sample to count as "under load":
 /// 20 × the emulated link's bandwidth-delay product (50 kB).
 const BACKLOG: u64 = 1 << 20;
-
-/// A UDP link emulator in front of `to`: `up` shapes what devices send, `down` what the server
-/// sends back. Returns the port devices connect to.
-async fn link(to: SocketAddr, up: Shape, down: Shape) -> Result<u16> {
-    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    let port = front.local_addr()?.port();
-    tokio::spawn(async move {
-        let mut backs: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
-        let mut buf = vec![0u8; 1 << 16];
-        while let Ok((n, from)) = front.recv_from(&mut buf).await {
-            let up_tx = match backs.get(&from) {
-                Some(tx) => tx.clone(),
-                None => {
-                    let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
-                        continue;
-                    };
-                    if back.connect(to).await.is_err() {
-                        continue;
-                    }
-                    let back = Arc::new(back);
-                    let down_tx = shaped(down, front.clone(), Some(from));
-                    let b2 = back.clone();
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 1 << 16];
-                        while let Ok(n) = b2.recv(&mut buf).await {
-                            if down_tx.send(buf[..n].to_vec()).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    let tx = shaped(up, back, None);
-                    backs.insert(from, tx.clone());
-                    tx
-                }
-            };
-            let _ = up_tx.send(buf[..n].to_vec());
-        }
-    });
-    Ok(port)
-}
 
 /// What one run measured.
 struct Run {

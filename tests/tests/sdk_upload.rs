@@ -436,3 +436,46 @@ async fn fresh_upload_inits_with_its_status() -> Result<()> {
     })
     .await
 }
+
+/// Round trips of a small upload: status (which inits the transfer), then the segment with fin
+/// right behind it: two, where status, init, the segment and fin took four. Through a link with
+/// 300 ms each way, so that a round trip is far longer than the work on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_upload_takes_two_round_trips() -> Result<()> {
+    within(Duration::from_secs(60), async {
+        let server = TestServer::start().await?;
+        let rtt = Duration::from_millis(600);
+        let way = sdk::Shape {
+            rate_bps: 100e6,
+            queue: Duration::from_secs(1),
+            delay: rtt / 2,
+        };
+        let port = sdk::link(server.addr(quicft_tests::Transport::Quic), way, way).await?;
+        let mut o = sdk::options(&server, Transport::Quic, "round-trips");
+        o.port = Some(port);
+        let client = Client::connect(o).await?;
+        // The response subscription, sent at connect on the telemetry stream, is in place once a
+        // later QoS 1 publish on that stream is acknowledged.
+        client
+            .publish("t/warm", "1", quicft_client::QoS::AtLeastOnce)
+            .await?;
+        let files = tempfile::tempdir()?;
+        let (path, data) = sdk::write_file(files.path(), "small.bin", 1000, 5)?;
+        let started = std::time::Instant::now();
+        let report = client
+            .upload(path.as_path(), UploadOptions::default())
+            .await?
+            .wait()
+            .await?;
+        let rtts = started.elapsed().as_secs_f64() / rtt.as_secs_f64();
+        ensure!(report.bytes == data.len() as u64, "{report:?}");
+        eprintln!("round trips: {rtts:.3}");
+        ensure!(
+            (1.9..2.5).contains(&rtts),
+            "the upload took {rtts:.2} round trips"
+        );
+        client.disconnect().await?;
+        Ok(())
+    })
+    .await
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -175,4 +176,44 @@ pub fn shaped(
         }
     });
     in_tx
+}
+
+/// A UDP link emulator in front of `to`: `up` shapes what devices send, `down` what the server
+/// sends back. Returns the port devices connect to.
+pub async fn link(to: SocketAddr, up: Shape, down: Shape) -> anyhow::Result<u16> {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    let port = front.local_addr()?.port();
+    tokio::spawn(async move {
+        let mut backs: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok((n, from)) = front.recv_from(&mut buf).await {
+            let up_tx = match backs.get(&from) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
+                        continue;
+                    };
+                    if back.connect(to).await.is_err() {
+                        continue;
+                    }
+                    let back = Arc::new(back);
+                    let down_tx = shaped(down, front.clone(), Some(from));
+                    let b2 = back.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 1 << 16];
+                        while let Ok(n) = b2.recv(&mut buf).await {
+                            if down_tx.send(buf[..n].to_vec()).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let tx = shaped(up, back, None);
+                    backs.insert(from, tx.clone());
+                    tx
+                }
+            };
+            let _ = up_tx.send(buf[..n].to_vec());
+        }
+    });
+    Ok(port)
 }
