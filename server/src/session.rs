@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::broker::{Delivery, Kick, Message, Outgoing, SessionState, StreamId, Subscription};
+use crate::ft::order::FileOrder;
 use crate::mirror::{self, Pairing};
 use crate::stream::{self, Event, PacketRead, Writer};
 use crate::Ctx;
@@ -73,13 +74,6 @@ pub(crate) struct FtDone {
     response: Bytes,
     response_topic: String,
     correlation: Option<Bytes>,
-}
-
-/// A file command's place among the same file's commands of its connection (`Session::ft_order`).
-/// Held (never read) until the command is done.
-enum Turn {
-    Read(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
-    Write(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>),
 }
 
 /// Handles a new connection whose control stream is given: reads CONNECT, authenticates, attaches the
@@ -340,11 +334,8 @@ struct Session {
     client_max_packet: usize,
     /// QoS 1 file-transfer commands being processed + QoS 2 awaiting PUBREL, against our Receive Maximum.
     inflight_in: usize,
-    /// Per file id, this connection's commands still running: each holds a read guard taken in
-    /// the order the commands were read, and a fin takes the write guard, so that it runs after
-    /// the segments sent before it (a device may send fin right behind its last segment instead
-    /// of waiting a round trip for their acks) and before any sent after it.
-    ft_order: HashMap<String, Arc<tokio::sync::RwLock<()>>>,
+    /// Per file id, the order this connection's commands run in (see `crate::ft::order`).
+    ft_order: HashMap<String, FileOrder>,
     aliases: HashMap<u16, String>,
     will: Option<quicft_proto::Will>,
     session_expiry: Option<Duration>,
@@ -927,27 +918,24 @@ impl Session {
         } else {
             self.ack_publish(stream, pkid, ReasonCode::SUCCESS);
         }
-        let order = self
+        // Placed now, in reading order; the task waits for its turn.
+        let alone = match cmd.command {
+            ftp::Command::Segment { .. } => false,
+            ftp::Command::Status => !p.payload.is_empty(),
+            ftp::Command::Init | ftp::Command::Fin { .. } | ftp::Command::Abort => true,
+        };
+        let mut turn = self
             .ft_order
             .entry(cmd.file_id.as_str().to_owned())
             .or_default()
-            .clone();
-        // Taken now, in reading order; a command behind a waiting fin waits for it in its task.
-        let early_turn = match cmd.command {
-            ftp::Command::Fin { .. } => None,
-            _ => order.clone().try_read_owned().ok(),
-        };
+            .next(alone);
         let ft = self.ctx.ft.clone();
         let client_id = self.client_id.clone();
         let events = self.events_tx.clone();
         let span = tracing::info_span!("ft", file_id = cmd.file_id.as_str());
         tokio::spawn(
             async move {
-                let turn = match (early_turn, &cmd.command) {
-                    (Some(read), _) => Turn::Read(read),
-                    (None, ftp::Command::Fin { .. }) => Turn::Write(order.write_owned().await),
-                    (None, _) => Turn::Read(order.read_owned().await),
-                };
+                turn.ready().await;
                 let out = ft.handle(&client_id, &cmd, p.payload).await;
                 drop(turn);
                 drop(memory);
@@ -987,8 +975,8 @@ impl Session {
 
     fn ft_done(&mut self, done: FtDone) {
         self.ctx.metrics.ft_result(done.reason);
-        // Orders nobody holds any more (the task dropped its guard before reporting).
-        self.ft_order.retain(|_, o| Arc::strong_count(o) > 1);
+        // Files with nothing running any more (the task dropped its turn before reporting).
+        self.ft_order.retain(|_, o| !o.prune());
         if done.ack_pending {
             self.inflight_in = self.inflight_in.saturating_sub(1);
             let code = if self.protocol == Protocol::V5 {

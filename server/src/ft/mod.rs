@@ -26,6 +26,7 @@ mod commit;
 mod disk;
 mod escape;
 mod journal;
+pub(crate) mod order;
 mod transfer;
 
 #[cfg(test)]
