@@ -16,6 +16,8 @@
 #   https          curl --upload-file to nginx; telemetry from netem_device on its own QUIC connection
 #                  beside it (what a device with an MQTT link and an HTTPS uploader does)
 #   cli            `quicft upload --json` over QUIC, no telemetry (checks the CLI on the link)
+#   idle           no upload: the telemetry alone for QFT_IDLE_S seconds (default 20), the floor that
+#                  the link itself sets under every method's telemetry figures
 #
 # Environment: QFT_RUNS (3), QFT_METHODS ("quic tls https"), QFT_DEVICE_CC (device QUIC controller,
 # default delay), QFT_SERVER_CC (quicft-server --congestion, default delay), QFT_KEEP=1 leaves the link
@@ -255,6 +257,28 @@ except Exception:
 print(json.dumps(r))' "{\"tcp_retrans_segs\":$((r1 - r0)),\"tcp_retrans_bytes\":$(((r1 - r0) * 1448))}" "$tele")
 		fi
 		;;
+	idle)
+		# No upload: telemetry alone on the link for QFT_IDLE_S seconds (default 20), from the
+		# same point of the link's clock as an upload. What the link itself does to telemetry (a
+		# trace's capacity dips, its downlink's ACK gaps) is the floor of every method's figures.
+		if start_device "$out" --transport quic --port 14567 --congestion "$DEVICE_CC" \
+			--client-id "netem-idle-$i" telemetry; then
+			reset_link
+			t0=$(date +%s%N)
+			kill -USR1 "$DEV_PID"
+			sleep "${QFT_IDLE_S:-20}"
+			kill -TERM "$DEV_PID" 2>/dev/null || true
+			if wait_device; then ok=true; else say "idle run $i failed: $(tail -3 "$out.err")"; fi
+			python3 -c '
+import json, sys
+p = sys.argv[1]
+lines = [l for l in open(p).read().splitlines() if l.startswith("{")]
+r = json.loads(lines[-1]) if lines else {}
+if "telemetry" in r:
+    r["telemetry"]["label"] = "telemetry alone, no upload"
+print(json.dumps(r))' "$out" >"$out.tmp" && mv "$out.tmp" "$out"
+		fi
+		;;
 	cli)
 		[ -x "$BIN/quicft" ] || die "no $BIN/quicft"
 		reset_link
@@ -276,7 +300,7 @@ if "goodput_bps" in r: r["goodput_mbit"] = r["goodput_bps"] / 1e6
 r["device_cc"] = sys.argv[2]
 print(json.dumps(r))' "$WORK/cli.out" "$DEVICE_CC" >"$out"
 		;;
-	*) die "unknown method '$method' (quic, quic:CC, quic-nomirror, tls, https, cli)" ;;
+	*) die "unknown method '$method' (quic, quic:CC, quic-nomirror, tls, https, cli, idle)" ;;
 	esac
 	local link
 	link=$(link_counters)
@@ -291,7 +315,7 @@ except Exception:
 r.update(json.loads(extra))
 if method == "https" and r.get("http_code") not in (200, 201, 204):
     ok = "false"
-if "telemetry" in r:
+if "telemetry" in r and method != "idle":
     r["telemetry"]["label"] = ("same connection" if method != "https"
                                else "own QUIC connection beside curl")
 start = r.get("start_unix_ns") or int(t0)

@@ -136,7 +136,12 @@ fn load(path: &PathBuf) -> Result<Result_> {
             .and_then(|r| s(r, &["telemetry", "label"]))
             .unwrap_or("-")
             .to_owned();
-        if m.starts_with("https") {
+        if m == "idle" {
+            row.label = "no upload: telemetry alone (QUIC)".into();
+            row.cc = "-".into();
+            row.resent = None;
+            row.resent_note = "-".into();
+        } else if m.starts_with("https") {
             row.label = "HTTPS PUT (curl → nginx)".into();
             row.cc = format!(
                 "{} (kernel TCP)",
