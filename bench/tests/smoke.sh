@@ -48,7 +48,7 @@ fi
 # A 1 MiB upload by each method through the link, once: the comparison table with a tiny file. HTTPS
 # goes last: the linkem report checked below is of the last run.
 results=$(mktemp -d)
-out=$(QFT_RESULTS=$results QFT_RUNS=1 QFT_KEEP=1 QFT_METHODS="${QFT_SMOKE_METHODS:-quic tls cli https}" "$BENCH/netem.sh" run lte 1M 2>/dev/null)
+out=$(QFT_RESULTS=$results QFT_RUNS=1 QFT_KEEP=1 QFT_IDLE_S=2 QFT_METHODS="${QFT_SMOKE_METHODS:-quic tls cli idle https}" "$BENCH/netem.sh" run lte 1M 2>/dev/null)
 echo "$out"
 json=$(find "$results" -name '*.json' | head -1)
 # curl's TCP connect time is one round trip.
@@ -59,7 +59,7 @@ check "run prints the HTTPS row" bash -c 'grep -q "^| HTTPS PUT" <<<"$1"' _ "$ou
 secs=$(awk -F'|' '/^\| HTTPS PUT/ {gsub(/ /, "", $4); print $4}' <<<"$out")
 # 1 MiB at 20 Mbit/s is 0.42 s of transfer; with handshakes and slow start, under 3 s.
 check "1 MiB HTTPS PUT took ${secs:-?} s (0.4..3)" awk -v s="${secs:-0}" 'BEGIN { exit !(s >= 0.4 && s < 3) }'
-case " ${QFT_SMOKE_METHODS:-quic tls cli https} " in
+case " ${QFT_SMOKE_METHODS:-quic tls cli idle https} " in
 *" quic "*)
 	# Every run succeeded and the quicft ones carried telemetry, all of it acknowledged, at a latency
 	# no lower than the link's RTT.
@@ -68,6 +68,12 @@ import json, sys
 doc = json.load(open(sys.argv[1]))
 for r in doc["runs"]:
     assert r["ok"], (r["method"], r)
+    if r["method"] == "idle":
+        # Telemetry alone for 2 s: ~20 messages, all acknowledged, no faster than the 40 ms RTT.
+        t = r["telemetry"]
+        assert t["sent"] >= 10 and t["acked"] == t["sent"], t
+        assert 40 <= t["p50_ms"] < 100, t
+        continue
     assert 0.4 <= r["seconds"] < 5, (r["method"], r["seconds"])
     if r["method"] in ("quic", "tls", "https"):
         t = r["telemetry"]
@@ -78,6 +84,8 @@ for r in doc["runs"]:
 PY
 	# shellcheck disable=SC2016
 	check "run prints the quicft rows" bash -c 'grep -q "^| quicft over QUIC" <<<"$1" && grep -q "^| quicft over TLS" <<<"$1"' _ "$out"
+	# shellcheck disable=SC2016
+	check "run prints the idle row" bash -c 'grep -q "^| no upload: telemetry alone" <<<"$1"' _ "$out"
 	;;
 esac
 rm -rf "$results"
