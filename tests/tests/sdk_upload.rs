@@ -330,8 +330,18 @@ async fn restarted_device_resumes_from_the_server_status() -> Result<()> {
 
         let file_id = quicft_client::derive_file_id(&path)?;
         let client = Client::connect(options).await?;
-        let status = client.file_status(&file_id).await?;
-        let held: u64 = status.ranges.iter().flatten().map(|(a, b)| b - a).sum();
+        // Segments that reached the server before the "crash" may still be committing: wait until
+        // what it holds stops changing, so that the resumed upload sees the same.
+        let mut held = u64::MAX;
+        loop {
+            let status = client.file_status(&file_id).await?;
+            let now: u64 = status.ranges.iter().flatten().map(|(a, b)| b - a).sum();
+            if now == held {
+                break;
+            }
+            held = now;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         ensure!(
             held >= held_before,
             "server holds {held}, {held_before} were acknowledged"
