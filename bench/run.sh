@@ -269,14 +269,6 @@ print(json.dumps(r))' "{\"tcp_retrans_segs\":$((r1 - r0)),\"tcp_retrans_bytes\":
 			sleep "${QFT_IDLE_S:-20}"
 			kill -TERM "$DEV_PID" 2>/dev/null || true
 			if wait_device; then ok=true; else say "idle run $i failed: $(tail -3 "$out.err")"; fi
-			python3 -c '
-import json, sys
-p = sys.argv[1]
-lines = [l for l in open(p).read().splitlines() if l.startswith("{")]
-r = json.loads(lines[-1]) if lines else {}
-if "telemetry" in r:
-    r["telemetry"]["label"] = "telemetry alone, no upload"
-print(json.dumps(r))' "$out" >"$out.tmp" && mv "$out.tmp" "$out"
 		fi
 		;;
 	cli)
@@ -315,9 +307,9 @@ except Exception:
 r.update(json.loads(extra))
 if method == "https" and r.get("http_code") not in (200, 201, 204):
     ok = "false"
-if "telemetry" in r and method != "idle":
-    r["telemetry"]["label"] = ("same connection" if method != "https"
-                               else "own QUIC connection beside curl")
+if "telemetry" in r:
+    r["telemetry"]["label"] = {"https": "own QUIC connection beside curl",
+                               "idle": "telemetry alone, no upload"}.get(method, "same connection")
 start = r.get("start_unix_ns") or int(t0)
 r.update({"method": method, "run": int(run), "ok": ok == "true", "link": json.loads(link),
           "link_start_ms": max(0, (int(start) - int(reset)) // 1_000_000) if int(reset) else None})

@@ -671,6 +671,11 @@ impl From<Error> for Stop {
 }
 
 type Outcome = (u64, usize, Result<ReasonCode>);
+
+/// The fin command of a file of `size` bytes with SHA-256 `sha`, as the server verifies it.
+fn fin_command(size: u64, sha: [u8; 32]) -> String {
+    format!("fin/{size}/{}", hex::encode(sha))
+}
 /// A fin in flight, with its response.
 type EarlyFin =
     Pin<Box<dyn std::future::Future<Output = Result<(ReasonCode, Option<Response>)>> + Send>>;
@@ -717,6 +722,11 @@ impl Engine {
             file_id: self.file_id.clone(),
             why: why.into(),
         }
+    }
+
+    /// init's JSON, also carried by the first status (see `sync`).
+    fn meta_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(&self.meta).unwrap_or_default())
     }
 
     fn topic(&self, command: &str) -> String {
@@ -892,7 +902,7 @@ impl Engine {
             // that the upload starts over (below), not be re-initialised behind our back.
             let fresh = self.acked.is_empty() && !self.discarded;
             let payload = if fresh {
-                Bytes::from(serde_json::to_vec(&self.meta).unwrap_or_default())
+                self.meta_json()
             } else {
                 Bytes::new()
             };
@@ -929,7 +939,7 @@ impl Engine {
                     if self.discarded || !self.acked.is_empty() {
                         return Err(Stop::Restart);
                     }
-                    let payload = Bytes::from(serde_json::to_vec(&self.meta).unwrap_or_default());
+                    let payload = self.meta_json();
                     // With its response: a refusal's reason is only there.
                     let (code, response) = self.command("init", payload, true).await?;
                     match FtReason::from_code(code.0) {
@@ -1334,7 +1344,7 @@ impl Engine {
         }
         let client = self.client.clone();
         let channel = self.channels[0].clone();
-        let topic = self.topic(&format!("fin/{size}/{}", hex::encode(sha)));
+        let topic = self.topic(&fin_command(size, sha));
         let (mode, timeout) = (self.mode, self.opts.response_timeout);
         Some(Box::pin(async move {
             command_on(&client, &channel, mode, topic, Bytes::new(), true, timeout).await
@@ -1351,7 +1361,7 @@ impl Engine {
         let sha_hex = hex::encode(sha);
         let (code, response) = self
             // With its response: it lists the missing ranges, or why the file was refused.
-            .command(&format!("fin/{size}/{sha_hex}"), Bytes::new(), true)
+            .command(&fin_command(size, sha), Bytes::new(), true)
             .await?;
         match FtReason::from_code(code.0) {
             Some(FtReason::Success) => Ok(Some(self.report(size, sha_hex))),
