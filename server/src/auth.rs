@@ -1,8 +1,14 @@
 //! Who may connect: devices with a client certificate (mTLS, verified by rustls before any MQTT
 //! byte), username/password accounts whose passwords are stored as argon2 PHC strings, and anonymous
-//! clients where the configuration allows it (by default: loopback-only servers; `Config::validate`).
+//! clients where the configuration allows it (by default: on loopback listeners only).
+//!
+//! A password proves a username, and a username is bound to the client ids it may use
+//! ([`ClientIdPattern`], `%u` by default), as a certificate is bound to its name: the client id is
+//! what file transfers and `%c` ACL rules are keyed by, so a user that could pick any client id
+//! could read, abort and delete another device's transfers.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +21,6 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::config::{AuthConfig, User};
-use crate::session::Transport;
 
 /// Why the accounts could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +57,10 @@ const CONCURRENT_VERIFICATIONS: usize = 4;
 
 /// The authentication policy, built once at start.
 pub struct Auth {
-    allow_anonymous: bool,
-    /// Username → PHC string (checked to parse at start).
-    users: HashMap<String, Arc<str>>,
+    /// `None`: on loopback listeners only.
+    allow_anonymous: Option<bool>,
+    /// Username → PHC string (checked to parse at start) and the client ids it may use.
+    users: HashMap<String, (Arc<str>, ClientIdPattern)>,
     /// Verified against for unknown usernames, so that timing does not tell which accounts exist.
     dummy: Option<Arc<str>>,
     verifying: Arc<Semaphore>,
@@ -63,58 +69,68 @@ pub struct Auth {
 impl Auth {
     /// Loads the accounts from the configuration and `users_file`; a later entry for the same
     /// username replaces an earlier one.
-    pub fn new(cfg: &AuthConfig, allow_anonymous: bool) -> Result<Auth, AuthError> {
+    pub fn new(cfg: &AuthConfig) -> Result<Auth, AuthError> {
         let mut list = cfg.users.clone();
         if let Some(path) = &cfg.users_file {
             list.extend(read_users_file(path)?);
         }
+        let default_ids = cfg.client_id.as_deref().unwrap_or(ClientIdPattern::DEFAULT);
         let mut users = HashMap::new();
         for u in list {
             if PasswordHash::new(&u.password_hash).is_err() {
                 return Err(AuthError::BadHash(u.username));
             }
-            users.insert(u.username, Arc::from(u.password_hash));
+            let ids = ClientIdPattern::new(u.client_id.as_deref().unwrap_or(default_ids), &u.username);
+            users.insert(u.username, (Arc::from(u.password_hash), ids));
         }
         let dummy = match users.is_empty() {
             true => None,
             false => Some(Arc::from(hash_password("no such account")?)),
         };
         Ok(Auth {
-            allow_anonymous,
+            allow_anonymous: cfg.allow_anonymous,
             users,
             dummy,
             verifying: Arc::new(Semaphore::new(CONCURRENT_VERIFICATIONS)),
         })
     }
 
-    /// Checks a CONNECT's credentials; `Ok` holds the username when a password proved it (only
-    /// then may ACL rules with `%u` or `username` apply). `cert_name` is the verified client certificate's name, if the
-    /// device sent one: it authenticates the device on its own. The error is the CONNACK reason code.
+    /// Checks a CONNECT's credentials on a listener bound to `listener`; `Ok` holds the user a
+    /// password proved (only then may ACL rules with `%u` or `username` apply). `cert_name` is the
+    /// verified client certificate's name, if the device sent one: it authenticates the device on
+    /// its own. The error is the CONNACK reason code.
     pub async fn check(
         &self,
         c: &Connect,
-        _transport: Transport,
+        listener: SocketAddr,
         cert_name: Option<&str>,
-    ) -> Result<Option<String>, ReasonCode> {
+    ) -> Result<Option<Verified>, ReasonCode> {
         let refused = if c.protocol == Protocol::V5 {
             ReasonCode::NOT_AUTHORIZED
         } else {
             ReasonCode::BAD_USER_NAME_OR_PASSWORD
         };
+        let anonymous = self
+            .allow_anonymous
+            .unwrap_or_else(|| listener.ip().is_loopback());
         match (&c.username, &c.password) {
             (_, None) if cert_name.is_some() => Ok(None),
-            (None, None) if self.allow_anonymous => Ok(None),
+            (None, None) if anonymous => Ok(None),
             (None, _) => Err(refused),
             (Some(user), password) => match (self.users.get(user), password) {
-                (Some(hash), Some(given)) => {
+                (Some((hash, ids)), Some(given)) => {
                     if self.verify(hash.clone(), given.to_vec()).await {
-                        Ok(Some(user.clone()))
+                        Ok(Some(Verified {
+                            username: user.clone(),
+                            client_ids: ids.clone(),
+                        }))
                     } else {
                         Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
                     }
                 }
                 // A username alone identifies nothing: anonymous rules apply when no account matches.
-                (None, None) if self.allow_anonymous => Ok(None),
+                (None, None) if anonymous => Ok(None),
+                (None, None) => Err(refused),
                 (None, Some(given)) => {
                     if let Some(d) = &self.dummy {
                         let _ = self.verify(d.clone(), given.to_vec()).await;
@@ -137,6 +153,65 @@ impl Auth {
         })
         .await
         .unwrap_or(false)
+    }
+}
+
+/// A user whose password was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub username: String,
+    pub client_ids: ClientIdPattern,
+}
+
+/// The client ids one user may connect with: a pattern whose `%u` is the username and whose `*`
+/// matches any run of characters (no other character is special).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdPattern {
+    /// The literal pieces between the `*`s (one piece: no wildcard).
+    pieces: Vec<String>,
+}
+
+impl ClientIdPattern {
+    pub const DEFAULT: &'static str = "%u";
+
+    pub fn new(pattern: &str, username: &str) -> ClientIdPattern {
+        ClientIdPattern {
+            pieces: pattern
+                .split('*')
+                .map(|p| p.replace("%u", username))
+                .collect(),
+        }
+    }
+
+    /// The one client id the pattern allows, when it has no wildcard: what an empty CONNECT
+    /// client id is assigned.
+    pub fn exact(&self) -> Option<&str> {
+        match self.pieces.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn matches(&self, id: &str) -> bool {
+        let (Some(first), Some(last)) = (self.pieces.first(), self.pieces.last()) else {
+            return false;
+        };
+        if self.pieces.len() == 1 {
+            return id == first;
+        }
+        let Some(mut rest) = id.strip_prefix(first.as_str()) else {
+            return false;
+        };
+        let Some(middle) = self.pieces.get(1..self.pieces.len() - 1) else {
+            return false;
+        };
+        for piece in middle {
+            match rest.split_once(piece.as_str()) {
+                Some((_, after)) => rest = after,
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last.as_str())
     }
 }
 
@@ -190,15 +265,21 @@ mod tests {
             users: vec![User {
                 username: "dev".into(),
                 password_hash: hash,
+                client_id: None,
             }],
             ..AuthConfig::default()
         };
-        let auth = Auth::new(&cfg, false).expect("auth");
-        let t = Transport::Tls;
+        let auth = Auth::new(&cfg).expect("auth");
+        // Addresses of listeners (never connected to): one off loopback, one on it.
+        let t: SocketAddr = "198.18.0.1:8883".parse().expect("addr");
+        let lo: SocketAddr = "127.0.0.1:8883".parse().expect("addr");
         assert_eq!(
             auth.check(&connect(Some("dev"), Some("s3cret")), t, None)
                 .await,
-            Ok(Some("dev".into()))
+            Ok(Some(Verified {
+                username: "dev".into(),
+                client_ids: ClientIdPattern::new("%u", "dev")
+            }))
         );
         assert_eq!(
             auth.check(&connect(Some("dev"), Some("nope")), t, None)
@@ -226,17 +307,54 @@ mod tests {
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
             "wrong passwords are wrong even with a certificate"
         );
-        let open = Auth::new(&cfg, true).expect("auth");
         assert_eq!(
-            open.check(&connect(None, None), Transport::Quic, None)
-                .await,
-            Ok(None)
+            auth.check(&connect(None, None), lo, None).await,
+            Err(ReasonCode::NOT_AUTHORIZED),
+            "allow_anonymous = false holds on loopback too"
         );
+        let open = Auth::new(&AuthConfig {
+            allow_anonymous: Some(true),
+            ..cfg.clone()
+        })
+        .expect("auth");
+        assert_eq!(open.check(&connect(None, None), t, None).await, Ok(None));
         assert_eq!(
-            open.check(&connect(Some("dev"), Some("bad")), Transport::Quic, None)
+            open.check(&connect(Some("dev"), Some("bad")), t, None)
                 .await,
             Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
         );
+        // Unset: anonymous on loopback listeners only, whatever else is configured.
+        let unset = Auth::new(&AuthConfig {
+            allow_anonymous: None,
+            ..cfg.clone()
+        })
+        .expect("auth");
+        assert_eq!(unset.check(&connect(None, None), lo, None).await, Ok(None));
+        assert_eq!(
+            unset.check(&connect(None, None), t, None).await,
+            Err(ReasonCode::NOT_AUTHORIZED)
+        );
+        assert_eq!(
+            unset.check(&connect(Some("nobody"), None), t, None).await,
+            Err(ReasonCode::NOT_AUTHORIZED),
+            "an unknown username without a password is anonymous"
+        );
+    }
+
+    #[test]
+    fn client_id_patterns() {
+        let p = |pat: &str| ClientIdPattern::new(pat, "truck-a");
+        assert!(p("%u").matches("truck-a"));
+        assert!(!p("%u").matches("devB"));
+        assert!(!p("%u").matches("truck-a2"));
+        assert_eq!(p("%u").exact(), Some("truck-a"));
+        assert!(p("%u-*").matches("truck-a-cam1"));
+        assert!(!p("%u-*").matches("truck-b-cam1"));
+        assert_eq!(p("%u-*").exact(), None);
+        assert!(p("*").matches("anything") && p("*").matches(""));
+        assert!(p("site/*/cam-*").matches("site/7/cam-2"));
+        assert!(!p("site/*/cam-*").matches("site/7/door-2"));
+        assert!(p("a*b*a").matches("aba") && !p("a*b*a").matches("ab"));
     }
 
     #[test]
@@ -245,10 +363,11 @@ mod tests {
             users: vec![User {
                 username: "dev".into(),
                 password_hash: "s3cret".into(),
+                client_id: None,
             }],
             ..AuthConfig::default()
         };
-        assert!(matches!(Auth::new(&cfg, false), Err(AuthError::BadHash(_))));
+        assert!(matches!(Auth::new(&cfg), Err(AuthError::BadHash(_))));
     }
 
     #[test]
@@ -265,7 +384,7 @@ mod tests {
             users_file: Some(path),
             ..AuthConfig::default()
         };
-        let auth = Auth::new(&cfg, false).expect("auth");
+        let auth = Auth::new(&cfg).expect("auth");
         assert!(auth.users.contains_key("fromfile"));
     }
 }

@@ -48,6 +48,8 @@ pub struct Listeners {
     pub tls: Option<SocketAddr>,
     /// REST API and metrics.
     pub http: Option<SocketAddr>,
+    /// Accept a plain-TCP listener off loopback (passwords cross the network in the clear).
+    pub insecure_tcp: bool,
 }
 
 impl Default for Listeners {
@@ -58,6 +60,7 @@ impl Default for Listeners {
             tcp: lo(1883),
             tls: lo(8883),
             http: lo(8080),
+            insecure_tcp: false,
         }
     }
 }
@@ -109,9 +112,16 @@ pub enum CertClientId {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Accept CONNECTs without credentials. `None` means "yes on loopback-only listeners, refuse to
-    /// start on any other address", so a server is never opened to the world by accident.
+    /// Accept CONNECTs without credentials. `None`: on loopback listeners only (a client on another
+    /// listener must authenticate, and a server without any way to authenticate refuses to start on
+    /// a non-loopback address), so a server is never opened to the world by accident. `false`: on
+    /// no listener. `true`: on every listener.
     pub allow_anonymous: Option<bool>,
+    /// The client ids a password user may connect with, unless the user has its own `client_id`:
+    /// `%u` (the default) is the username itself; `*` matches any run of characters (`"%u-*"`,
+    /// `"*"` for any id). Without it any user could take any device's client id, and with it its
+    /// files and `%c` topics.
+    pub client_id: Option<String>,
     /// Accounts. Passwords are stored as argon2 PHC strings (`quicft-server hash-password`).
     pub users: Vec<User>,
     /// A separate TOML file with more `[[users]]`, so that accounts can change without the config.
@@ -128,6 +138,9 @@ pub struct User {
     pub username: String,
     /// argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$…`; never the password itself.
     pub password_hash: String,
+    /// The client ids this user may connect with (see [`AuthConfig::client_id`]; default `%u`).
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 /// Resource limits; each protects the server from one kind of misbehaving or overeager peer.
@@ -272,7 +285,8 @@ pub enum ConfigError {
     )]
     AnonymousExposed(SocketAddr),
     #[error(
-        "plain TCP listener on non-loopback address {0}: set allow_anonymous explicitly or use TLS"
+        "plain TCP listener on non-loopback address {0} would carry passwords in the clear: use TLS, \
+         or set [listeners] insecure_tcp = true (or allow_anonymous = true on a trusted network)"
     )]
     PlainTcpExposed(SocketAddr),
     #[error("tls.cert and tls.key must be given together")]
@@ -351,11 +365,6 @@ impl Config {
         [l.quic, l.tcp, l.tls, l.http].into_iter().flatten()
     }
 
-    /// Whether anonymous clients are let in, after applying the loopback rule.
-    pub fn anonymous_allowed(&self) -> bool {
-        self.auth.allow_anonymous.unwrap_or(true)
-    }
-
     /// Checks the secure-default rules before anything binds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -405,9 +414,10 @@ impl Config {
                 return Err(ConfigError::HttpExposed(a));
             }
         }
-        // Plain TCP carries passwords in the clear: off loopback only on explicit request.
+        // Plain TCP carries passwords in the clear: off loopback only on explicit request, by
+        // declaring the network trusted (anonymous allowed) or plain TCP accepted as such.
         if let Some(a) = self.listeners.tcp.filter(exposed) {
-            if self.auth.allow_anonymous != Some(true) {
+            if self.auth.allow_anonymous != Some(true) && !self.listeners.insecure_tcp {
                 return Err(ConfigError::PlainTcpExposed(a));
             }
         }
@@ -435,7 +445,7 @@ mod tests {
         let cfg = Config::default();
         assert!(cfg.addresses().all(|a| a.ip().is_loopback()));
         cfg.validate().expect("defaults must validate");
-        assert!(cfg.anonymous_allowed());
+        assert_eq!(cfg.auth.allow_anonymous, None, "anonymous on loopback listeners only");
         assert_eq!(
             cfg.file_transfer.export_root,
             PathBuf::from("quicft-data/exports")
@@ -471,12 +481,25 @@ mod tests {
         cfg.auth.users.push(User {
             username: "u".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            client_id: None,
         });
         cfg.listeners.tcp = Some("0.0.0.0:1883".parse().expect("addr"));
         assert!(matches!(
             cfg.validate(),
             Err(ConfigError::PlainTcpExposed(_))
         ));
+        // Refusing anonymous clients is valid everywhere; it is not consent to plain TCP.
+        cfg.auth.allow_anonymous = Some(false);
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::PlainTcpExposed(_))
+        ));
+        cfg.listeners.insecure_tcp = true;
+        cfg.validate().expect("plain TCP accepted in so many words");
+        cfg.listeners.tcp = Some("127.0.0.1:1883".parse().expect("addr"));
+        cfg.listeners.insecure_tcp = false;
+        cfg.validate()
+            .expect("allow_anonymous = false with plain TCP on loopback");
     }
 
     #[test]

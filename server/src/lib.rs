@@ -129,7 +129,7 @@ impl Server {
         let ctx = Arc::new(Ctx {
             broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
             ft,
-            auth: auth::Auth::new(&config.auth, config.anonymous_allowed())?,
+            auth: auth::Auth::new(&config.auth)?,
             acl: acl::Acl::new(&config.auth.acl),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             ft_memory: Arc::new(Semaphore::new(
@@ -163,17 +163,13 @@ impl Server {
             server.endpoint = Some(endpoint);
         }
         if let Some(addr) = config.listeners.tcp {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| transport::ListenError::Bind { addr, source })?;
+            let l = transport::tcp_listener(addr, config.limits.max_connections)?;
             server.tcp_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.tcp_addr, "MQTT over TCP listening");
             tasks.spawn(transport::serve_tcp(l, None, ctx.clone()));
         }
         if let Some(addr) = config.listeners.tls {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| transport::ListenError::Bind { addr, source })?;
+            let l = transport::tcp_listener(addr, config.limits.max_connections)?;
             server.tls_addr = l.local_addr().ok();
             let acceptor =
                 tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
@@ -181,9 +177,7 @@ impl Server {
             tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
         }
         if let Some(addr) = config.listeners.http {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| transport::ListenError::Bind { addr, source })?;
+            let l = transport::tcp_listener(addr, config.limits.max_connections)?;
             server.http_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.http_addr, token = config.http.token.is_some(), "HTTP API listening");
             tasks.spawn(http::serve(

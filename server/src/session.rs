@@ -49,6 +49,8 @@ impl Transport {
 pub(crate) struct Link {
     pub transport: Transport,
     pub peer: SocketAddr,
+    /// The address the listener is bound to: anonymous access depends on it being loopback.
+    pub listener: SocketAddr,
     /// Set for QUIC: data streams are accepted from it.
     pub quic: Option<quinn::Connection>,
     /// Name (CN, else first SAN) of the client certificate rustls verified against `tls.client_ca`.
@@ -133,9 +135,9 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
         send_packet(&writer, &Packet::ConnAck(ack), protocol);
     };
 
-    let username = match ctx
+    let verified = match ctx
         .auth
-        .check(&connect, link.transport, link.cert_name.as_deref())
+        .check(&connect, link.listener, link.cert_name.as_deref())
         .await
     {
         Ok(verified) => verified,
@@ -157,13 +159,34 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
             return finish(link, writer, writer_task, code).await;
         }
     };
-    let (client_id, assigned) = match by_cert.map_or_else(|| assign_client_id(&connect), Ok) {
+    // A password user's empty client id becomes the one its pattern allows, if only one.
+    let by_user = match (&by_cert, &verified) {
+        (None, Some(v)) if connect.client_id.is_empty() => {
+            v.client_ids.exact().map(|id| (Arc::<str>::from(id), true))
+        }
+        _ => None,
+    };
+    let (client_id, assigned) = match by_cert
+        .or(by_user)
+        .map_or_else(|| assign_client_id(&connect), Ok)
+    {
         Ok(v) => v,
         Err(code) => {
             refuse(code);
             return finish(link, writer, writer_task, code).await;
         }
     };
+    if let Some(v) = verified.as_ref().filter(|v| !v.client_ids.matches(&client_id)) {
+        tracing::info!(peer = %link.peer, client_id = %client_id, username = %v.username,
+            "client id not allowed for this user (auth.client_id / users[].client_id)");
+        let code = match protocol {
+            Protocol::V5 => ReasonCode::NOT_AUTHORIZED,
+            _ => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        };
+        refuse(code);
+        return finish(link, writer, writer_task, code).await;
+    }
+    let username = verified.map(|v| v.username);
     // A will is a publish made later on the client's behalf: the same topic rules apply now, or it
     // could forge another client's `$file-response/…` or `$events/…` when the connection drops.
     if let Some(w) = &connect.will {
@@ -847,6 +870,24 @@ impl Session {
             }
             _ => (ftp::RESPONSE_PREFIX.to_owned() + &self.client_id, None),
         };
+        if !self.may_respond_on(&response_topic) {
+            // The server would publish there as itself, on the device's word: the device could
+            // reach topics it may not publish to (another device's `$file-response/…`, a read-only
+            // command topic, `$events/…`). Refused like the publish it stands for; no answer.
+            tracing::info!(topic = %response_topic, "file command refused: response topic not allowed");
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.ack_publish(stream, pkid, ReasonCode::NOT_AUTHORIZED),
+                QoS::ExactlyOnce => {
+                    let code = match self.protocol {
+                        Protocol::V5 => ReasonCode::NOT_AUTHORIZED,
+                        Protocol::V311 => ReasonCode::SUCCESS,
+                    };
+                    self.send(stream, &Packet::PubRec(PubResp::new(pkid, code)));
+                }
+            }
+            return;
+        }
         let parsed = ftp::parse_topic(&topic);
         let refuse = |reason: FtReason, why: String| FtDone {
             stream,
@@ -971,6 +1012,16 @@ impl Session {
             }
             .instrument(span),
         );
+    }
+
+    /// Whether the answers to this client's file commands may go to `topic`: its own response
+    /// topic (and below it), or a topic it may publish to itself.
+    fn may_respond_on(&self, topic: &str) -> bool {
+        let own = ftp::RESPONSE_PREFIX.to_owned() + &self.client_id;
+        if topic == own || topic.strip_prefix(own.as_str()).is_some_and(|r| r.starts_with('/')) {
+            return true;
+        }
+        !reserved_topic(topic) && !ftp::is_ft_topic(topic) && self.ctx.acl_publish(self.who(), topic)
     }
 
     fn ft_done(&mut self, done: FtDone) {

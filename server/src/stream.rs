@@ -211,17 +211,7 @@ pub(crate) fn spawn_reader<R: PacketRead>(
             if full {
                 continue; // more complete packets may wait in `buf`
             }
-            // A large packet (a file segment) gets its whole buffer at once: growing 64 KiB at a
-            // time re-allocates and copies it many times, and fresh memory is costly here.
-            let want = Packet::frame_len(&buf)
-                .filter(|n| *n <= max_packet_size)
-                .unwrap_or(0);
-            let spare = buf.capacity() - buf.len();
-            if want > buf.len() && want - buf.len() > spare {
-                buf.reserve(want - buf.len());
-            } else if spare < 4096 {
-                buf.reserve(64 * 1024);
-            }
+            grow(&mut buf, max_packet_size);
             let more = match merge.as_mut() {
                 Some(m) => m.fill(&mut r, &mut buf).await == Fill::Read,
                 None => matches!(r.read_buf(&mut buf).await, Ok(n) if n > 0),
@@ -232,6 +222,28 @@ pub(crate) fn spawn_reader<R: PacketRead>(
             }
         }
     })
+}
+
+/// Smallest growth of a reader's buffer.
+const MIN_GROWTH: usize = 64 * 1024;
+
+/// Makes room in a reader's buffer for the next read. A large packet (a file segment) is not
+/// grown 64 KiB at a time (that re-allocates and copies it many times), but neither is its
+/// declared size reserved before its bytes arrive: a peer that announces 16 MB and sends 1 KB
+/// would cost 16 MB (1,000 such streams reserved 15.8 GB, issue 17). The buffer at most doubles
+/// what it already holds, so a packet costs at most about twice what its sender really sent,
+/// in a logarithmic number of copies.
+fn grow(buf: &mut BytesMut, max_packet_size: usize) {
+    let want = Packet::frame_len(buf)
+        .filter(|n| *n <= max_packet_size)
+        .unwrap_or(0);
+    let spare = buf.capacity() - buf.len();
+    if want > buf.len() && want - buf.len() > spare {
+        let step = buf.len().max(MIN_GROWTH);
+        buf.reserve((want - buf.len()).min(step));
+    } else if spare < 4096 {
+        buf.reserve(MIN_GROWTH);
+    }
 }
 
 /// Reads the first packet of a connection (CONNECT) within the caller's timeout. Returns it with
@@ -271,4 +283,44 @@ pub(crate) enum FirstPacketError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Decode(#[from] DecodeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PUBLISH whose fixed header announces 16 MiB, then `body` bytes of it.
+    fn announced_16mib(body: usize) -> BytesMut {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0x30, 0x80, 0x80, 0x80, 0x08]);
+        buf.extend_from_slice(&vec![0u8; body]);
+        buf
+    }
+
+    #[test]
+    fn a_declared_size_is_not_reserved_before_its_bytes_arrive() {
+        let max = 268_435_460;
+        let mut buf = announced_16mib(1024);
+        grow(&mut buf, max);
+        assert!(
+            buf.capacity() < 1 << 20,
+            "1 KiB sent of a 16 MiB packet reserved {} bytes",
+            buf.capacity()
+        );
+        // An honest sender: the buffer keeps up in a logarithmic number of growths, and never
+        // holds much more than twice what arrived.
+        let frame = 5 + (16 << 20);
+        let mut growths = 0;
+        while buf.len() < frame {
+            let cap = buf.capacity();
+            grow(&mut buf, max);
+            if buf.capacity() != cap {
+                growths += 1;
+            }
+            assert!(buf.capacity() <= 2 * buf.len().max(MIN_GROWTH) + MIN_GROWTH);
+            let room = (buf.capacity() - buf.len()).min(frame - buf.len());
+            buf.extend_from_slice(&vec![0u8; room]);
+        }
+        assert!(growths <= 12, "{growths} growths for 16 MiB");
+    }
 }

@@ -91,13 +91,69 @@ pub(crate) fn quic_endpoint(
     let socket = udp_socket(addr, q.socket_buffer)?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| ListenError::Quic("no async runtime".into()))?;
+    let reset_key = stateless_reset_key(&cfg.data_dir).map_err(|e| {
+        ListenError::Quic(format!(
+            "stateless reset key {}: {e}",
+            cfg.data_dir.join(RESET_KEY_FILE).display()
+        ))
+    })?;
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quinn::EndpointConfig::new(Arc::new(reset_key)),
         Some(server),
         socket,
         runtime,
     )
     .map_err(|source| ListenError::Bind { addr, source })
+}
+
+/// The stateless-reset key's file in the data dir.
+pub const RESET_KEY_FILE: &str = "quic-reset.key";
+
+/// The key QUIC stateless-reset tokens are derived from (RFC 9000 §10.3), kept in the data dir
+/// (created once, mode 0600). With a fresh key per process, a restarted server could not send a
+/// reset its devices recognise, and each would wait out its idle timeout (~60 s, issue 17) before
+/// reconnecting; with the same key, a device's next packet gets a reset it accepts at once.
+fn stateless_reset_key(data_dir: &std::path::Path) -> std::io::Result<ring::hmac::Key> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    const LEN: usize = 64;
+    let path = data_dir.join(RESET_KEY_FILE);
+    let mut key = [0u8; LEN];
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| std::io::Error::other("no system randomness"))?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut f = std::fs::File::open(&path)?;
+            f.read_exact(&mut key)?;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key))
+}
+
+/// A TCP listener whose accept backlog fits `max_connections` (the kernel caps it at
+/// net.core.somaxconn). The usual 128 made connects past ~2,100 in a burst of 3,000 wait a second
+/// for a SYN retry (issue 17).
+pub(crate) fn tcp_listener(addr: SocketAddr, max_connections: usize) -> Result<TcpListener, ListenError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| ListenError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    let backlog = i32::try_from(max_connections).unwrap_or(i32::MAX).max(128);
+    socket.listen(backlog).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
 }
 
 /// Takes a connection slot, or `None` when `max_connections` are open.
@@ -112,6 +168,10 @@ fn permit(ctx: &Ctx) -> Option<OwnedSemaphorePermit> {
 /// Accepts QUIC connections until shutdown.
 pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
     let mut shutdown = ctx.shutdown.clone();
+    let Ok(listener) = endpoint.local_addr() else {
+        tracing::error!("QUIC endpoint has no local address");
+        return;
+    };
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => return },
@@ -143,6 +203,7 @@ pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
                     let link = Link {
                         transport: Transport::Quic,
                         peer,
+                        listener,
                         quic: Some(conn),
                         cert_name,
                     };
@@ -172,6 +233,13 @@ pub(crate) async fn serve_tcp(
     ctx: Arc<Ctx>,
 ) {
     let mut shutdown = ctx.shutdown.clone();
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "TCP listener has no local address");
+            return;
+        }
+    };
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -196,6 +264,7 @@ pub(crate) async fn serve_tcp(
                     let link = Link {
                         transport: Transport::Tcp,
                         peer,
+                        listener: local,
                         quic: None,
                         cert_name: None,
                     };
@@ -220,6 +289,7 @@ pub(crate) async fn serve_tcp(
                             let link = Link {
                                 transport: Transport::Tls,
                                 peer,
+                                listener: local,
                                 quic: None,
                                 cert_name,
                             };

@@ -52,6 +52,8 @@ async fn passwords_are_checked_against_argon2_hashes() -> Result<()> {
         c.auth.users.push(User {
             username: "truck".into(),
             password_hash: hash,
+            // The ids this test connects with (the username itself is the default).
+            client_id: Some("p-*".into()),
         });
     })
     .await?;
@@ -95,7 +97,7 @@ async fn users_file_is_loaded() -> Result<()> {
     let (_c, ack) = Conn::open(
         &srv,
         Transport::Tcp,
-        with_password("f", "filed", "pw-from-file"),
+        with_password("filed", "filed", "pw-from-file"),
     )
     .await?;
     assert_eq!(ack.code, ReasonCode::SUCCESS);
@@ -303,6 +305,7 @@ async fn username_placeholders_need_a_proven_username() -> Result<()> {
         c.auth.users.push(User {
             username: "alice".into(),
             password_hash: hash,
+            client_id: Some("a*".into()),
         });
         c.auth.acl = vec![Rule {
             pattern: "users/%u/#".into(),

@@ -7,13 +7,19 @@
 //!     ranges.log       journal of durable ranges (see journal.rs)
 //!     fin.json         FinRecord: written before publishing; on restart, publishing is redone
 //!     cancelled.json   Tombstone of an operator cancel (data and journal removed)
+//! <store_dir>/%quarantine/<esc clientId>/<esc fileId>.<unix time>/
+//!     a transfer that could not be recovered at start, moved aside (never deleted) by a new init
 //! <export_root>/<esc clientId>/<esc fileId>/
 //!     <esc name>                 the file, renamed from data.part
-//!     <esc name>.manifest.json   Manifest
+//!     %manifest.json             Manifest
 //! ```
-//! Temporary files are named `%tmp-…`, a form [`escape`] never produces, so they cannot collide with
-//! an exported name. Every creation, rename and removal that an acknowledgement depends on is
-//! followed by an fsync of the directory.
+//! Names starting `%` followed by a lower-case letter (`%tmp-…`, `%manifest.json`, `%quarantine`)
+//! are a form [`escape`] never produces, so no device-chosen name can land on them: a device that
+//! uploads a file called `x.manifest.json` gets an ordinary file, not a manifest (issue 17: the scan
+//! used to trust any `*.manifest.json`). Nothing a manifest says names a path: the file's name in
+//! its directory is `escape(name)`, and the scan checks the ids against the directories it found
+//! them in. Every creation, rename and removal that an acknowledgement depends on is followed by an
+//! fsync of the directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -33,8 +39,12 @@ pub const DATA_FILE: &str = "data.part";
 pub const JOURNAL_FILE: &str = "ranges.log";
 pub const FIN_FILE: &str = "fin.json";
 pub const CANCELLED_FILE: &str = "cancelled.json";
-pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+pub const MANIFEST_FILE: &str = "%manifest.json";
+/// Where manifests were kept before issue 17 (`<esc name>.manifest.json`): read once, checked, and
+/// rewritten as [`MANIFEST_FILE`].
+const LEGACY_MANIFEST_SUFFIX: &str = ".manifest.json";
 const TMP_PREFIX: &str = "%tmp-";
+const QUARANTINE_DIR: &str = "%quarantine";
 
 /// `transfer.json`: what init established.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +69,8 @@ pub struct Tombstone {
     pub cancelled_at: u64,
 }
 
-/// `<name>.manifest.json`, beside every exported file; also how finished transfers are remembered.
+/// `%manifest.json`, beside every exported file; also how finished transfers are remembered.
+/// Older manifests also carry a `file` field, which is ignored: see [`Manifest::file_name`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub client_id: String,
@@ -72,8 +83,18 @@ pub struct Manifest {
     pub finished_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_at: Option<u64>,
-    /// The exported file's name in its directory (the escaped `name`).
-    pub file: String,
+}
+
+impl Manifest {
+    /// The exported file's name in its directory: always `escape(name)`, one path component.
+    pub fn file_name(&self) -> String {
+        escape(&self.name)
+    }
+
+    /// Where the exported file is, confined to its own directory `dir`.
+    pub fn file_path(&self, dir: &Path) -> PathBuf {
+        dir.join(self.file_name())
+    }
 }
 
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -166,7 +187,13 @@ pub fn export_dir(root: &Path, client_id: &str, file_id: &str) -> PathBuf {
 /// without it is an init that never answered.
 pub fn create_transfer(store: &Path, rec: &TransferRecord) -> io::Result<PathBuf> {
     let dir = ensure_dirs(store, &[&escape(&rec.client_id), &escape(&rec.file_id)])?;
-    // Leftovers of an init that crashed before answering, or of a transfer GC could not remove.
+    if dir.join(TRANSFER_FILE).exists() {
+        // A transfer the registry does not know: one that could not be recovered at start (or
+        // that GC could not remove). Its bytes may be acknowledged data: keep them for an operator.
+        quarantine(store, &dir, rec)?;
+        return create_transfer(store, rec);
+    }
+    // Leftovers of an init that crashed before answering.
     for name in [DATA_FILE, JOURNAL_FILE, FIN_FILE, CANCELLED_FILE] {
         remove_if_exists(&dir.join(name))?;
     }
@@ -179,6 +206,29 @@ pub fn create_transfer(store: &Path, rec: &TransferRecord) -> io::Result<PathBuf
     journal::create(&dir.join(JOURNAL_FILE), &[])?;
     write_atomic(&dir, TRANSFER_FILE, &to_json(rec)?)?;
     Ok(dir)
+}
+
+/// Moves a transfer directory to `<store>/%quarantine/<esc client>/<esc file>.<unix time>` (a rename:
+/// needs no free space) and logs where it went.
+fn quarantine(store: &Path, dir: &Path, rec: &TransferRecord) -> io::Result<()> {
+    let qdir = ensure_dirs(store, &[QUARANTINE_DIR, &escape(&rec.client_id)])?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut target = qdir.join(format!("{}.{now}", escape(&rec.file_id)));
+    let mut n = 0;
+    while target.exists() {
+        n += 1;
+        target = qdir.join(format!("{}.{now}.{n}", escape(&rec.file_id)));
+    }
+    fs::rename(dir, &target)?;
+    fsync_dir(&qdir)?;
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    tracing::warn!(from = %dir.display(), to = %target.display(),
+        "a new init replaces a transfer that could not be recovered: its data is kept");
+    Ok(())
 }
 
 pub fn to_json<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
@@ -210,12 +260,19 @@ pub fn remove_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Turns a transfer directory into a tombstone: data and journal go, `cancelled.json` stays.
+/// Turns a transfer directory into a tombstone: data and journal go, `cancelled.json` stays. The
+/// deletes come first and need no space; a tombstone that cannot be written then (a disk still full)
+/// is logged, not an error: the data is gone either way.
 pub fn tombstone(dir: &Path, t: &Tombstone) -> io::Result<()> {
-    write_atomic(dir, CANCELLED_FILE, &to_json(t)?)?;
     remove_if_exists(&dir.join(DATA_FILE))?;
     remove_if_exists(&dir.join(JOURNAL_FILE))?;
-    fsync_dir(dir)
+    fsync_dir(dir)?;
+    if let Err(e) = write_atomic(dir, CANCELLED_FILE, &to_json(t)?) {
+        tracing::warn!(dir = %dir.display(), error = %e,
+            "cancel tombstone not written: after a restart the device gets 0x10 instead of 0x83");
+        let _ = fs::remove_file(dir.join(format!("{TMP_PREFIX}{CANCELLED_FILE}")));
+    }
+    Ok(())
 }
 
 /// Publishes a transfer that passed fin: records the fin, renames the partial file into the export
@@ -267,14 +324,12 @@ pub fn publish(
         started_at: rec.started_at,
         finished_at: fin.finished_at,
         expire_at: rec.meta.expire_at,
-        file: file.clone(),
     };
-    let manifest_name = format!("{file}{MANIFEST_SUFFIX}");
-    write_atomic(&edir, &manifest_name, &to_json(&manifest)?)?;
+    write_atomic(&edir, MANIFEST_FILE, &to_json(&manifest)?)?;
     for entry in fs::read_dir(&edir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name != file.as_str() && name != manifest_name.as_str() {
+        if name != file.as_str() && name != MANIFEST_FILE {
             let path = entry.path();
             if entry.file_type()?.is_dir() {
                 fs::remove_dir_all(&path)?;
@@ -318,7 +373,7 @@ pub fn scan_store(store: &Path, export_root: &Path, now: u64) -> io::Result<Vec<
     let mut found = Vec::new();
     for cdir in fs::read_dir(store)? {
         let cdir = cdir?;
-        if !cdir.file_type()?.is_dir() {
+        if !cdir.file_type()?.is_dir() || is_internal(&cdir.file_name()) {
             continue;
         }
         for tdir in fs::read_dir(cdir.path())? {
@@ -333,7 +388,8 @@ pub fn scan_store(store: &Path, export_root: &Path, now: u64) -> io::Result<Vec<
                     remove_dir(&tdir)?;
                 }
                 Err(e) => {
-                    // Keep the bytes for an operator to look at; the device will get 0x10.
+                    // Keep the bytes for an operator to look at; the device will get 0x10, and
+                    // its new init moves this directory to the quarantine (never deletes it).
                     tracing::error!(dir = %tdir.display(), error = %e, "cannot recover transfer");
                 }
             }
@@ -394,7 +450,13 @@ fn scan_transfer(dir: &Path, export_root: &Path, now: u64) -> io::Result<Option<
         );
     }
     if replayed.truncated || replayed.records > held.len() * 2 + 16 || held.end() > data_len {
-        compact_journal(dir, &held)?;
+        // Optional: recovery must never depend on free space (issue 17: ENOSPC here once cost a
+        // device 50 MiB of acknowledged data). The journal as it is (its torn tail already cut
+        // off by replay) stays valid for appends.
+        if let Err(e) = compact_journal(dir, &held) {
+            tracing::warn!(dir = %dir.display(), error = %e, "journal not compacted; kept as it is");
+            let _ = fs::remove_file(dir.join(format!("{TMP_PREFIX}{JOURNAL_FILE}")));
+        }
     }
     let updated_at = mtime_unix(&jpath).unwrap_or(now).min(now);
     Ok(Some(Found::Live {
@@ -413,7 +475,15 @@ fn compact_journal(dir: &Path, held: &RangeSet) -> io::Result<()> {
     fsync_dir(dir)
 }
 
-/// Reads every manifest under the export root: the finished transfers.
+/// Names the store and the export root use for themselves (see the module doc).
+fn is_internal(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'%')
+        && name.as_encoded_bytes().get(1).is_some_and(u8::is_ascii_lowercase)
+}
+
+/// Reads every manifest under the export root: the finished transfers. A manifest counts only
+/// where it can have come from [`publish`]: in the directory its ids escape to, beside a regular
+/// file named `escape(name)` of its size.
 pub fn scan_exports(root: &Path) -> io::Result<Vec<(Manifest, PathBuf)>> {
     let mut out = Vec::new();
     for cdir in fs::read_dir(root)? {
@@ -421,28 +491,70 @@ pub fn scan_exports(root: &Path) -> io::Result<Vec<(Manifest, PathBuf)>> {
         if !cdir.file_type()?.is_dir() {
             continue;
         }
+        let cname = cdir.file_name();
         for fdir in fs::read_dir(cdir.path())? {
-            let fdir = fdir?.path();
-            if !fdir.is_dir() {
+            let fdir = fdir?;
+            if !fdir.file_type()?.is_dir() {
                 continue;
             }
-            for entry in fs::read_dir(&fdir)? {
-                let path = entry?.path();
-                let is_manifest = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(MANIFEST_SUFFIX) && !n.starts_with(TMP_PREFIX));
-                if !is_manifest {
-                    continue;
+            let (fname, fdir) = (fdir.file_name(), fdir.path());
+            let checked = |m: &Manifest| -> Result<(), String> {
+                if cname.to_str() != Some(escape(&m.client_id).as_str())
+                    || fname.to_str() != Some(escape(&m.file_id).as_str())
+                {
+                    return Err("its ids do not match its directory".into());
                 }
-                match read_json::<Manifest>(&path) {
-                    Ok(m) => out.push((m, fdir.clone())),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "unreadable manifest")
+                match fs::symlink_metadata(m.file_path(&fdir)) {
+                    Ok(md) if md.is_file() && md.len() == m.size => Ok(()),
+                    Ok(_) => Err("its file is not a regular file of its size".into()),
+                    Err(e) => Err(format!("its file: {e}")),
+                }
+            };
+            let path = fdir.join(MANIFEST_FILE);
+            match read_json::<Manifest>(&path) {
+                Ok(m) => match checked(&m) {
+                    Ok(()) => out.push((m, fdir.clone())),
+                    Err(why) => tracing::warn!(path = %path.display(), why, "manifest ignored"),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Some(m) = legacy_manifest(&fdir, &checked)? {
+                        out.push((m, fdir.clone()));
                     }
                 }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable manifest"),
             }
         }
     }
     Ok(out)
+}
+
+/// An export published before manifests moved to [`MANIFEST_FILE`]: `<esc name>.manifest.json`
+/// beside `<esc name>`. Only a candidate whose own name is its `name` escaped plus the suffix, and
+/// that passes `checked`, is taken (a device's upload called `x.manifest.json` is not, since no
+/// file `x` lies beside it); it is rewritten as [`MANIFEST_FILE`].
+fn legacy_manifest(
+    fdir: &Path,
+    checked: &dyn Fn(&Manifest) -> Result<(), String>,
+) -> io::Result<Option<Manifest>> {
+    for entry in fs::read_dir(fdir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !name.ends_with(LEGACY_MANIFEST_SUFFIX) || name.starts_with('%') {
+            continue;
+        }
+        let Ok(m) = read_json::<Manifest>(&entry.path()) else {
+            continue;
+        };
+        if name != format!("{}{LEGACY_MANIFEST_SUFFIX}", m.file_name()) || checked(&m).is_err() {
+            continue;
+        }
+        write_atomic(fdir, MANIFEST_FILE, &to_json(&m)?)?;
+        fs::remove_file(entry.path())?;
+        fsync_dir(fdir)?;
+        tracing::info!(dir = %fdir.display(), "manifest moved to {MANIFEST_FILE}");
+        return Ok(Some(m));
+    }
+    Ok(None)
 }

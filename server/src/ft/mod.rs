@@ -1002,7 +1002,7 @@ impl FtService {
             }
         };
         t.close_files(true);
-        let export_path = dir.join(&manifest.file);
+        let export_path = manifest.file_path(&dir);
         {
             let mut reg = lock(&self.inner.reg);
             lock(&t.st).phase = Phase::Gone;
@@ -1141,9 +1141,14 @@ impl FtService {
             }
             t.close_files(true);
             let dir = t.dir.clone();
+            // Data first, tombstone after: on a full disk the delete frees the room the tombstone
+            // needs, and a tombstone that still cannot be written costs only its promise across a
+            // restart (the device then gets 0x10 rather than 0x83), never the cancel itself.
             blocking(move || disk::tombstone(&dir, &Tombstone { cancelled_at: at }))
                 .await
-                .map_err(io_err("cancel transfer"))?;
+                .map_err(io_err(
+                    "the transfer is cancelled, but its data could not be deleted",
+                ))?;
             tracing::info!(client_id, file_id, "transfer cancelled by the operator");
             self.emit(
                 "aborted",
@@ -1265,10 +1270,8 @@ impl FtService {
             .values()
             .flat_map(|c| c.finished.values())
             .map(|f| FinishedInfo {
-                export_path: f.dir.join(&f.manifest.file),
-                manifest_path: f
-                    .dir
-                    .join(format!("{}{}", f.manifest.file, disk::MANIFEST_SUFFIX)),
+                export_path: f.manifest.file_path(&f.dir),
+                manifest_path: f.dir.join(disk::MANIFEST_FILE),
                 manifest: f.manifest.clone(),
             })
             .collect();

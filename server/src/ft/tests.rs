@@ -163,8 +163,7 @@ fn assert_exported(env: &Env, client: &str, file: &str, name: &str, data: &[u8])
         got.len(),
         data.len()
     );
-    let mut mpath = path.clone().into_os_string();
-    mpath.push(".manifest.json");
+    let mpath = path.parent().unwrap().join(disk::MANIFEST_FILE);
     let m: Manifest = serde_json::from_slice(&std::fs::read(mpath).unwrap()).unwrap();
     assert_eq!((m.client_id.as_str(), m.file_id.as_str()), (client, file));
     assert_eq!((m.name.as_str(), m.size), (name, data.len() as u64));
@@ -1136,4 +1135,216 @@ async fn lost_files_answer_restart() {
     assert_reason(&env.seg("d", "c", 0, b"xyz").await, FtReason::Success);
     assert_reason(&env.fin("d", "c", 3, None).await, FtReason::Success);
     assert_exported(&env, "d", "c", "n", b"xyz");
+}
+
+// ---- Issue 17: what a device's bytes and a damaged or full disk must never do. ----
+
+/// A device uploads a file called `x.manifest.json` that reads like a manifest of another
+/// client's file pointing at /etc/passwd: after a restart it is the device's own file and nothing
+/// else (before issue 17 the scan served /etc/passwd as victim/stolen).
+#[tokio::test]
+async fn an_uploaded_manifest_lookalike_is_only_a_file() {
+    let env = Env::new();
+    for (name, forged_file) in [("x.manifest.json", "/etc/passwd"), ("%manifest.json", "../../etc/passwd")] {
+        let forged = serde_json::to_vec(&serde_json::json!({
+            "client_id": "victim", "file_id": "stolen", "name": "passwd", "size": 1,
+            "sha256": "00", "meta": {"name": "passwd"}, "started_at": 0, "finished_at": 0,
+            "file": forged_file,
+        }))
+        .unwrap();
+        let file_id = format!("upl-{}", name.len());
+        assert_reason(&env.init("attacker", &file_id, meta(name, &forged)).await, FtReason::Success);
+        assert_reason(&env.seg("attacker", &file_id, 0, &forged).await, FtReason::Success);
+        assert_reason(
+            &env.fin("attacker", &file_id, forged.len() as u64, Some(sha(&forged))).await,
+            FtReason::Success,
+        );
+        assert_exported(&env, "attacker", &file_id, name, &forged);
+    }
+    let env = env.reopen();
+    let finished = env.svc.finished();
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    for f in &finished {
+        assert_eq!(f.manifest.client_id, "attacker");
+        assert!(f.export_path.starts_with(env.root().join("exports/attacker")), "{:?}", f.export_path);
+        assert_eq!(std::fs::metadata(&f.export_path).unwrap().len(), f.manifest.size);
+    }
+    let st = env.status("victim", "stolen").await;
+    assert_reason(&st, FtReason::Restart);
+    // The victim's quota is untouched: its init of that id is an ordinary init.
+    assert_reason(&env.init("victim", "stolen", meta("v", b"v")).await, FtReason::Success);
+}
+
+/// A manifest whose ids do not match its directory, or whose file is missing or of another size,
+/// is ignored; a manifest of the layout before issue 17 is checked the same way and moved.
+#[tokio::test]
+async fn manifests_are_checked_against_where_they_lie() {
+    let env = Env::new();
+    let data = random_bytes(17, 3000);
+    upload_in_order(&env, "d", "legacy", &data, 1000).await;
+    upload_in_order(&env, "d", "moved", &data, 1000).await;
+    let dir = env.root().join("exports/d");
+    // Rewrite one export in the old layout: `<name>.manifest.json` with a `file` field.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("legacy").join(disk::MANIFEST_FILE)).unwrap()).unwrap();
+    let mut old = m.clone();
+    old["file"] = "f.bin".into();
+    std::fs::write(dir.join("legacy/f.bin.manifest.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+    std::fs::remove_file(dir.join("legacy").join(disk::MANIFEST_FILE)).unwrap();
+    // Move another export's directory under a different file id: its manifest now lies.
+    std::fs::rename(dir.join("moved"), dir.join("elsewhere")).unwrap();
+    let env = env.reopen();
+    let ids: Vec<_> = env.svc.finished().into_iter().map(|f| f.manifest.file_id).collect();
+    assert_eq!(ids, ["legacy"]);
+    assert!(dir.join("legacy").join(disk::MANIFEST_FILE).exists());
+    assert!(!dir.join("legacy/f.bin.manifest.json").exists());
+    assert_exported(&env, "d", "legacy", "f.bin", &data);
+    // A file of another size than its manifest says is not served.
+    std::fs::write(dir.join("legacy/f.bin"), b"short").unwrap();
+    let env = env.reopen();
+    assert!(env.svc.finished().is_empty());
+}
+
+/// Recovery must not depend on compacting the journal (issue 17: ENOSPC there skipped recovery
+/// and the device's re-init deleted 50 MiB it had been acknowledged). Here the compaction fails
+/// because its temporary file's name is taken by a directory.
+#[tokio::test]
+async fn recovery_survives_a_failed_journal_compaction() {
+    let env = Env::new();
+    assert_reason(&env.init("d", "f", serde_json::json!({"name": "n"})).await, FtReason::Success);
+    assert_reason(&env.seg("d", "f", 0, b"0123456789").await, FtReason::Success);
+    let dir = env.root().join("transfers/d/f");
+    let cfg = env.svc.config().clone();
+    drop(env.svc);
+    let mut j = std::fs::OpenOptions::new().append(true).open(dir.join("ranges.log")).unwrap();
+    std::io::Write::write_all(&mut j, &[0xAB; 13]).unwrap();
+    drop(j);
+    std::fs::create_dir_all(dir.join("%tmp-ranges.log/blocker")).unwrap();
+    let (svc, events) = FtService::open(cfg).unwrap();
+    let env = Env { dir: env.dir, svc, events };
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![(0, 10)]));
+    assert_reason(&env.seg("d", "f", 10, b"abc").await, FtReason::Success);
+    let env = env.reopen();
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![(0, 13)]));
+    assert_reason(&env.fin("d", "f", 13, None).await, FtReason::Success);
+    assert_exported(&env, "d", "f", "n", b"0123456789abc");
+}
+
+/// A transfer that cannot be recovered is kept: the device's new init moves it aside.
+#[tokio::test]
+async fn an_unrecoverable_transfer_is_never_deleted_by_a_reinit() {
+    let env = Env::new();
+    assert_reason(&env.init("d", "f", serde_json::json!({"name": "n"})).await, FtReason::Success);
+    assert_reason(&env.seg("d", "f", 0, b"acknowledged").await, FtReason::Success);
+    let dir = env.root().join("transfers/d/f");
+    let cfg = env.svc.config().clone();
+    drop(env.svc);
+    std::fs::write(dir.join("ranges.log"), b"not a journal").unwrap();
+    let (svc, events) = FtService::open(cfg).unwrap();
+    let env = Env { dir: env.dir, svc, events };
+    assert_reason(&env.status("d", "f").await, FtReason::Restart);
+    assert_reason(&env.init("d", "f", serde_json::json!({"name": "n"})).await, FtReason::Success);
+    let q = env.root().join("transfers/%quarantine/d");
+    let kept: Vec<_> = std::fs::read_dir(&q).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(kept[0].join("data.part")).unwrap(), b"acknowledged");
+    // The quarantine is not a client's directory: a restart leaves it alone.
+    let env = env.reopen();
+    assert_eq!(env.status("d", "f").await.ranges, Some(vec![]));
+    assert!(kept[0].join("data.part").exists());
+}
+
+/// A small tmpfs for full-disk tests (needs root, as CI has); `None` elsewhere.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(bytes: u64) -> Option<SmallFs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("not root: full-disk test skipped");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs failed");
+        Some(SmallFs { dir })
+    }
+
+    /// Writes a filler file until the filesystem is full.
+    fn fill(&self) {
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        loop {
+            if let Err(e) = std::io::Write::write_all(&mut f, &chunk) {
+                assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()));
+                break;
+            }
+        }
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn env_on(fs: &SmallFs) -> Env {
+    let dir = tempfile::tempdir_in(fs.dir.path()).unwrap();
+    let (svc, events) = FtService::open(config(dir.path())).unwrap();
+    Env { dir, svc, events }
+}
+
+/// A restart on a full disk recovers every acknowledged byte (issue 17, 4).
+#[tokio::test]
+async fn restart_on_a_full_disk_keeps_acknowledged_data() {
+    let Some(fs) = SmallFs::mount(4 << 20) else { return };
+    let env = env_on(&fs);
+    let data = random_bytes(4, 1 << 20);
+    assert_reason(&env.init("d", "f", meta("big.bin", &data)).await, FtReason::Success);
+    for (off, a, b) in segments(data.len(), 64 * 1024) {
+        assert_reason(&env.seg("d", "f", off, &data[a..b]).await, FtReason::Success);
+    }
+    let dir = env.root().join("transfers/d/f");
+    let cfg = env.svc.config().clone();
+    drop(env.svc);
+    // A torn tail makes the start want to compact the journal, which needs room.
+    let mut j = std::fs::OpenOptions::new().append(true).open(dir.join("ranges.log")).unwrap();
+    std::io::Write::write_all(&mut j, &[0xAB; 13]).unwrap();
+    drop(j);
+    fs.fill();
+    let (svc, events) = FtService::open(cfg).unwrap();
+    let env = Env { dir: env.dir, svc, events };
+    let st = env.status("d", "f").await;
+    assert_reason(&st, FtReason::Success);
+    assert_eq!(st.ranges, Some(vec![(0, data.len() as u64)]));
+    std::fs::remove_file(fs.dir.path().join("filler")).unwrap();
+    assert_reason(&env.fin("d", "f", data.len() as u64, Some(sha(&data))).await, FtReason::Success);
+    assert_exported(&env, "d", "f", "big.bin", &data);
+}
+
+/// An operator cancel on a full disk frees the data and says it did (issue 17, 5).
+#[tokio::test]
+async fn cancel_on_a_full_disk_frees_the_data() {
+    let Some(fs) = SmallFs::mount(4 << 20) else { return };
+    let env = env_on(&fs);
+    let data = random_bytes(5, 1 << 20);
+    assert_reason(&env.init("d", "f", meta("big.bin", &data)).await, FtReason::Success);
+    for (off, a, b) in segments(data.len(), 64 * 1024) {
+        assert_reason(&env.seg("d", "f", off, &data[a..b]).await, FtReason::Success);
+    }
+    fs.fill();
+    let before = disk::free_space(fs.dir.path()).unwrap();
+    env.svc.cancel("d", "f").await.unwrap();
+    let after = disk::free_space(fs.dir.path()).unwrap();
+    assert!(after >= before + (1 << 20), "freed {} bytes", after - before);
+    assert!(!env.root().join("transfers/d/f/data.part").exists());
+    assert_reason(&env.status("d", "f").await, FtReason::Cancel);
+    assert_reason(&env.seg("d", "f", 0, b"x").await, FtReason::Cancel);
 }

@@ -84,6 +84,7 @@ impl Restartable {
             tcp: server.tcp_addr,
             tls: server.tls_addr,
             http: None,
+            insecure_tcp: false,
         };
         Ok(Restartable {
             dir,
