@@ -97,8 +97,19 @@ pub(crate) fn quic_endpoint(
             cfg.data_dir.join(RESET_KEY_FILE).display()
         ))
     })?;
+    // quinn drops a short-header packet whose connection ID its generator does not recognise
+    // before it considers a reset; the generator's key must outlive the process as well.
+    let cid_key = ring::hmac::sign(&reset_key, b"quicft connection-id key");
+    let cid_key = cid_key
+        .as_ref()
+        .first_chunk::<8>()
+        .map_or(0, |b| u64::from_le_bytes(*b));
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     quinn::Endpoint::new(
-        quinn::EndpointConfig::new(Arc::new(reset_key)),
+        endpoint_config,
         Some(server),
         socket,
         runtime,
@@ -112,7 +123,8 @@ pub const RESET_KEY_FILE: &str = "quic-reset.key";
 /// The key QUIC stateless-reset tokens are derived from (RFC 9000 §10.3), kept in the data dir
 /// (created once, mode 0600). With a fresh key per process, a restarted server could not send a
 /// reset its devices recognise, and each would wait out its idle timeout (~60 s, issue 17) before
-/// reconnecting; with the same key, a device's next packet gets a reset it accepts at once.
+/// reconnecting; with the same key, a device's next packet gets a reset it accepts at once. The
+/// connection-ID generator's key is derived from it (see `quic_endpoint`).
 fn stateless_reset_key(data_dir: &std::path::Path) -> std::io::Result<ring::hmac::Key> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;

@@ -108,9 +108,23 @@ pub struct ProcessServer {
 impl ProcessServer {
     /// Starts `bin` (the path of `quicft-test-server`) on `data_dir` and reads its addresses.
     pub async fn start(bin: &str, data_dir: &std::path::Path) -> Result<ProcessServer> {
+        Self::start_with_quic(bin, data_dir, None).await
+    }
+
+    /// Like [`ProcessServer::start`], with the QUIC listener on `quic` (e.g. the address of a
+    /// server that was killed) instead of an ephemeral port.
+    pub async fn start_with_quic(
+        bin: &str,
+        data_dir: &std::path::Path,
+        quic: Option<SocketAddr>,
+    ) -> Result<ProcessServer> {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(bin)
-            .arg(data_dir)
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg(data_dir);
+        if let Some(a) = quic {
+            cmd.arg(a.to_string());
+        }
+        let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
@@ -120,6 +134,13 @@ impl ProcessServer {
             .await??
             .context("server printed nothing")?;
         let v: serde_json::Value = serde_json::from_str(&line)?;
+        // The server's logs follow on the same pipe: keep reading them (into the test's output),
+        // or its next log line would meet a closed pipe and kill it.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[server] {line}");
+            }
+        });
         let mut addrs = HashMap::new();
         for k in ["quic", "tcp", "tls"] {
             if let Some(a) = v[k].as_str() {

@@ -2,7 +2,8 @@
 //! ephemeral loopback port, data in the directory given, and the bound addresses printed as one JSON
 //! line on stdout. Stops on SIGTERM/SIGINT (or dies on SIGKILL, which is the point).
 //!
-//! Usage: quicft-test-server DATA_DIR
+//! Usage: quicft-test-server DATA_DIR [QUIC_ADDR]   (QUIC_ADDR: to come back on a port a killed
+//! server had, as a restarted production server does)
 
 use anyhow::{Context, Result};
 
@@ -12,7 +13,11 @@ async fn main() -> Result<()> {
         .nth(1)
         .context("usage: quicft-test-server DATA_DIR")?;
     quicft_tests::init_tracing();
-    let server = quicft_server::Server::start(quicft_tests::test_config(dir.into())).await?;
+    let mut config = quicft_tests::test_config(dir.into());
+    if let Some(quic) = std::env::args().nth(2) {
+        config.listeners.quic = Some(quic.parse().context("QUIC_ADDR")?);
+    }
+    let server = quicft_server::Server::start(config).await?;
     let addrs = serde_json::json!({
         "quic": server.quic_addr.map(|a| a.to_string()),
         "tcp": server.tcp_addr.map(|a| a.to_string()),
