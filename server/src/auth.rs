@@ -80,7 +80,8 @@ impl Auth {
             if PasswordHash::new(&u.password_hash).is_err() {
                 return Err(AuthError::BadHash(u.username));
             }
-            let ids = ClientIdPattern::new(u.client_id.as_deref().unwrap_or(default_ids), &u.username);
+            let ids =
+                ClientIdPattern::new(u.client_id.as_deref().unwrap_or(default_ids), &u.username);
             users.insert(u.username, (Arc::from(u.password_hash), ids));
         }
         let dummy = match users.is_empty() {

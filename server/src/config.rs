@@ -36,17 +36,21 @@ pub struct HttpConfig {
     pub token: Option<String>,
 }
 
-/// Listener addresses; `None` disables a listener.
+/// Listener addresses; `None` disables a listener (`"off"` in TOML, as on the command line).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Listeners {
     /// MQTT over QUIC (UDP), ALPN `mqtt`.
+    #[serde(deserialize_with = "listen_addr")]
     pub quic: Option<SocketAddr>,
     /// Plain MQTT over TCP: only for loopback or trusted networks.
+    #[serde(deserialize_with = "listen_addr")]
     pub tcp: Option<SocketAddr>,
     /// MQTT over TLS over TCP.
+    #[serde(deserialize_with = "listen_addr")]
     pub tls: Option<SocketAddr>,
     /// REST API and metrics.
+    #[serde(deserialize_with = "listen_addr")]
     pub http: Option<SocketAddr>,
     /// Accept a plain-TCP listener off loopback (passwords cross the network in the clear).
     pub insecure_tcp: bool,
@@ -132,14 +136,14 @@ pub struct AuthConfig {
 }
 
 /// One username/password account.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub username: String,
     /// argon2 PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$…`; never the password itself.
     pub password_hash: String,
     /// The client ids this user may connect with (see [`AuthConfig::client_id`]; default `%u`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
 }
 
@@ -425,6 +429,21 @@ impl Config {
     }
 }
 
+/// A listener address, or `"off"`.
+pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{s:?}: {e} (expected IP:PORT or off)"))
+}
+
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_listen(&s).map_err(serde::de::Error::custom)
+}
+
 /// Durations written as whole seconds in TOML.
 mod secs {
     use std::time::Duration;
@@ -445,7 +464,10 @@ mod tests {
         let cfg = Config::default();
         assert!(cfg.addresses().all(|a| a.ip().is_loopback()));
         cfg.validate().expect("defaults must validate");
-        assert_eq!(cfg.auth.allow_anonymous, None, "anonymous on loopback listeners only");
+        assert_eq!(
+            cfg.auth.allow_anonymous, None,
+            "anonymous on loopback listeners only"
+        );
         assert_eq!(
             cfg.file_transfer.export_root,
             PathBuf::from("quicft-data/exports")
@@ -530,6 +552,18 @@ mod tests {
             Some("127.0.0.1:1999".parse().expect("addr"))
         );
         assert_eq!(cfg.quic.congestion, Congestion::Bbr);
+        std::fs::write(&path, "[listeners]\nhttp = \"off\"\nquic = \"off\"\n").expect("write");
+        let off = Config::from_toml(&path).expect("off parses");
+        assert_eq!((off.listeners.http, off.listeners.quic), (None, None));
+        assert!(
+            off.listeners.tls.is_some(),
+            "keys left out keep their defaults"
+        );
+        std::fs::write(&path, "[listeners]\nhttp = \"of\"\n").expect("write");
+        let err = Config::from_toml(&path)
+            .expect_err("a typo is an error")
+            .to_string();
+        assert!(err.contains("expected IP:PORT or off"), "{err}");
         assert_eq!(cfg.limits.connect_timeout, Duration::from_secs(3));
         assert_eq!(
             cfg.file_transfer.store_dir,

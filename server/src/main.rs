@@ -1,9 +1,11 @@
-//! `quicft-server`: flags and signals only; everything else is in the library.
+//! `quicft-server`: flags, subcommands and signals; the server itself is the library.
 
-use std::net::SocketAddr;
+mod cli;
+
 use std::path::PathBuf;
 
 use clap::Parser;
+use cli::logging::LogFormat;
 use quicft_server::config::{Config, Congestion};
 
 /// MQTT 5 server over QUIC, TCP and TLS with durable, resumable file transfer.
@@ -32,9 +34,15 @@ struct Args {
     /// HTTP API listen address, or "off".
     #[arg(long, value_parser = parse_listen)]
     http: Option<Listen>,
-    /// Accept clients without credentials even on non-loopback addresses.
+    /// Accept clients without credentials on every listener (by default: on loopback ones only).
     #[arg(long)]
     allow_anonymous: bool,
+    /// Log lines as text (colours only on a terminal) or JSON, on standard error.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: LogFormat,
+    /// Log level or filter (`debug`, `info,quicft_server=debug`); default: RUST_LOG, else info.
+    #[arg(long)]
+    log_level: Option<String>,
     /// QUIC congestion controller: delay (the default), cubic or bbr.
     #[arg(long)]
     congestion: Option<Congestion>,
@@ -44,21 +52,37 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Reads a password from standard input (first line) and prints its argon2id PHC string, for
-    /// `password_hash` in `[[auth.users]]` or the users file.
+    /// Prints the argon2id PHC string of a password (prompted for without echo; the first line of
+    /// standard input when it is not a terminal), for `password_hash` in `[[auth.users]]`.
     HashPassword,
+    /// Validates the configuration (file and flags) and prints the effective listeners, who may
+    /// connect on each, and the limits; exits non-zero when the server would refuse to start.
+    CheckConfig,
+    /// Edits a users file (`[auth] users_file`), as mosquitto_passwd does.
+    #[command(subcommand)]
+    Users(cli::users::UsersCommand),
+    /// Certificates from the development CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CertCommand {
+    /// Issues a device (client) certificate named NAME from the development CA in
+    /// <data-dir>/certs/, for trying mutual TLS (`quicft --cert NAME.pem --key NAME.key`).
+    Device {
+        name: String,
+        /// Where NAME.pem and NAME.key go (default: <data-dir>/certs/devices).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Listen(Option<SocketAddr>);
+struct Listen(Option<std::net::SocketAddr>);
 
 fn parse_listen(s: &str) -> Result<Listen, String> {
-    if s == "off" {
-        return Ok(Listen(None));
-    }
-    s.parse()
-        .map(|a| Listen(Some(a)))
-        .map_err(|e| format!("{s:?}: {e} (expected IP:PORT or off)"))
+    quicft_server::config::parse_listen(s).map(Listen)
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,28 +97,52 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn".into()),
-        )
-        .init();
     let args = Args::parse();
-    if let Some(Command::HashPassword) = args.command {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        let password = line.strip_suffix('\n').unwrap_or(&line);
-        let password = password.strip_suffix('\r').unwrap_or(password);
-        anyhow::ensure!(!password.is_empty(), "empty password on standard input");
-        println!("{}", quicft_server::auth::hash_password(password)?);
-        return Ok(());
+    cli::logging::init(args.log_format, args.log_level.as_deref())?;
+    let config = effective_config(&args)?;
+    match args.command {
+        Some(Command::HashPassword) => {
+            println!(
+                "{}",
+                quicft_server::auth::hash_password(&cli::password::read()?)?
+            );
+            return Ok(());
+        }
+        Some(Command::CheckConfig) => {
+            print!("{}", cli::check::report(&config)?);
+            return Ok(());
+        }
+        Some(Command::Users(cmd)) => return cli::users::run(cmd),
+        Some(Command::Cert(CertCommand::Device { name, out })) => {
+            let out = out.unwrap_or_else(|| config.data_dir.join("certs/devices"));
+            let (cert, key) = cli::device_cert::issue(&config.data_dir, &name, &out)?;
+            println!("{}\n{}", cert.display(), key.display());
+            return Ok(());
+        }
+        None => {}
     }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let server = quicft_server::Server::start(config).await?;
+        cli::systemd::ready();
+        tokio::spawn(cli::systemd::watchdog());
+        shutdown_signal().await;
+        cli::systemd::stopping();
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+/// The configuration file with the flags applied.
+fn effective_config(args: &Args) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_toml(path)?,
         None => Config::default(),
     };
-    if let Some(dir) = args.data_dir {
-        config.set_data_dir(dir);
+    if let Some(dir) = &args.data_dir {
+        config.set_data_dir(dir.clone());
     }
     let l = &mut config.listeners;
     for (flag, slot) in [
@@ -113,26 +161,27 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(c) = args.congestion {
         config.quic.congestion = c;
     }
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(quicft_server::run(config, shutdown_signal()))?;
-    Ok(())
+    Ok(config)
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is logged:
+/// reloading the configuration on it is not built yet (a restart applies a new one).
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP: configuration reload is not supported yet; restart the server to apply a new configuration"
+            ),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -176,7 +176,10 @@ pub(crate) async fn serve<R: stream::PacketRead, W: stream::PacketWrite>(
             return finish(link, writer, writer_task, code).await;
         }
     };
-    if let Some(v) = verified.as_ref().filter(|v| !v.client_ids.matches(&client_id)) {
+    if let Some(v) = verified
+        .as_ref()
+        .filter(|v| !v.client_ids.matches(&client_id))
+    {
         tracing::info!(peer = %link.peer, client_id = %client_id, username = %v.username,
             "client id not allowed for this user (auth.client_id / users[].client_id)");
         let code = match protocol {
@@ -1018,10 +1021,16 @@ impl Session {
     /// topic (and below it), or a topic it may publish to itself.
     fn may_respond_on(&self, topic: &str) -> bool {
         let own = ftp::RESPONSE_PREFIX.to_owned() + &self.client_id;
-        if topic == own || topic.strip_prefix(own.as_str()).is_some_and(|r| r.starts_with('/')) {
+        if topic == own
+            || topic
+                .strip_prefix(own.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        {
             return true;
         }
-        !reserved_topic(topic) && !ftp::is_ft_topic(topic) && self.ctx.acl_publish(self.who(), topic)
+        !reserved_topic(topic)
+            && !ftp::is_ft_topic(topic)
+            && self.ctx.acl_publish(self.who(), topic)
     }
 
     fn ft_done(&mut self, done: FtDone) {

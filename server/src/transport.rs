@@ -108,13 +108,8 @@ pub(crate) fn quic_endpoint(
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    quinn::Endpoint::new(
-        endpoint_config,
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(|source| ListenError::Bind { addr, source })
+    quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+        .map_err(|source| ListenError::Bind { addr, source })
 }
 
 /// The stateless-reset key's file in the data dir.
@@ -156,10 +151,14 @@ fn stateless_reset_key(data_dir: &std::path::Path) -> std::io::Result<ring::hmac
 /// A TCP listener whose accept backlog fits `max_connections` (the kernel caps it at
 /// net.core.somaxconn). The usual 128 made connects past ~2,100 in a burst of 3,000 wait a second
 /// for a SYN retry (issue 17).
-pub(crate) fn tcp_listener(addr: SocketAddr, max_connections: usize) -> Result<TcpListener, ListenError> {
+pub(crate) fn tcp_listener(
+    addr: SocketAddr,
+    max_connections: usize,
+) -> Result<TcpListener, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| ListenError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;

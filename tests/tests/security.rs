@@ -12,7 +12,9 @@ use quicft_proto::{Connect, Packet, Properties, Protocol, Publish, QoS, ReasonCo
 use quicft_server::acl::{Access, Rule};
 use quicft_server::config::User;
 use quicft_tests::ft::{self, pkid};
-use quicft_tests::{connect_packet, Conn, RawStream, Target, TestServer, Transport, ALL_TRANSPORTS};
+use quicft_tests::{
+    connect_packet, Conn, RawStream, Target, TestServer, Transport, ALL_TRANSPORTS,
+};
 
 /// A server whose listeners are bound to the unspecified address (not loopback), reached through
 /// 127.0.0.1: what the server sees is a non-loopback listener, while every packet of the test stays
@@ -67,7 +69,11 @@ async fn anonymous_clients_are_refused_off_loopback_unless_allowed_in_writing() 
     let srv = TestServer::start_with(exposed(None)).await?;
     for t in ALL_TRANSPORTS {
         let anon = connect_packet(&format!("anon-{t:?}"), Protocol::V5);
-        assert_eq!(code_of(&OffLoopback(&srv), t, anon).await?, ReasonCode::NOT_AUTHORIZED, "{t:?}");
+        assert_eq!(
+            code_of(&OffLoopback(&srv), t, anon).await?,
+            ReasonCode::NOT_AUTHORIZED,
+            "{t:?}"
+        );
         let mut v3 = connect_packet(&format!("anon3-{t:?}"), Protocol::V311);
         v3.clean_start = true;
         assert_eq!(
@@ -76,19 +82,30 @@ async fn anonymous_clients_are_refused_off_loopback_unless_allowed_in_writing() 
             "3.1.1 {t:?}"
         );
         let ok = with_password("truck-a", "truck-a", "pw-a");
-        assert_eq!(code_of(&OffLoopback(&srv), t, ok).await?, ReasonCode::SUCCESS, "{t:?}");
+        assert_eq!(
+            code_of(&OffLoopback(&srv), t, ok).await?,
+            ReasonCode::SUCCESS,
+            "{t:?}"
+        );
     }
     drop(srv);
     // Written: anonymous clients are welcome off loopback too.
     let srv = TestServer::start_with(exposed(Some(true))).await?;
     for t in ALL_TRANSPORTS {
         let anon = connect_packet(&format!("anon-{t:?}"), Protocol::V5);
-        assert_eq!(code_of(&OffLoopback(&srv), t, anon).await?, ReasonCode::SUCCESS, "{t:?}");
+        assert_eq!(
+            code_of(&OffLoopback(&srv), t, anon).await?,
+            ReasonCode::SUCCESS,
+            "{t:?}"
+        );
     }
     drop(srv);
     // On loopback listeners anonymous is the default even with users, and `false` refuses it
     // there as well.
-    for (allow, want) in [(None, ReasonCode::SUCCESS), (Some(false), ReasonCode::NOT_AUTHORIZED)] {
+    for (allow, want) in [
+        (None, ReasonCode::SUCCESS),
+        (Some(false), ReasonCode::NOT_AUTHORIZED),
+    ] {
         let users = users.clone();
         let srv = TestServer::start_with(move |c| {
             c.auth.users = users;
@@ -121,26 +138,53 @@ async fn a_password_proves_a_user_and_the_user_names_its_client_ids() -> Result<
         let (mut b, ack) = Conn::open(&srv, t, with_password("devB", "devB", "pw-b")).await?;
         assert_eq!(ack.code, ReasonCode::SUCCESS);
         let bs = b.data().await?;
-        assert_eq!(ft::init(bs, "log-1", "b.log", Some(10)).await?, ReasonCode::SUCCESS);
-        assert_eq!(ft::cmd(bs, "$file/log-1/0", b"01234").await?, ReasonCode::SUCCESS);
+        assert_eq!(
+            ft::init(bs, "log-1", "b.log", Some(10)).await?,
+            ReasonCode::SUCCESS
+        );
+        assert_eq!(
+            ft::cmd(bs, "$file/log-1/0", b"01234").await?,
+            ReasonCode::SUCCESS
+        );
         // truck-a's valid password does not make it devB (issue 17: it could read and abort B's
         // transfer, deleting B's data).
         let code = code_of(&srv, t, with_password("devB", "truck-a", "pw-a")).await?;
         assert_eq!(code, ReasonCode::NOT_AUTHORIZED, "{t:?}");
-        assert_eq!(code_of(&srv, t, with_password("truck-a", "truck-a", "pw-a")).await?, ReasonCode::SUCCESS);
+        assert_eq!(
+            code_of(&srv, t, with_password("truck-a", "truck-a", "pw-a")).await?,
+            ReasonCode::SUCCESS
+        );
         // An empty client id is given the one the user may have.
         let (_c, ack) = Conn::open(&srv, t, with_password("", "truck-a", "pw-a")).await?;
         assert_eq!(ack.code, ReasonCode::SUCCESS);
-        assert_eq!(ack.properties.assigned_client_identifier.as_deref(), Some("truck-a"));
+        assert_eq!(
+            ack.properties.assigned_client_identifier.as_deref(),
+            Some("truck-a")
+        );
         // Patterns.
-        assert_eq!(code_of(&srv, t, with_password("cam-7", "cam", "pw-cam")).await?, ReasonCode::SUCCESS);
-        assert_eq!(code_of(&srv, t, with_password("devB", "cam", "pw-cam")).await?, ReasonCode::NOT_AUTHORIZED);
-        assert_eq!(code_of(&srv, t, with_password("anything", "ops", "pw-ops")).await?, ReasonCode::SUCCESS);
+        assert_eq!(
+            code_of(&srv, t, with_password("cam-7", "cam", "pw-cam")).await?,
+            ReasonCode::SUCCESS
+        );
+        assert_eq!(
+            code_of(&srv, t, with_password("devB", "cam", "pw-cam")).await?,
+            ReasonCode::NOT_AUTHORIZED
+        );
+        assert_eq!(
+            code_of(&srv, t, with_password("anything", "ops", "pw-ops")).await?,
+            ReasonCode::SUCCESS
+        );
         // B's transfer is untouched: it completes.
         let (mut b, _) = Conn::open(&srv, t, with_password("devB", "devB", "pw-b")).await?;
         let bs = b.data().await?;
-        assert_eq!(ft::cmd(bs, "$file/log-1/5", b"56789").await?, ReasonCode::SUCCESS);
-        assert_eq!(ft::cmd(bs, "$file/log-1/fin/10", b"").await?, ReasonCode::SUCCESS);
+        assert_eq!(
+            ft::cmd(bs, "$file/log-1/5", b"56789").await?,
+            ReasonCode::SUCCESS
+        );
+        assert_eq!(
+            ft::cmd(bs, "$file/log-1/fin/10", b"").await?,
+            ReasonCode::SUCCESS
+        );
     }
     Ok(())
 }
@@ -153,7 +197,10 @@ async fn anonymous_client_ids_are_only_asserted() -> Result<()> {
     let srv = TestServer::start().await?;
     let mut b = srv.connect(Transport::Tcp, "anon-b").await?;
     let bs = b.data().await?;
-    assert_eq!(ft::init(bs, "f", "b.bin", Some(4)).await?, ReasonCode::SUCCESS);
+    assert_eq!(
+        ft::init(bs, "f", "b.bin", Some(4)).await?,
+        ReasonCode::SUCCESS
+    );
     b.kill();
     let mut other = srv.connect(Transport::Tcp, "anon-b").await?;
     let s = other.data().await?;
@@ -163,7 +210,12 @@ async fn anonymous_client_ids_are_only_asserted() -> Result<()> {
 }
 
 /// A `$file` command whose Response Topic is sent as an MQTT 5 property.
-fn command_with_response_topic(topic: &str, payload: &[u8], response_topic: &str, id: u16) -> Packet {
+fn command_with_response_topic(
+    topic: &str,
+    payload: &[u8],
+    response_topic: &str,
+    id: u16,
+) -> Packet {
     let mut properties = Properties::default();
     properties.response_topic = Some(response_topic.into());
     properties.correlation_data = Some(Bytes::from_static(b"corr"));
@@ -200,8 +252,16 @@ async fn nothing_arrives(s: &mut RawStream, what: &str) -> Result<()> {
 async fn a_response_topic_is_checked_like_a_publish_by_the_device() -> Result<()> {
     let srv = TestServer::start_with(|c| {
         c.auth.acl = vec![
-            Rule { pattern: "devices/%c/#".into(), access: Access::Readwrite, username: None },
-            Rule { pattern: "fleet/commands/#".into(), access: Access::Read, username: None },
+            Rule {
+                pattern: "devices/%c/#".into(),
+                access: Access::Readwrite,
+                username: None,
+            },
+            Rule {
+                pattern: "fleet/commands/#".into(),
+                access: Access::Read,
+                username: None,
+            },
         ];
     })
     .await?;
@@ -209,11 +269,14 @@ async fn a_response_topic_is_checked_like_a_publish_by_the_device() -> Result<()
         let (a_id, b_id) = (format!("devA-{t:?}"), format!("devB-{t:?}"));
         let mut b = srv.connect(t, &b_id).await?;
         let bs = b.data().await?;
-        bs.subscribe(&format!("$file-response/{b_id}"), QoS::AtLeastOnce, 1).await?;
-        bs.subscribe("fleet/commands/all", QoS::AtLeastOnce, 2).await?;
+        bs.subscribe(&format!("$file-response/{b_id}"), QoS::AtLeastOnce, 1)
+            .await?;
+        bs.subscribe("fleet/commands/all", QoS::AtLeastOnce, 2)
+            .await?;
         let mut a = srv.connect(t, &a_id).await?;
         let s = a.data().await?;
-        s.subscribe(&format!("devices/{a_id}/ft"), QoS::AtLeastOnce, 3).await?;
+        s.subscribe(&format!("devices/{a_id}/ft"), QoS::AtLeastOnce, 3)
+            .await?;
         let init = br#"{"name":"a.bin","size":1}"#;
         for forbidden in [
             format!("$file-response/{b_id}"),
@@ -223,14 +286,33 @@ async fn a_response_topic_is_checked_like_a_publish_by_the_device() -> Result<()
             format!("$SYS/broker/x"),
         ] {
             let id = pkid();
-            s.send(&command_with_response_topic("$file/f/init", init, &forbidden, id)).await?;
-            assert_eq!(puback(s, id).await?, ReasonCode::NOT_AUTHORIZED, "{forbidden} {t:?}");
+            s.send(&command_with_response_topic(
+                "$file/f/init",
+                init,
+                &forbidden,
+                id,
+            ))
+            .await?;
+            assert_eq!(
+                puback(s, id).await?,
+                ReasonCode::NOT_AUTHORIZED,
+                "{forbidden} {t:?}"
+            );
         }
         nothing_arrives(bs, "device B").await?;
         // The device's own response topic, and topics it may publish to, are answered there.
-        for allowed in [format!("$file-response/{a_id}"), format!("devices/{a_id}/ft")] {
+        for allowed in [
+            format!("$file-response/{a_id}"),
+            format!("devices/{a_id}/ft"),
+        ] {
             let id = pkid();
-            s.send(&command_with_response_topic("$file/f/status", b"", &allowed, id)).await?;
+            s.send(&command_with_response_topic(
+                "$file/f/status",
+                b"",
+                &allowed,
+                id,
+            ))
+            .await?;
             assert_eq!(puback(s, id).await?, ReasonCode(0x10), "{allowed} {t:?}");
             if allowed.starts_with("devices/") {
                 let p = s.next_publish_on(&allowed).await?;
@@ -255,7 +337,9 @@ fn listen_backlog(port: u16) -> Result<u32> {
 
 #[tokio::test]
 async fn the_accept_backlog_fits_max_connections() -> Result<()> {
-    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")?.trim().parse()?;
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")?
+        .trim()
+        .parse()?;
     let srv = TestServer::start_with(|c| c.limits.max_connections = 3000).await?;
     for t in [Transport::Tcp, Transport::Tls] {
         let backlog = listen_backlog(srv.addr(t).port())?;

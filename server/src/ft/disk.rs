@@ -478,7 +478,10 @@ fn compact_journal(dir: &Path, held: &RangeSet) -> io::Result<()> {
 /// Names the store and the export root use for themselves (see the module doc).
 fn is_internal(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().first() == Some(&b'%')
-        && name.as_encoded_bytes().get(1).is_some_and(u8::is_ascii_lowercase)
+        && name
+            .as_encoded_bytes()
+            .get(1)
+            .is_some_and(u8::is_ascii_lowercase)
 }
 
 /// Reads every manifest under the export root: the finished transfers. A manifest counts only

@@ -57,6 +57,19 @@ impl Env {
         self.dir.path()
     }
 
+    /// Stops the service, lets `damage` change what is on disk under the root, and reopens.
+    fn reopen_after(self, damage: impl FnOnce(&Path)) -> Env {
+        let cfg = self.svc.config().clone();
+        drop(self.svc);
+        damage(self.dir.path());
+        let (svc, events) = FtService::open(cfg).unwrap();
+        Env {
+            dir: self.dir,
+            svc,
+            events,
+        }
+    }
+
     async fn cmd(&self, client: &str, file: &str, command: Command, payload: &[u8]) -> FtOutcome {
         let topic = FtTopic {
             mode: Mode::Sync,
@@ -1145,7 +1158,10 @@ async fn lost_files_answer_restart() {
 #[tokio::test]
 async fn an_uploaded_manifest_lookalike_is_only_a_file() {
     let env = Env::new();
-    for (name, forged_file) in [("x.manifest.json", "/etc/passwd"), ("%manifest.json", "../../etc/passwd")] {
+    for (name, forged_file) in [
+        ("x.manifest.json", "/etc/passwd"),
+        ("%manifest.json", "../../etc/passwd"),
+    ] {
         let forged = serde_json::to_vec(&serde_json::json!({
             "client_id": "victim", "file_id": "stolen", "name": "passwd", "size": 1,
             "sha256": "00", "meta": {"name": "passwd"}, "started_at": 0, "finished_at": 0,
@@ -1153,10 +1169,22 @@ async fn an_uploaded_manifest_lookalike_is_only_a_file() {
         }))
         .unwrap();
         let file_id = format!("upl-{}", name.len());
-        assert_reason(&env.init("attacker", &file_id, meta(name, &forged)).await, FtReason::Success);
-        assert_reason(&env.seg("attacker", &file_id, 0, &forged).await, FtReason::Success);
         assert_reason(
-            &env.fin("attacker", &file_id, forged.len() as u64, Some(sha(&forged))).await,
+            &env.init("attacker", &file_id, meta(name, &forged)).await,
+            FtReason::Success,
+        );
+        assert_reason(
+            &env.seg("attacker", &file_id, 0, &forged).await,
+            FtReason::Success,
+        );
+        assert_reason(
+            &env.fin(
+                "attacker",
+                &file_id,
+                forged.len() as u64,
+                Some(sha(&forged)),
+            )
+            .await,
             FtReason::Success,
         );
         assert_exported(&env, "attacker", &file_id, name, &forged);
@@ -1166,13 +1194,24 @@ async fn an_uploaded_manifest_lookalike_is_only_a_file() {
     assert_eq!(finished.len(), 2, "{finished:?}");
     for f in &finished {
         assert_eq!(f.manifest.client_id, "attacker");
-        assert!(f.export_path.starts_with(env.root().join("exports/attacker")), "{:?}", f.export_path);
-        assert_eq!(std::fs::metadata(&f.export_path).unwrap().len(), f.manifest.size);
+        assert!(
+            f.export_path
+                .starts_with(env.root().join("exports/attacker")),
+            "{:?}",
+            f.export_path
+        );
+        assert_eq!(
+            std::fs::metadata(&f.export_path).unwrap().len(),
+            f.manifest.size
+        );
     }
     let st = env.status("victim", "stolen").await;
     assert_reason(&st, FtReason::Restart);
     // The victim's quota is untouched: its init of that id is an ordinary init.
-    assert_reason(&env.init("victim", "stolen", meta("v", b"v")).await, FtReason::Success);
+    assert_reason(
+        &env.init("victim", "stolen", meta("v", b"v")).await,
+        FtReason::Success,
+    );
 }
 
 /// A manifest whose ids do not match its directory, or whose file is missing or of another size,
@@ -1185,16 +1224,27 @@ async fn manifests_are_checked_against_where_they_lie() {
     upload_in_order(&env, "d", "moved", &data, 1000).await;
     let dir = env.root().join("exports/d");
     // Rewrite one export in the old layout: `<name>.manifest.json` with a `file` field.
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("legacy").join(disk::MANIFEST_FILE)).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("legacy").join(disk::MANIFEST_FILE)).unwrap(),
+    )
+    .unwrap();
     let mut old = m.clone();
     old["file"] = "f.bin".into();
-    std::fs::write(dir.join("legacy/f.bin.manifest.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("legacy/f.bin.manifest.json"),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
     std::fs::remove_file(dir.join("legacy").join(disk::MANIFEST_FILE)).unwrap();
     // Move another export's directory under a different file id: its manifest now lies.
     std::fs::rename(dir.join("moved"), dir.join("elsewhere")).unwrap();
     let env = env.reopen();
-    let ids: Vec<_> = env.svc.finished().into_iter().map(|f| f.manifest.file_id).collect();
+    let ids: Vec<_> = env
+        .svc
+        .finished()
+        .into_iter()
+        .map(|f| f.manifest.file_id)
+        .collect();
     assert_eq!(ids, ["legacy"]);
     assert!(dir.join("legacy").join(disk::MANIFEST_FILE).exists());
     assert!(!dir.join("legacy/f.bin.manifest.json").exists());
@@ -1211,17 +1261,19 @@ async fn manifests_are_checked_against_where_they_lie() {
 #[tokio::test]
 async fn recovery_survives_a_failed_journal_compaction() {
     let env = Env::new();
-    assert_reason(&env.init("d", "f", serde_json::json!({"name": "n"})).await, FtReason::Success);
-    assert_reason(&env.seg("d", "f", 0, b"0123456789").await, FtReason::Success);
-    let dir = env.root().join("transfers/d/f");
-    let cfg = env.svc.config().clone();
-    drop(env.svc);
-    let mut j = std::fs::OpenOptions::new().append(true).open(dir.join("ranges.log")).unwrap();
-    std::io::Write::write_all(&mut j, &[0xAB; 13]).unwrap();
-    drop(j);
-    std::fs::create_dir_all(dir.join("%tmp-ranges.log/blocker")).unwrap();
-    let (svc, events) = FtService::open(cfg).unwrap();
-    let env = Env { dir: env.dir, svc, events };
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.seg("d", "f", 0, b"0123456789").await,
+        FtReason::Success,
+    );
+    let env = env.reopen_after(|root| {
+        let dir = root.join("transfers/d/f");
+        tear_journal_tail(&dir);
+        std::fs::create_dir_all(dir.join("%tmp-ranges.log/blocker")).unwrap();
+    });
     assert_eq!(env.status("d", "f").await.ranges, Some(vec![(0, 10)]));
     assert_reason(&env.seg("d", "f", 10, b"abc").await, FtReason::Success);
     let env = env.reopen();
@@ -1234,20 +1286,32 @@ async fn recovery_survives_a_failed_journal_compaction() {
 #[tokio::test]
 async fn an_unrecoverable_transfer_is_never_deleted_by_a_reinit() {
     let env = Env::new();
-    assert_reason(&env.init("d", "f", serde_json::json!({"name": "n"})).await, FtReason::Success);
-    assert_reason(&env.seg("d", "f", 0, b"acknowledged").await, FtReason::Success);
-    let dir = env.root().join("transfers/d/f");
-    let cfg = env.svc.config().clone();
-    drop(env.svc);
-    std::fs::write(dir.join("ranges.log"), b"not a journal").unwrap();
-    let (svc, events) = FtService::open(cfg).unwrap();
-    let env = Env { dir: env.dir, svc, events };
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(
+        &env.seg("d", "f", 0, b"acknowledged").await,
+        FtReason::Success,
+    );
+    let env = env.reopen_after(|root| {
+        std::fs::write(root.join("transfers/d/f/ranges.log"), b"not a journal").unwrap();
+    });
     assert_reason(&env.status("d", "f").await, FtReason::Restart);
-    assert_reason(&env.init("d", "f", serde_json::json!({"name": "n"})).await, FtReason::Success);
+    assert_reason(
+        &env.init("d", "f", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
     let q = env.root().join("transfers/%quarantine/d");
-    let kept: Vec<_> = std::fs::read_dir(&q).unwrap().map(|e| e.unwrap().path()).collect();
+    let kept: Vec<_> = std::fs::read_dir(&q)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(std::fs::read(kept[0].join("data.part")).unwrap(), b"acknowledged");
+    assert_eq!(
+        std::fs::read(kept[0].join("data.part")).unwrap(),
+        b"acknowledged"
+    );
     // The quarantine is not a client's directory: a restart leaves it alone.
     let env = env.reopen();
     assert_eq!(env.status("d", "f").await.ranges, Some(vec![]));
@@ -1281,7 +1345,10 @@ impl SmallFs {
         let chunk = vec![0u8; 4096];
         loop {
             if let Err(e) = std::io::Write::write_all(&mut f, &chunk) {
-                assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()));
+                assert_eq!(
+                    e.raw_os_error(),
+                    Some(rustix::io::Errno::NOSPC.raw_os_error())
+                );
                 break;
             }
         }
@@ -1291,8 +1358,33 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
+}
+
+/// Init of `d`/`f` as `big.bin` and every segment of `data`, no fin.
+async fn init_and_send(env: &Env, data: &[u8]) {
+    assert_reason(
+        &env.init("d", "f", meta("big.bin", data)).await,
+        FtReason::Success,
+    );
+    for (off, a, b) in segments(data.len(), 64 * 1024) {
+        assert_reason(
+            &env.seg("d", "f", off, &data[a..b]).await,
+            FtReason::Success,
+        );
+    }
+}
+
+/// A torn record at the end of a transfer's journal, as a crash mid-append leaves it.
+fn tear_journal_tail(dir: &Path) {
+    let mut j = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("ranges.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut j, &[0xAB; 13]).unwrap();
 }
 
 fn env_on(fs: &SmallFs) -> Env {
@@ -1304,46 +1396,46 @@ fn env_on(fs: &SmallFs) -> Env {
 /// A restart on a full disk recovers every acknowledged byte (issue 17, 4).
 #[tokio::test]
 async fn restart_on_a_full_disk_keeps_acknowledged_data() {
-    let Some(fs) = SmallFs::mount(4 << 20) else { return };
+    let Some(fs) = SmallFs::mount(4 << 20) else {
+        return;
+    };
     let env = env_on(&fs);
     let data = random_bytes(4, 1 << 20);
-    assert_reason(&env.init("d", "f", meta("big.bin", &data)).await, FtReason::Success);
-    for (off, a, b) in segments(data.len(), 64 * 1024) {
-        assert_reason(&env.seg("d", "f", off, &data[a..b]).await, FtReason::Success);
-    }
-    let dir = env.root().join("transfers/d/f");
-    let cfg = env.svc.config().clone();
-    drop(env.svc);
+    init_and_send(&env, &data).await;
     // A torn tail makes the start want to compact the journal, which needs room.
-    let mut j = std::fs::OpenOptions::new().append(true).open(dir.join("ranges.log")).unwrap();
-    std::io::Write::write_all(&mut j, &[0xAB; 13]).unwrap();
-    drop(j);
-    fs.fill();
-    let (svc, events) = FtService::open(cfg).unwrap();
-    let env = Env { dir: env.dir, svc, events };
+    let env = env.reopen_after(|root| {
+        tear_journal_tail(&root.join("transfers/d/f"));
+        fs.fill();
+    });
     let st = env.status("d", "f").await;
     assert_reason(&st, FtReason::Success);
     assert_eq!(st.ranges, Some(vec![(0, data.len() as u64)]));
     std::fs::remove_file(fs.dir.path().join("filler")).unwrap();
-    assert_reason(&env.fin("d", "f", data.len() as u64, Some(sha(&data))).await, FtReason::Success);
+    assert_reason(
+        &env.fin("d", "f", data.len() as u64, Some(sha(&data))).await,
+        FtReason::Success,
+    );
     assert_exported(&env, "d", "f", "big.bin", &data);
 }
 
 /// An operator cancel on a full disk frees the data and says it did (issue 17, 5).
 #[tokio::test]
 async fn cancel_on_a_full_disk_frees_the_data() {
-    let Some(fs) = SmallFs::mount(4 << 20) else { return };
+    let Some(fs) = SmallFs::mount(4 << 20) else {
+        return;
+    };
     let env = env_on(&fs);
     let data = random_bytes(5, 1 << 20);
-    assert_reason(&env.init("d", "f", meta("big.bin", &data)).await, FtReason::Success);
-    for (off, a, b) in segments(data.len(), 64 * 1024) {
-        assert_reason(&env.seg("d", "f", off, &data[a..b]).await, FtReason::Success);
-    }
+    init_and_send(&env, &data).await;
     fs.fill();
     let before = disk::free_space(fs.dir.path()).unwrap();
     env.svc.cancel("d", "f").await.unwrap();
     let after = disk::free_space(fs.dir.path()).unwrap();
-    assert!(after >= before + (1 << 20), "freed {} bytes", after - before);
+    assert!(
+        after >= before + (1 << 20),
+        "freed {} bytes",
+        after - before
+    );
     assert!(!env.root().join("transfers/d/f/data.part").exists());
     assert_reason(&env.status("d", "f").await, FtReason::Cancel);
     assert_reason(&env.seg("d", "f", 0, b"x").await, FtReason::Cancel);
