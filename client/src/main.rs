@@ -97,16 +97,21 @@ struct Common {
     /// Private key (PEM) of --cert.
     #[arg(long, global = true, requires = "cert")]
     key: Option<PathBuf>,
-    /// Client identifier (default: assigned by the server; for upload and status
-    /// `quicft-<hostname>`, since transfers belong to a client id).
+    /// Client identifier (default: assigned by the server; for upload and status the --username
+    /// if one is given (a server binds users to client ids, by default the username itself),
+    /// else `quicft-<hostname>-<machine id digest>`, since transfers belong to a client id).
     #[arg(short = 'i', long = "client-id", global = true)]
     client_id: Option<String>,
     /// User name for the server's password authentication.
     #[arg(short = 'u', long, global = true)]
     username: Option<String>,
-    /// Password (MQTT 3.1.1 needs --username with it).
+    /// Password (MQTT 3.1.1 needs --username with it). Better: the QUICFT_PASSWORD environment
+    /// variable, --password-file, or the prompt you get with --username alone on a terminal.
     #[arg(short = 'P', long, global = true)]
     password: Option<String>,
+    /// File whose first line is the password.
+    #[arg(long, global = true, conflicts_with = "password")]
+    password_file: Option<PathBuf>,
     /// Speak MQTT 3.1.1 instead of 5.
     #[arg(long, global = true)]
     v311: bool,
@@ -198,7 +203,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if options.client_id.is_empty()
         && matches!(cli.command, Command::Upload(_) | Command::Status(_))
     {
-        options.client_id = default_client_id();
+        options.client_id = match &options.username {
+            Some(user) => user.clone(),
+            None => default_client_id(),
+        };
     }
     match cli.command {
         Command::Upload(args) => upload(options, args).await,
@@ -248,8 +256,28 @@ fn parse_size(s: &str) -> Result<usize, String> {
 }
 
 /// A stable client id for this machine: transfers are keyed by client id, so a second run must
-/// use the same one to resume.
+/// use the same one to resume. The host name alone is not enough: devices cloned from one image
+/// share it and would take each other's sessions and transfers; the machine id (systemd's
+/// /etc/machine-id, regenerated per installation) tells them apart.
 fn default_client_id() -> String {
+    let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty());
+    let host = host_client_id();
+    match machine {
+        Some(id) => {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+            format!("{host}-{}", &digest[..8])
+        }
+        None => host,
+    }
+}
+
+/// `quicft-<hostname>`, with characters outside `[A-Za-z0-9.-]` replaced.
+fn host_client_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -439,13 +467,21 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
 }
 
 async fn status(options: ClientOptions, args: StatusArgs) -> anyhow::Result<()> {
+    let client_id = options.client_id.clone();
     let client = connect(options).await?;
     let status = client
         .file_status(&args.file_id)
         .await
         .context("status query failed")?;
-    println!("{}", serde_json::to_string_pretty(&status)?);
     let _ = tokio::time::timeout(Duration::from_secs(5), client.disconnect()).await;
+    if status.reason_code == quicft_proto::ft::FtReason::Restart.code() {
+        bail!(
+            "the server holds nothing for file {:?} of client {client_id:?} (a file id names a \
+             transfer of one client id: pass the -i the upload used)",
+            args.file_id
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
 }
 
@@ -464,14 +500,49 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
         CaSource::Platform => " (to trust a server's dev CA, pass --ca quicft-data/certs/ca.pem)",
         _ => "",
     };
+    let (client_id, user, cert) = (
+        options.client_id.clone(),
+        options.username.clone(),
+        options.tls.client_cert.is_some(),
+    );
     Client::connect(options).await.map_err(|e| {
-        let hint = if e.to_string().contains("certificate") {
-            hint
-        } else {
-            ""
+        let hint = match &e {
+            quicft_client::Error::ConnectionRefused { code, .. } => {
+                refusal_hint(*code, &client_id, user.as_deref(), cert)
+            }
+            e if e.to_string().contains("certificate") => hint.to_owned(),
+            _ => String::new(),
         };
         anyhow::Error::new(e).context(format!("cannot connect to {what}{hint}"))
     })
+}
+
+/// What to do about a CONNACK refusal, in the words of the options that cause it.
+fn refusal_hint(code: ReasonCode, client_id: &str, user: Option<&str>, cert: bool) -> String {
+    match code {
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD => {
+            ": bad user name or password (check -u and the password)".into()
+        }
+        ReasonCode::NOT_AUTHORIZED | ReasonCode::CLIENT_IDENTIFIER_NOT_VALID => {
+            match (user, cert) {
+                (_, true) => format!(
+                    ": not authorized: with a client certificate the server may require the \
+                 certificate's name as client id (this was {client_id:?}): pass -i NAME"
+                ),
+                (Some(u), false) => format!(
+                ": not authorized: user {u:?} may not use client id {client_id:?} (servers bind \
+                 users to client ids, by default the username: -i {u})"
+            ),
+                (None, false) => {
+                    ": not authorized: this server wants credentials (-u, and a password \
+                 from QUICFT_PASSWORD, --password-file or the prompt) or a client certificate \
+                 (--cert, --key)"
+                        .into()
+                }
+            }
+        }
+        _ => String::new(),
+    }
 }
 
 async fn publish(options: ClientOptions, args: PubArgs) -> anyhow::Result<()> {
@@ -597,7 +668,7 @@ fn options(c: &Common) -> anyhow::Result<ClientOptions> {
     o.protocol = if c.v311 { Protocol::V311 } else { Protocol::V5 };
     o.client_id = c.client_id.clone().unwrap_or_default();
     o.username = c.username.clone();
-    o.password = c.password.clone().map(|p| Bytes::from(p.into_bytes()));
+    o.password = password(c)?.map(|p| Bytes::from(p.into_bytes()));
     o.keep_alive = c.keepalive;
     o.connect_timeout = Duration::from_secs(c.connect_timeout.max(1));
     o.quic.congestion = c.congestion.clone();
@@ -614,6 +685,27 @@ fn options(c: &Common) -> anyhow::Result<ClientOptions> {
         });
     }
     Ok(o)
+}
+
+/// The password: -P, else QUICFT_PASSWORD, else the first line of --password-file, else a prompt
+/// without echo when a username is given on a terminal.
+fn password(c: &Common) -> anyhow::Result<Option<String>> {
+    use std::io::IsTerminal;
+    if let Some(p) = &c.password {
+        return Ok(Some(p.clone()));
+    }
+    if let Ok(p) = std::env::var("QUICFT_PASSWORD") {
+        return Ok(Some(p));
+    }
+    if let Some(path) = &c.password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--password-file {}", path.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or("").to_owned()));
+    }
+    if c.username.is_some() && std::io::stdin().is_terminal() {
+        return Ok(Some(rpassword::prompt_password("Password: ")?));
+    }
+    Ok(None)
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.

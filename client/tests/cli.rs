@@ -176,3 +176,107 @@ async fn json_summary() -> Result<()> {
     srv.shutdown().await;
     Ok(())
 }
+
+/// Runs `quicft ARGS…` against the server's plain-TCP listener; returns success, stdout, stderr.
+async fn quicft(
+    srv: &quicft_server::Server,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(bool, String, String)> {
+    let port = srv.tcp_addr.context("tcp")?.port();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .args([
+                "--transport",
+                "tcp",
+                "--server",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--ca")
+            .arg(dir.join("certs/ca.pem"))
+            .env_remove("QUICFT_PASSWORD")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// `quicft status` of a file the server does not hold says so and exits non-zero (it printed a
+/// JSON blob and exited 0).
+#[tokio::test]
+async fn status_of_an_unknown_file_is_an_error() -> Result<()> {
+    let dir = TempDir::new("status")?;
+    let srv = server(&dir.0).await?;
+    let (ok, out, err) = quicft(
+        &srv,
+        &dir.0,
+        &["status", "no-such-file", "-i", "dev-1"],
+        &[],
+    )
+    .await?;
+    ensure!(!ok, "exit 0 for an unknown file: {out}");
+    ensure!(
+        err.contains("holds nothing for file \"no-such-file\" of client \"dev-1\""),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// Passwords come from the environment or a file, not only the command line; a refusal says
+/// what to change.
+#[tokio::test]
+async fn passwords_from_env_or_file_and_refusals_with_a_hint() -> Result<()> {
+    let dir = TempDir::new("password")?;
+    let mut cfg = quicft_server::Config::with_data_dir(dir.0.clone());
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    cfg.listeners = quicft_server::config::Listeners {
+        quic: None,
+        tcp: Some(any),
+        tls: None,
+        http: None,
+        insecure_tcp: false,
+    };
+    cfg.auth.allow_anonymous = Some(false);
+    cfg.auth.users.push(quicft_server::config::User {
+        username: "truck-1".into(),
+        password_hash: quicft_server::auth::hash_password("pw-1")?,
+        client_id: None,
+    });
+    let srv = quicft_server::Server::start(cfg).await?;
+    let publish = ["pub", "-t", "t/1", "-m", "x", "-u", "truck-1"];
+    let (ok, _, err) = quicft(&srv, &dir.0, &publish, &[("QUICFT_PASSWORD", "pw-1")]).await?;
+    ensure!(ok, "QUICFT_PASSWORD: {err}");
+    let file = dir.0.join("pw.txt");
+    std::fs::write(&file, "pw-1\n")?;
+    let with_file: Vec<&str> = publish
+        .iter()
+        .copied()
+        .chain(["--password-file", file.to_str().context("path")?])
+        .collect();
+    let (ok, _, err) = quicft(&srv, &dir.0, &with_file, &[]).await?;
+    ensure!(ok, "--password-file: {err}");
+    let (ok, _, err) = quicft(&srv, &dir.0, &publish, &[("QUICFT_PASSWORD", "wrong")]).await?;
+    ensure!(!ok && err.contains("bad user name or password"), "{err}");
+    let mut other_id = publish.to_vec();
+    other_id.extend(["-i", "devB"]);
+    let (ok, _, err) = quicft(&srv, &dir.0, &other_id, &[("QUICFT_PASSWORD", "pw-1")]).await?;
+    ensure!(
+        !ok && err.contains("may not use client id \"devB\"") && err.contains("-i truck-1"),
+        "{err}"
+    );
+    let (ok, _, err) = quicft(&srv, &dir.0, &["pub", "-t", "t/1", "-m", "x"], &[]).await?;
+    ensure!(
+        !ok && err.contains("this server wants credentials"),
+        "{err}"
+    );
+    Ok(())
+}
