@@ -34,6 +34,22 @@ pub struct HttpConfig {
     /// Bearer token required on every route but `/healthz`. Without one the API is open, which is
     /// allowed on loopback addresses only.
     pub token: Option<String>,
+    /// A file whose first line is the token (kept out of the configuration file); read at start.
+    pub token_file: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// Reads `token_file` into `token`.
+    pub fn load_token_file(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            self.token = Some(text.lines().next().unwrap_or("").trim().to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// Listener addresses; `None` disables a listener (`"off"` in TOML, as on the command line).
@@ -284,10 +300,16 @@ pub enum ConfigError {
         source: toml::de::Error,
     },
     #[error(
-        "refusing to listen on non-loopback address {0} without authentication: configure users, \
-         or pass --allow-anonymous (allow_anonymous = true) if this network is trusted"
+        "refusing to listen on non-loopback address {0} without authentication: configure users \
+         ([auth] users or users_file; `quicft-server users add`) or client certificates ([tls] \
+         client_ca and client_auth = \"required\"), or pass --allow-anonymous \
+         (allow_anonymous = true) if this network is trusted"
     )]
     AnonymousExposed(SocketAddr),
+    /// Several of the secure-default rules at once: all of them, so that fixing one does not
+    /// reveal the next.
+    #[error("{}", list(.0))]
+    Insecure(Vec<ConfigError>),
     #[error(
         "plain TCP listener on non-loopback address {0} would carry passwords in the clear: use TLS, \
          or set [listeners] insecure_tcp = true (or allow_anonymous = true on a trusted network)"
@@ -297,12 +319,27 @@ pub enum ConfigError {
     HalfTls,
     #[error("invalid limit: {0}")]
     Limit(&'static str),
-    #[error("HTTP API on non-loopback address {0} without a token: set [http] token")]
+    #[error(
+        "HTTP API on non-loopback address {0} without a token: set [http] token or token_file, \
+         or pass --http-token-file FILE"
+    )]
     HttpExposed(SocketAddr),
     #[error("[http] token must not be empty")]
     EmptyHttpToken,
     #[error("tls.client_auth needs tls.client_ca")]
     NoClientCa,
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    let mut out = format!(
+        "{} things to fix before this server may start:",
+        errors.len()
+    );
+    for e in errors {
+        out.push_str("\n  - ");
+        out.push_str(&e.to_string());
+    }
+    out
 }
 
 impl Config {
@@ -356,6 +393,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        cfg.http.load_token_file()?;
         // Paths left at their defaults follow data_dir.
         let dir = std::mem::take(&mut cfg.data_dir);
         cfg.data_dir = PathBuf::from("quicft-data");
@@ -399,9 +437,10 @@ impl Config {
         if self.tls.client_auth != ClientAuth::Off && self.tls.client_ca.is_none() {
             return Err(ConfigError::NoClientCa);
         }
+        let mut open = Vec::new();
         if self.auth.allow_anonymous.is_none() && !authenticated {
             if let Some(a) = self.addresses().find(exposed) {
-                return Err(ConfigError::AnonymousExposed(a));
+                open.push(ConfigError::AnonymousExposed(a));
             }
         }
         // The API can cancel transfers and hand out every file: never open beyond loopback.
@@ -415,17 +454,21 @@ impl Config {
         }
         if let Some(a) = self.listeners.http.filter(exposed) {
             if self.http.token.is_none() {
-                return Err(ConfigError::HttpExposed(a));
+                open.push(ConfigError::HttpExposed(a));
             }
         }
         // Plain TCP carries passwords in the clear: off loopback only on explicit request, by
         // declaring the network trusted (anonymous allowed) or plain TCP accepted as such.
         if let Some(a) = self.listeners.tcp.filter(exposed) {
             if self.auth.allow_anonymous != Some(true) && !self.listeners.insecure_tcp {
-                return Err(ConfigError::PlainTcpExposed(a));
+                open.push(ConfigError::PlainTcpExposed(a));
             }
         }
-        Ok(())
+        match open.len() {
+            0 => Ok(()),
+            1 => Err(open.remove(0)),
+            _ => Err(ConfigError::Insecure(open)),
+        }
     }
 }
 
@@ -522,6 +565,24 @@ mod tests {
         cfg.listeners.insecure_tcp = false;
         cfg.validate()
             .expect("allow_anonymous = false with plain TCP on loopback");
+    }
+
+    #[test]
+    fn every_missing_piece_is_named_at_once() {
+        let mut cfg = Config::default();
+        cfg.listeners.quic = Some("0.0.0.0:14567".parse().expect("addr"));
+        cfg.listeners.http = Some("0.0.0.0:8080".parse().expect("addr"));
+        let err = cfg.validate().expect_err("open");
+        assert!(
+            matches!(&err, ConfigError::Insecure(v) if v.len() == 2),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("2 things to fix"), "{text}");
+        assert!(
+            text.contains("configure users") && text.contains("--http-token-file"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@ struct Args {
     /// HTTP API listen address, or "off".
     #[arg(long, value_parser = parse_listen)]
     http: Option<Listen>,
+    /// File whose first line is the HTTP API's bearer token ([http] token_file).
+    #[arg(long)]
+    http_token_file: Option<PathBuf>,
     /// Accept clients without credentials on every listener (by default: on loopback ones only).
     #[arg(long)]
     allow_anonymous: bool,
@@ -157,6 +160,10 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     }
     if args.allow_anonymous {
         config.auth.allow_anonymous = Some(true);
+    }
+    if let Some(path) = &args.http_token_file {
+        config.http.token_file = Some(path.clone());
+        config.http.load_token_file()?;
     }
     if let Some(c) = args.congestion {
         config.quic.congestion = c;

@@ -72,6 +72,31 @@ fn check_config_prints_the_effective_configuration_or_why_not() {
         err.contains("refusing to listen on non-loopback address 0.0.0.0:14567"),
         "{err}"
     );
+    // Everything missing in one message; the token has a flag.
+    let http = [
+        "--data-dir",
+        d,
+        "--quic",
+        "0.0.0.0:14567",
+        "--http",
+        "0.0.0.0:8080",
+    ];
+    let (ok, _, err) = run(&[&http[..], &["check-config"]].concat(), "");
+    assert!(!ok && err.contains("2 things to fix"), "{err}");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let t = token.to_str().unwrap();
+    let args = [
+        &http[..],
+        &["--allow-anonymous", "--http-token-file", t, "check-config"],
+    ]
+    .concat();
+    let (ok, out, err) = run(&args, "");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("HTTP API        0.0.0.0:8080  (bearer token)"),
+        "{out}"
+    );
 }
 
 #[test]
