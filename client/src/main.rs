@@ -63,6 +63,11 @@ struct UploadArgs {
     /// No progress bar; print one JSON summary line per file on stdout.
     #[arg(long)]
     json: bool,
+    /// Stop retrying after this long without progress (`90s`, `10m`, `1h`; `0` = never): exit
+    /// non-zero with each unfinished file's error. What the server acknowledged stays there, and
+    /// the next run resumes from it.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    give_up_after: Duration,
 }
 
 #[derive(Args)]
@@ -384,11 +389,28 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         let task = tokio::spawn(async move { started.wait().await.map_err(anyhow::Error::new) });
         running.push((file.clone(), file_id, Some(progress), task));
     }
+    let watched: Vec<_> = running.iter().filter_map(|r| r.2.clone()).collect();
+    let stall = stall_watch(client.clone(), watched, args.give_up_after);
+    tokio::pin!(stall);
+    let mut gave_up: Option<String> = None;
     let mut failed = 0usize;
-    for (file, file_id, progress, task) in running {
-        let result = match task.await {
-            Ok(r) => r,
-            Err(e) => Err(anyhow::anyhow!("upload task failed: {e}")),
+    for (file, file_id, progress, mut task) in running {
+        let result = match &gave_up {
+            Some(why) => {
+                task.abort();
+                Err(anyhow::anyhow!("{why}"))
+            }
+            None => tokio::select! {
+                r = &mut task => match r {
+                    Ok(r) => r,
+                    Err(e) => Err(anyhow::anyhow!("upload task failed: {e}")),
+                },
+                why = &mut stall => {
+                    task.abort();
+                    gave_up = Some(why.clone());
+                    Err(anyhow::anyhow!("{why}"))
+                }
+            },
         };
         let summary = match &result {
             Ok(r) => Summary {
@@ -464,6 +486,82 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         bail!("{failed} of {} uploads failed", args.files.len());
     }
     Ok(())
+}
+
+/// Says on stderr when the connection is lost and each retry fails, and when it is back; resolves
+/// with the reason to give up once no upload has made progress for `give_up` (never when it is 0).
+async fn stall_watch(
+    client: Client,
+    progress: Vec<tokio::sync::watch::Receiver<quicft_client::Progress>>,
+    give_up: Duration,
+) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let (mut last_sum, mut last_change) = (None, tokio::time::Instant::now());
+    let mut reported: Option<u32> = None;
+    loop {
+        tick.tick().await;
+        match client.state() {
+            quicft_client::ConnectionState::Reconnecting { attempt, error } => {
+                if reported != Some(attempt) {
+                    eprintln!(
+                        "quicft: connection lost ({error}); retrying (attempt {})",
+                        attempt + 1
+                    );
+                    reported = Some(attempt);
+                }
+            }
+            quicft_client::ConnectionState::Connected(info) if reported.is_some() => {
+                eprintln!("quicft: reconnected over {}", info.transport);
+                reported = None;
+            }
+            _ => {}
+        }
+        // A finished upload (its sender gone) counts as progress once.
+        let sum: u64 = progress
+            .iter()
+            .map(|p| {
+                p.borrow()
+                    .bytes_acked
+                    .saturating_add(u64::from(p.has_changed().is_err()))
+            })
+            .sum();
+        if last_sum != Some(sum) {
+            (last_sum, last_change) = (Some(sum), tokio::time::Instant::now());
+        } else if !give_up.is_zero() && last_change.elapsed() >= give_up {
+            return format!(
+                "no progress for {}: giving up (the server keeps what it acknowledged; run the \
+                 same command again to resume)",
+                humantime(give_up)
+            );
+        }
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, 0) => format!("{m} min"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+/// `90`, `90s`, `10m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 90s, 10m, 1h)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err(format!("bad duration unit in {s:?} (s, m or h)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
 async fn status(options: ClientOptions, args: StatusArgs) -> anyhow::Result<()> {

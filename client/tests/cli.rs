@@ -280,3 +280,89 @@ async fn passwords_from_env_or_file_and_refusals_with_a_hint() -> Result<()> {
     );
     Ok(())
 }
+
+/// A TCP forwarder to `to` for one connection, which it cuts after `cut_after` bytes from the
+/// device; then the port refuses every connection, as a server that went away.
+async fn dying_proxy(to: SocketAddr, cut_after: usize) -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let port = l.local_addr()?.port();
+    tokio::spawn(async move {
+        let Ok((inbound, _)) = l.accept().await else {
+            return;
+        };
+        drop(l);
+        let Ok(out) = TcpStream::connect(to).await else {
+            return;
+        };
+        let (mut in_r, mut in_w) = inbound.into_split();
+        let (mut out_r, mut out_w) = out.into_split();
+        let back = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+        });
+        let mut forwarded = 0usize;
+        let mut buf = vec![0u8; 16 << 10];
+        while let Ok(n) = in_r.read(&mut buf).await {
+            if n == 0 || forwarded + n > cut_after || out_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            forwarded += n;
+        }
+        back.abort();
+    });
+    Ok(port)
+}
+
+/// An upload to a server that went away retried forever without a word (issue 13). Now it says it
+/// is retrying, gives up after --give-up-after without progress, and exits non-zero with each
+/// file's error in its JSON line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_gives_up_when_the_server_is_gone() -> Result<()> {
+    let dir = TempDir::new("give-up")?;
+    let srv = server(&dir.0).await?;
+    let port = dying_proxy(srv.tcp_addr.context("tcp")?, 256 << 10).await?;
+    let file = dir.0.join("big.bin");
+    std::fs::write(&file, vec![7u8; 4 << 20])?;
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .arg("upload")
+            .arg(&file)
+            .args([
+                "--json",
+                "--transport",
+                "tcp",
+                "--segment-size",
+                "64K",
+                "--give-up-after",
+                "3s",
+            ])
+            .args(["--server", &format!("127.0.0.1:{port}")])
+            .arg("--ca")
+            .arg(dir.0.join("certs/ca.pem"))
+            .args(["--client-id", "give-up"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("quicft upload did not give up")??;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure!(!out.status.success(), "exit 0: {stdout} {stderr}");
+    let line: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().context("no JSON line")?)?;
+    let error = line["error"].as_str().context("no error in the summary")?;
+    ensure!(error.contains("no progress for 3 s: giving up"), "{error}");
+    ensure!(
+        stderr.contains("connection lost") && stderr.contains("retrying (attempt"),
+        "{stderr}"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
