@@ -386,6 +386,9 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         }
         let file_id = started.file_id().to_owned();
         let progress = started.progress();
+        if !args.json {
+            tokio::spawn(say_if_resuming(file.clone(), started.progress()));
+        }
         let task = tokio::spawn(async move { started.wait().await.map_err(anyhow::Error::new) });
         running.push((file.clone(), file_id, Some(progress), task));
     }
@@ -410,8 +413,25 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
                     gave_up = Some(why.clone());
                     Err(anyhow::anyhow!("{why}"))
                 }
+                () = interrupted() => {
+                    task.abort();
+                    let why = "interrupted (the server keeps what it acknowledged; run the same \
+                               command again to resume)";
+                    gave_up = Some(why.to_owned());
+                    Err(anyhow::anyhow!("{why}"))
+                }
             },
         };
+        if gave_up.is_some() && !args.json {
+            if let Some(p) = progress.as_ref().map(|p| p.borrow().clone()) {
+                eprintln!(
+                    "quicft: {}: the server holds {} of {} bytes",
+                    file.display(),
+                    p.bytes_acked,
+                    p.total.map_or_else(|| "?".to_owned(), |t| t.to_string())
+                );
+            }
+        }
         let summary = match &result {
             Ok(r) => Summary {
                 file: file.display().to_string(),
@@ -486,6 +506,31 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         bail!("{failed} of {} uploads failed", args.files.len());
     }
     Ok(())
+}
+
+/// Says so when an upload starts from what the server already holds.
+async fn say_if_resuming(
+    file: PathBuf,
+    mut progress: tokio::sync::watch::Receiver<quicft_client::Progress>,
+) {
+    loop {
+        let p = progress.borrow_and_update().clone();
+        // Past Starting, the server's status answer is in.
+        if let (Some(total), false) = (p.total, p.state == quicft_client::UploadState::Starting) {
+            if p.bytes_acked > 0 && p.bytes_acked < total {
+                eprintln!(
+                    "quicft: {}: resuming: the server holds {} of {} bytes",
+                    file.display(),
+                    p.bytes_acked,
+                    total
+                );
+            }
+            return;
+        }
+        if progress.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Says on stderr when the connection is lost and each retry fails, and when it is back; resolves

@@ -319,7 +319,8 @@ async fn dying_proxy(to: SocketAddr, cut_after: usize) -> Result<u16> {
 async fn an_upload_gives_up_when_the_server_is_gone() -> Result<()> {
     let dir = TempDir::new("give-up")?;
     let srv = server(&dir.0).await?;
-    let port = dying_proxy(srv.tcp_addr.context("tcp")?, 256 << 10).await?;
+    // The window makes the device wait for acks: when the proxy cuts at 2 MiB, most of it is held.
+    let port = dying_proxy(srv.tcp_addr.context("tcp")?, 2 << 20).await?;
     let file = dir.0.join("big.bin");
     std::fs::write(&file, vec![7u8; 4 << 20])?;
     let started = std::time::Instant::now();
@@ -336,6 +337,8 @@ async fn an_upload_gives_up_when_the_server_is_gone() -> Result<()> {
                 "64K",
                 "--give-up-after",
                 "3s",
+                "--window",
+                "256K",
             ])
             .args(["--server", &format!("127.0.0.1:{port}")])
             .arg("--ca")
@@ -364,5 +367,24 @@ async fn an_upload_gives_up_when_the_server_is_gone() -> Result<()> {
         "{:?}",
         started.elapsed()
     );
+    // The next run, with the server back, says it resumes and finishes.
+    let out = tokio::process::Command::new(BIN)
+        .arg("upload")
+        .arg(&file)
+        .args([
+            "--transport",
+            "tcp",
+            "--segment-size",
+            "64K",
+            "--client-id",
+            "give-up",
+        ])
+        .args(["--server", &srv.tcp_addr.context("tcp")?.to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    ensure!(stderr.contains("resuming: the server holds"), "{stderr}");
     Ok(())
 }
