@@ -17,10 +17,10 @@ use quicft_server::config::{Config, Congestion};
 #[command(version)]
 struct Args {
     /// TOML configuration file; flags override it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Directory for certificates, transfers and exports.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// QUIC listen address, or "off".
     #[arg(long, value_parser = parse_listen)]
@@ -126,10 +126,13 @@ fn real_main() -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
+        // Signals are caught from before the first listener is bound: a SIGHUP (or SIGTERM) that
+        // arrives while the server starts must not take the default action and kill it.
+        let signals = Signals::new()?;
         let server = quicft_server::Server::start(config).await?;
         cli::systemd::ready();
         tokio::spawn(cli::systemd::watchdog());
-        shutdown_signal().await;
+        signals.shutdown().await;
         cli::systemd::stopping();
         tracing::info!("shutting down");
         server.shutdown().await;
@@ -171,24 +174,34 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Resolves on SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is logged:
-/// reloading the configuration on it is not built yet (a restart applies a new one).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP: configuration reload is not supported yet; restart the server to apply a new configuration"
-            ),
+/// SIGINT, SIGTERM and SIGHUP, caught.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is logged:
+    /// reloading the configuration on it is not built yet (a restart applies a new one).
+    async fn shutdown(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return,
+                _ = self.term.recv() => return,
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP: configuration reload is not supported yet; restart the server to apply a new configuration"
+                ),
+            }
         }
     }
 }
