@@ -45,7 +45,9 @@ async fn device(srv: &TestServer, args: &[&str]) -> Result<(serde_json::Value, b
 async fn device_example_uploads_resumes_and_sends_telemetry() -> Result<()> {
     let srv = TestServer::start().await?;
     // 40 segments of 8 KiB and a short last one.
-    let data: Vec<u8> = (0..330_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..330_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let file = srv.dir.path().join("log-0042.bin");
     std::fs::write(&file, &data)?;
     let seg = 8192usize;
@@ -74,7 +76,11 @@ async fn device_example_uploads_resumes_and_sends_telemetry() -> Result<()> {
     let (first, ok) = device(&srv, &[&common[..], &["--stop-after", "12"]].concat()).await?;
     ensure!(ok && first["stopped_after"] == 12, "first run: {first}");
     let telemetry = cloud.data().await?.next_publish().await?;
-    ensure!(telemetry.topic == "devices/truck-17/telemetry", "{}", telemetry.topic);
+    ensure!(
+        telemetry.topic == "devices/truck-17/telemetry",
+        "{}",
+        telemetry.topic
+    );
     let held: u64 = srv
         .server
         .file_transfer()
@@ -83,15 +89,24 @@ async fn device_example_uploads_resumes_and_sends_telemetry() -> Result<()> {
         .filter(|t| t.client_id == "truck-17" && t.file_id == "log-42")
         .map(|t| t.bytes_held)
         .sum();
-    ensure!(held >= 12 * seg as u64, "acknowledged segments are held: {held}");
-    ensure!(held < data.len() as u64, "the first run did not finish: {held}");
+    ensure!(
+        held >= 12 * seg as u64,
+        "acknowledged segments are held: {held}"
+    );
+    ensure!(
+        held < data.len() as u64,
+        "the first run did not finish: {held}"
+    );
 
     // Second run: asks `status`, sends only what is missing, fin.
     let (second, ok) = device(&srv, &common).await?;
     ensure!(ok, "second run failed: {second}");
     ensure!(second["fin"] == 0 && second["telemetry"] == 0, "{second}");
     let resumed = second["resumed_bytes"].as_u64().context("resumed_bytes")?;
-    ensure!(resumed >= 12 * seg as u64, "resumed from the server's ranges: {second}");
+    ensure!(
+        resumed >= 12 * seg as u64,
+        "resumed from the server's ranges: {second}"
+    );
     let sent = second["segments_sent"].as_u64().context("segments_sent")? as usize;
     ensure!(
         sent <= total_segments - 12,
@@ -102,6 +117,9 @@ async fn device_example_uploads_resumes_and_sends_telemetry() -> Result<()> {
 
     // A third run finds the file complete and sends nothing.
     let (third, ok) = device(&srv, &common).await?;
-    ensure!(ok && third["segments_sent"] == 0 && third["fin"] == 0, "{third}");
+    ensure!(
+        ok && third["segments_sent"] == 0 && third["fin"] == 0,
+        "{third}"
+    );
     Ok(())
 }
