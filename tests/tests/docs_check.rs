@@ -196,9 +196,10 @@ fn routes(line: &str, out: &mut BTreeSet<(Option<String>, String)>) {
     }
 }
 
-/// The long flags of `quicft-server`: the clap `Args` of the server's binary, read from its source.
+/// The long flags of `quicft-server` and its subcommands: every clap `#[arg(long …)]` field in the
+/// server's sources (the `Parser` in its binary and the subcommands beside it).
 fn server_flags() -> Result<BTreeSet<String>> {
-    let mut main = None;
+    let mut sources = Vec::new();
     let mut stack = vec![repo().join("server/src")];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir)? {
@@ -207,16 +208,19 @@ fn server_flags() -> Result<BTreeSet<String>> {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let text = std::fs::read_to_string(&p)?;
-                if text.contains("derive(Parser") {
-                    main = Some(text);
+                if text.contains("clap") {
+                    sources.push(text);
                 }
             }
         }
     }
-    let text = main.context("no clap Parser in server/src")?;
+    ensure!(
+        sources.iter().any(|t| t.contains("derive(Parser")),
+        "no clap Parser in server/src"
+    );
     let mut flags: BTreeSet<String> = ["--help", "--version"].map(String::from).into();
     let mut pending_long: Option<Option<String>> = None;
-    for line in text.lines().map(str::trim) {
+    for line in sources.iter().flat_map(|t| t.lines()).map(str::trim) {
         if line.starts_with("#[arg(") && line.contains("long") {
             // `long = "name"` names the flag; a bare `long` takes the field's name.
             let named = line
