@@ -111,9 +111,15 @@ fn span_names(span: &str, n: &mut Named) {
         }
         return;
     }
-    // `section.key` (e.g. `tls.cert_client_id`): checked when `section` is a real section.
+    // `section.key` (e.g. `tls.cert_client_id`): checked when `section` is a real section and the
+    // span is not a file name (`auth.rs`, `tls.key`).
+    const EXTENSIONS: [&str; 9] = ["rs", "md", "toml", "pem", "key", "json", "py", "sh", "log"];
     if let Some((section, key)) = span.split_once('.') {
-        if is_ident(section) && is_ident(key) && SECTION_WORDS.contains(&section) {
+        if is_ident(section)
+            && is_ident(key)
+            && SECTION_WORDS.contains(&section)
+            && !EXTENSIONS.contains(&key)
+        {
             n.keys.insert((section.to_owned(), key.to_owned()));
         }
     }
@@ -409,7 +415,7 @@ async fn every_documented_key_flag_and_route_exists() -> Result<()> {
 #[tokio::test]
 async fn checker_catches_what_does_not_exist() -> Result<()> {
     let good = "Set `[auth] allow_anonymous = true`, `[limits] max_packet_size`, `tls.cert_client_id`,\n\
-                `--data-dir DIR` and `GET /api/v1/files/{clientId}/{fileId}/content`; also\n\
+                `--data-dir DIR`, `auth.rs`, `tls.key` and `GET /api/v1/files/{clientId}/{fileId}/content`; also\n\
                 `DELETE /api/v1/transfers/truck-17/log-1` and `GET /healthz`.\n\
                 ```toml\n[file_transfer]\nmax_file_size = 1\n[[auth.acl]]\npattern = \"a/#\"\naccess = \"read\"\n```\n\
                 ```sh\ncargo run --release --bin quicft-server -- --quic off --tcp 127.0.0.1:1883\n```\n";
