@@ -3,7 +3,8 @@
 //!
 //! * config keys — written `` `[section] key` `` (or `` `section.key` ``) in the text, and every
 //!   line of a ```` ```toml ```` block — are fed to `quicft_server::Config` (which refuses unknown
-//!   fields); every ```` ```toml ```` block must also be a valid configuration as a whole;
+//!   fields); every ```` ```toml ```` block must also be a configuration the server would start
+//!   with (parsed and validated, as `quicft-server check-config` does);
 //! * server flags — code spans starting with `--`, and the flags after `quicft-server` in shell
 //!   blocks — are looked up in the server's clap `Args`;
 //! * routes — `/api/…` paths anywhere, and `GET /x`-style mentions — are matched against the
@@ -319,7 +320,11 @@ async fn problems(text: &str) -> Result<Vec<String>> {
     for (i, block) in named.toml_blocks.iter().enumerate() {
         let path = scratch.path().join(format!("block{i}.toml"));
         std::fs::write(&path, block)?;
-        if let Err(e) = quicft_server::Config::from_toml(&path) {
+        // What `quicft-server check-config` does: parse, then the checks a start makes.
+        let checked = quicft_server::Config::from_toml(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| cfg.validate().map_err(|e| e.to_string()));
+        if let Err(e) = checked {
             out.push(format!(
                 "TOML block {} is not a valid configuration: {e}",
                 i + 1
@@ -426,6 +431,7 @@ async fn checker_catches_what_does_not_exist() -> Result<()> {
                `quic.no_such_window`, `--data-directory DIR`, `GET /api/v1/transfer` and\n\
                `POST /api/v1/files`.\n\
                ```toml\n[limits]\nmax_conections = 5\n```\n\
+               ```toml\n[listeners]\nhttp = \"0.0.0.0:8080\"\n```\n\
                ```sh\nquicft-server --http off --verbose\n```\n";
     let found = problems(bad).await?;
     for expected in [
@@ -435,6 +441,7 @@ async fn checker_catches_what_does_not_exist() -> Result<()> {
         "`[quic] no_such_window`",
         "`[limits] max_conections`",
         "TOML block 1",
+        "TOML block 2 is not a valid configuration: refusing to listen on non-loopback",
         "`--data-directory`",
         "`--verbose`",
         "`/api/v1/transfer`",
@@ -446,6 +453,9 @@ async fn checker_catches_what_does_not_exist() -> Result<()> {
             found.join("\n")
         );
     }
-    ensure!(found.len() == 10, "exactly the ten bad names: {found:#?}");
+    ensure!(
+        found.len() == 11,
+        "exactly the eleven bad names: {found:#?}"
+    );
     Ok(())
 }
