@@ -3,6 +3,8 @@
 //! the token as before. Through the in-process router, as http_api.rs does. The page itself is
 //! exercised in a real browser by tests/browser/run.sh.
 
+use std::collections::HashSet;
+
 use anyhow::{ensure, Context, Result};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -10,6 +12,7 @@ use axum::Router;
 use quicft_proto::ReasonCode;
 use quicft_tests::ft::{self, content};
 use quicft_tests::{TestServer, Transport};
+use serde_json::Value;
 use tower::ServiceExt;
 
 const TOKEN: &str = "dashboard-token-for-tests-0123456789";
@@ -231,5 +234,205 @@ async fn without_a_token_the_page_is_the_same() -> Result<()> {
         );
         ensure!(a.body == b.body, "{path} differs with a token configured");
     }
+    Ok(())
+}
+
+/// Every `quicft_…` metric name in `expr`.
+fn metric_names(expr: &str) -> Vec<&str> {
+    expr.match_indices("quicft_")
+        .filter(|(i, _)| {
+            !expr[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(i, _)| {
+            let len = expr[i..]
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            &expr[i..i + len]
+        })
+        .collect()
+}
+
+/// The label names an expression groups by (`by (a, b)`) or selects on (`{a="…", b=~"…"}`).
+fn label_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (open, close, sep) in [("by (", ')', ','), ("{", '}', ',')] {
+        for (i, _) in expr.match_indices(open) {
+            let inner = &expr[i + open.len()..];
+            let inner = &inner[..inner.find(close).unwrap_or(inner.len())];
+            for part in inner.split(sep) {
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `# TYPE` families and, for each sample name, the label names it was seen with.
+fn exposition(text: &str) -> (Vec<(String, String)>, Vec<(String, Vec<String>)>) {
+    let mut families = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (it.next(), it.next()) {
+                families.push((name.to_owned(), kind.to_owned()));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let labels = match line[name_end..].strip_prefix('{') {
+                Some(rest) => rest[..rest.rfind('}').unwrap_or(0)]
+                    .split("\",")
+                    .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.trim().to_owned()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            samples.push((line[..name_end].to_owned(), labels));
+        }
+    }
+    (families, samples)
+}
+
+/// Panels, rows' panels included.
+fn panels(dash: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().into_iter().flatten() {
+        out.push(p);
+        out.extend(p["panels"].as_array().into_iter().flatten());
+    }
+    out
+}
+
+/// dist/grafana-quicft.json imports with a Prometheus data source chosen at import (or the
+/// `DS_PROMETHEUS` variable when provisioned from a file), and queries only metric names and labels
+/// that the server's /metrics exports, after some traffic so that labelled series exist.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_exported_metrics() -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/grafana-quicft.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    const DS: &str = "${DS_PROMETHEUS}";
+    ensure!(
+        dash["__inputs"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|i| i["name"] == "DS_PROMETHEUS"
+                && i["type"] == "datasource"
+                && i["pluginId"] == "prometheus")),
+        "no Prometheus data source input"
+    );
+    ensure!(
+        dash["templating"]["list"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource")),
+        "no DS_PROMETHEUS data source variable"
+    );
+    ensure!(dash["title"].is_string() && dash["uid"].is_string() && dash["schemaVersion"].is_u64());
+
+    let mut ids = HashSet::new();
+    let mut exprs = Vec::new();
+    let all = panels(&dash);
+    for p in &all {
+        let title = p["title"].as_str().context("panel title")?;
+        ensure!(
+            ids.insert(p["id"].as_u64().context("panel id")?),
+            "{title}: duplicate id"
+        );
+        let g = &p["gridPos"];
+        ensure!(
+            ["x", "y", "w", "h"].iter().all(|k| g[k].is_u64())
+                && g["x"].as_u64().unwrap_or(99) + g["w"].as_u64().unwrap_or(99) <= 24,
+            "{title}: gridPos {g}"
+        );
+        if p["type"] == "row" {
+            continue;
+        }
+        ensure!(
+            p["datasource"]["uid"] == DS,
+            "{title}: data source {}",
+            p["datasource"]
+        );
+        let targets = p["targets"].as_array().context("targets")?;
+        ensure!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            ensure!(t["datasource"]["uid"] == DS, "{title}: query data source");
+            exprs.push((title, t["expr"].as_str().context("expr")?));
+        }
+    }
+
+    // The server's exposition, with connections, packets, reason codes, $file commands, a
+    // finished transfer and one in progress behind it.
+    let srv = TestServer::start().await?;
+    let mut conn = srv.connect(Transport::Quic, "grafana-dev").await?;
+    let s = conn.data().await?;
+    ft::upload(s, "g-done", "g.bin", &content(5000, 9), 1000).await?;
+    ensure!(ft::init(s, "g-open", "h.bin", Some(100)).await? == ReasonCode::SUCCESS);
+    let r = call(&srv.api(), "/metrics", &[]).await?;
+    ensure!(r.status == StatusCode::OK);
+    let (families, samples) = exposition(r.text()?);
+    conn.disconnect().await?;
+
+    let exported = |name: &str| {
+        families.iter().any(|(f, kind)| {
+            f == name
+                || (kind == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(f.as_str())))
+        })
+    };
+    let mut used = HashSet::new();
+    for (title, expr) in &exprs {
+        let names = metric_names(expr);
+        ensure!(!names.is_empty(), "{title}: no quicft_ metric in {expr}");
+        for name in &names {
+            ensure!(exported(name), "{title}: {name} is not in /metrics");
+            used.insert(name.to_string());
+            // Labels added by Prometheus at scrape time are not in the exposition.
+            for label in label_names(expr) {
+                if ["instance", "job"].contains(&label.as_str()) {
+                    continue;
+                }
+                ensure!(
+                    samples
+                        .iter()
+                        .any(|(n, ls)| n == name && ls.contains(&label)),
+                    "{title}: {name} has no label {label:?} in /metrics ({expr})"
+                );
+            }
+        }
+    }
+    for needed in [
+        "quicft_connections",
+        "quicft_connections_accepted_total",
+        "quicft_clients_connected",
+        "quicft_received_bytes_total",
+        "quicft_sent_bytes_total",
+        "quicft_packets_received_total",
+        "quicft_reason_codes_sent_total",
+        "quicft_file_commands_total",
+        "quicft_transfers",
+        "quicft_transfer_bytes_held",
+        "quicft_segments_stored_total",
+        "quicft_commit_errors_total",
+        "quicft_fsync_seconds_bucket",
+    ] {
+        ensure!(used.contains(needed), "no panel shows {needed}");
+    }
+    // The checker itself.
+    ensure!(metric_names("sum(rate(quicft_a_b{x=\"1\"}[5m])) / xquicft_c") == vec!["quicft_a_b"]);
+    ensure!(
+        label_names("sum by (le, code) (x{instance=~\"$i\", state!=\"c\"})")
+            == vec!["le", "code", "instance", "state"]
+    );
     Ok(())
 }
