@@ -7,6 +7,7 @@
 //! open, which [`crate::Config::validate`] allows on loopback addresses only.
 
 mod clients;
+mod dashboard;
 mod error;
 mod files;
 mod listener;
@@ -99,6 +100,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))
+        .merge(dashboard::routes())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
