@@ -16,9 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::link::{PacketRead, PacketWrite, Transport};
 use crate::metrics::Metrics;
-use crate::session::Transport;
-use crate::stream::{PacketRead, PacketWrite};
 
 /// Byte and packet counts of one connection.
 #[derive(Default)]

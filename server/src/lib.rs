@@ -3,15 +3,19 @@
 //! [`Server::start`] binds the listeners of a [`Config`] and returns the bound addresses (tests use
 //! port 0); [`run`] is what the binary calls. Layers, from the wire up:
 //! `transport` (listeners) → `stream` (bytes ↔ packets, one task per stream) → `session` (one task per
-//! connected client) → `broker` (sessions, routing, retained) and `ft` (file transfer).
+//! connected client: a state machine and the task that drives it) → `broker` (sessions, routing,
+//! retained) and `ft` (file transfer). `link` (transports, stream halves) and `ctx` (what the
+//! connection tasks share) sit below them all, so that no two of these import each other.
 
 pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod clients;
 pub mod config;
+mod ctx;
 pub mod ft;
 pub mod http;
+mod link;
 pub mod metrics;
 mod mirror;
 mod session;
@@ -23,48 +27,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quicft_proto::topic::TopicFilter;
 use quicft_proto::QoS;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 pub use config::Config;
-pub use session::Transport;
+pub use link::Transport;
 
 use broker::{Broker, Message};
+use ctx::Ctx;
 use ft::FtService;
-
-/// What every connection task shares.
-pub(crate) struct Ctx {
-    pub config: Arc<Config>,
-    pub broker: Arc<Broker>,
-    pub ft: FtService,
-    pub auth: auth::Auth,
-    /// Topic access rules (`[[auth.acl]]`).
-    pub acl: acl::Acl,
-    /// One permit per open connection (`limits.max_connections`).
-    pub connections: Arc<Semaphore>,
-    /// One permit per byte of file-transfer payload in memory (`limits.max_ft_inflight_bytes`).
-    pub ft_memory: Arc<Semaphore>,
-    pub shutdown: watch::Receiver<bool>,
-    /// Connected clients, for the HTTP API.
-    pub clients: Arc<clients::Clients>,
-    /// Counters for `/metrics`.
-    pub metrics: Arc<metrics::Metrics>,
-}
-
-impl Ctx {
-    /// May this client subscribe to `filter`? Never to the `$file…` command topics nor to other
-    /// clients' `$file-response/…`; otherwise as `[[auth.acl]]` says (`acl.rs`).
-    pub fn acl_subscribe(&self, who: acl::Who<'_>, filter: &TopicFilter) -> bool {
-        self.acl.subscribe(who, filter)
-    }
-
-    /// May this client publish to `topic` (beyond the reserved server topics)?
-    pub fn acl_publish(&self, who: acl::Who<'_>, topic: &str) -> bool {
-        self.acl.publish(who, topic)
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +102,7 @@ impl Server {
             broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
             ft,
             auth: auth::Auth::new(&config.auth)?,
-            acl: acl::Acl::new(&config.auth.acl),
+            acl: Arc::new(acl::Acl::new(&config.auth.acl)),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             ft_memory: Arc::new(Semaphore::new(
                 config

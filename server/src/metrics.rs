@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ft::TransferInfo;
-use crate::session::Transport;
+use crate::link::Transport;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Quic, Transport::Tcp, Transport::Tls];
 

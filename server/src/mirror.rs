@@ -14,7 +14,7 @@ use quicft_proto::mirror::{Header, HeaderError};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
-use crate::stream::PacketRead;
+use crate::link::PacketRead;
 
 /// Unidirectional streams a client may have open at once: one mirror per telemetry channel is the
 /// use; the limit also bounds the mirrors held while their data stream has not arrived.

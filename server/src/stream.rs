@@ -10,41 +10,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use quicft_proto::{DecodeError, Packet, Protocol};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::StreamId;
+use crate::link::{PacketRead, PacketWrite};
 use crate::mirror::{Fill, Merge};
-use crate::session::FtDone;
 
-/// A stream's receive half. QUIC streams can be stopped with an error code; TCP ones just close.
-pub(crate) trait PacketRead: AsyncRead + Unpin + Send + 'static {
-    fn stop(&mut self, _code: u32) {}
-}
-
-/// A stream's send half. QUIC streams can be reset with an error code; TCP ones just close.
-pub(crate) trait PacketWrite: AsyncWrite + Unpin + Send + 'static {
-    fn reset(&mut self, _code: u32) {}
-}
-
-impl PacketRead for quinn::RecvStream {
-    fn stop(&mut self, code: u32) {
-        let _ = quinn::RecvStream::stop(self, quinn::VarInt::from_u32(code));
-    }
-}
-
-impl PacketWrite for quinn::SendStream {
-    fn reset(&mut self, code: u32) {
-        let _ = quinn::SendStream::reset(self, quinn::VarInt::from_u32(code));
-    }
-}
-
-impl<T: AsyncRead + Send + 'static> PacketRead for tokio::io::ReadHalf<T> {}
-impl<T: AsyncWrite + Send + 'static> PacketWrite for tokio::io::WriteHalf<T> {}
-impl PacketRead for tokio::net::tcp::OwnedReadHalf {}
-impl PacketWrite for tokio::net::tcp::OwnedWriteHalf {}
-
-/// What the stream tasks (and the file-transfer tasks) tell a session.
+/// What the stream tasks tell a session.
 pub(crate) enum Event {
     /// Every complete packet one read produced, in order: one channel hop per read rather than
     /// per packet (a read of a busy publisher's stream carries dozens of small PUBLISHes).
@@ -61,8 +34,6 @@ pub(crate) enum Event {
     Closed { stream: StreamId },
     /// The peer opened a data stream (QUIC).
     Opened { stream: StreamId, writer: Writer },
-    /// A file-transfer command finished in the background.
-    FtDone(Box<FtDone>),
 }
 
 enum WriteCmd {
@@ -71,12 +42,20 @@ enum WriteCmd {
 }
 
 /// Send side of one stream, held by the session task.
+///
+/// The queue to the writer task is a channel without a count limit; what bounds it is bytes: the
+/// session reads [`Writer::backlog`] before it queues, drops QoS 0 deliveries over
+/// `limits.max_stream_backlog`, and closes a stream that asks for answers it does not read
+/// ([`crate::session`]). A count limit would not fit: one small QoS 0 delivery per turn is a
+/// legitimate queue of thousands of entries.
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<WriteCmd>,
     /// Bytes handed over but not yet written: lets the session drop QoS 0 traffic for a stalled
     /// stream instead of buffering without bound. (QoS 1/2 is bounded by the in-flight window.)
     backlog: Arc<AtomicUsize>,
+    /// Stops the writer task at once, even in the middle of a write the peer does not read.
+    task: tokio::task::AbortHandle,
 }
 
 impl Writer {
@@ -96,9 +75,15 @@ impl Writer {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// Abandons the stream with an error code (QUIC RESET_STREAM; TCP: close).
+    /// Abandons the stream with an error code (QUIC RESET_STREAM; TCP: close), after what is queued.
     pub fn reset(&self, code: u32) {
         let _ = self.tx.send(WriteCmd::Reset(code));
+    }
+
+    /// Abandons the stream now, with what is queued: the stream half is dropped (QUIC: finished
+    /// with what quinn already holds; TCP: closed once its read half goes too).
+    pub fn abort(&self) {
+        self.task.abort();
     }
 }
 
@@ -110,11 +95,9 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<WriteCmd>();
     let backlog = Arc::new(AtomicUsize::new(0));
-    let writer = Writer {
-        tx,
-        backlog: backlog.clone(),
-    };
+    let counted = backlog.clone();
     let task = tokio::spawn(async move {
+        let backlog = counted;
         let mut batch = BytesMut::new();
         while let Some(cmd) = rx.recv().await {
             let first = match cmd {
@@ -156,6 +139,11 @@ pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::Jo
         }
         let _ = w.shutdown().await;
     });
+    let writer = Writer {
+        tx,
+        backlog,
+        task: task.abort_handle(),
+    };
     (writer, task)
 }
 

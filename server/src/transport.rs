@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, Congestion};
-use crate::session::{self, Link, Transport};
+use crate::link::{Link, Transport};
+use crate::session;
 use crate::tls::{self, Identity};
 use crate::Ctx;
 

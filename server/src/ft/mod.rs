@@ -26,7 +26,6 @@ mod commit;
 mod disk;
 mod escape;
 mod journal;
-pub(crate) mod order;
 mod transfer;
 
 #[cfg(test)]
