@@ -991,7 +991,7 @@ impl Session {
                     resp = resp.with_missing(m);
                 }
                 if let Some(s) = out.state {
-                    resp = resp.with_state(s);
+                    resp = resp.with_state(s.as_str());
                 }
                 if let Some(m) = out.meta {
                     resp = resp.with_meta(m);
