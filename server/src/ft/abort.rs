@@ -12,7 +12,7 @@ use quicft_proto::ft::FtReason;
 
 use super::disk::{self, Tombstone};
 use super::error::{io_err, FtError};
-use super::events::{EventFill, EventKind};
+use super::events::EventKind;
 use super::outcome::{cancelled_outcome, lost_outcome, FtOutcome};
 use super::registry::{Cancelled, Lookup};
 use super::transfer::{lock, Phase, Transfer};
@@ -35,15 +35,7 @@ impl FtService {
             }
             self.discard(&t).await;
             tracing::info!("transfer aborted by the device");
-            self.emit(
-                EventKind::Aborted,
-                &t,
-                EventFill {
-                    size: t.meta.size,
-                    reason: Some("aborted by the device".into()),
-                    ..EventFill::default()
-                },
-            );
+            self.emit_end(EventKind::Aborted, &t, "aborted by the device");
             return FtOutcome::ok();
         }
     }
@@ -90,15 +82,7 @@ impl FtService {
                     "the transfer is cancelled, but its data could not be deleted",
                 ))?;
             tracing::info!(client_id, file_id, "transfer cancelled by the operator");
-            self.emit(
-                EventKind::Aborted,
-                &t,
-                EventFill {
-                    size: t.meta.size,
-                    reason: Some("cancelled by the operator".into()),
-                    ..EventFill::default()
-                },
-            );
+            self.emit_end(EventKind::Aborted, &t, "cancelled by the operator");
             return Ok(());
         }
     }

@@ -71,6 +71,16 @@ impl EventKind {
 }
 
 impl FtService {
+    /// An `aborted` or `failed` event: the declared size and why it ended.
+    pub(super) fn emit_end(&self, kind: EventKind, t: &Transfer, reason: impl Into<String>) {
+        let fill = EventFill {
+            size: t.meta.size,
+            reason: Some(reason.into()),
+            ..EventFill::default()
+        };
+        self.emit(kind, t, fill);
+    }
+
     /// Queues an event about `t` for the cloud; never waits (see [`EVENT_QUEUE`]).
     pub(super) fn emit(&self, kind: EventKind, t: &Transfer, fill: EventFill) {
         let (client_id, file_id) = (&t.client_id, &t.file_id);

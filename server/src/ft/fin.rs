@@ -11,7 +11,7 @@ use std::sync::Arc;
 use quicft_proto::ft::{FtReason, Sha256};
 
 use super::api::TransferState;
-use super::disk::{FinRecord, Manifest, TransferRecord};
+use super::disk::{FinRecord, Manifest};
 use super::events::{EventFill, EventKind};
 use super::export;
 use super::outcome::{cancelled_outcome, storage_outcome, FtOutcome};
@@ -118,12 +118,7 @@ impl FtService {
     }
 
     async fn publish(&self, t: &Arc<Transfer>, size: u64, sha256: String) -> FtOutcome {
-        let rec = TransferRecord {
-            client_id: t.client_id.clone(),
-            file_id: t.file_id.clone(),
-            meta: t.meta.clone(),
-            started_at: t.started_at,
-        };
+        let rec = t.record();
         let fin = FinRecord {
             size,
             sha256: sha256.clone(),
@@ -172,15 +167,7 @@ impl FtService {
     async fn fail(&self, t: &Arc<Transfer>, why: String) -> FtOutcome {
         tracing::warn!(reason = %why, "transfer failed");
         self.discard(t).await;
-        self.emit(
-            EventKind::Failed,
-            t,
-            EventFill {
-                size: t.meta.size,
-                reason: Some(why.clone()),
-                ..EventFill::default()
-            },
-        );
+        self.emit_end(EventKind::Failed, t, why.clone());
         FtOutcome::with(FtReason::Cancel, why)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::disk;
-use super::events::{EventFill, EventKind};
+use super::events::EventKind;
 use super::transfer::{lock, Phase, Transfer};
 use super::{blocking, now_unix, FtService, Inner};
 
@@ -86,15 +86,7 @@ impl FtService {
             if stale {
                 tracing::info!(client_id = %t.client_id, file_id = %t.file_id, "transfer expired");
                 self.discard(&t).await;
-                self.emit(
-                    EventKind::Aborted,
-                    &t,
-                    EventFill {
-                        size: t.meta.size,
-                        reason: Some("expired".into()),
-                        ..EventFill::default()
-                    },
-                );
+                self.emit_end(EventKind::Aborted, &t, "expired");
             } else if idle_fd && t.files_open() {
                 t.close_files(false);
             }

@@ -132,12 +132,7 @@ impl FtService {
     async fn create(&self, t: Arc<Transfer>) -> FtOutcome {
         let _creating = CreatingGuard { svc: self, t: &t };
         let cfg = &self.inner.cfg;
-        let rec = TransferRecord {
-            client_id: t.client_id.clone(),
-            file_id: t.file_id.clone(),
-            meta: t.meta.clone(),
-            started_at: t.started_at,
-        };
+        let rec = t.record();
         let store = cfg.store_dir.clone();
         let need = cfg.min_free_disk.saturating_add(t.meta.size.unwrap_or(0));
         let created = blocking(move || {

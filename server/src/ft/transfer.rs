@@ -291,6 +291,16 @@ impl Transfer {
         }
     }
 
+    /// What `transfer.json` holds of it.
+    pub fn record(&self) -> TransferRecord {
+        TransferRecord {
+            client_id: self.client_id.clone(),
+            file_id: self.file_id.clone(),
+            meta: self.meta.clone(),
+            started_at: self.started_at,
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         lock(&self.st).phase
     }
