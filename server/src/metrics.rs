@@ -268,7 +268,12 @@ impl Metrics {
         );
         for state in TransferState::IN_PROGRESS {
             let n = transfers.iter().filter(|t| t.state == state).count();
-            sample(&mut o, "quicft_transfers", &[("state", state.as_str())], n as u64);
+            sample(
+                &mut o,
+                "quicft_transfers",
+                &[("state", state.as_str())],
+                n as u64,
+            );
         }
         sample(
             &mut o,

@@ -348,10 +348,7 @@ pub enum Found {
         updated_at: u64,
     },
     /// Passed fin, and published again at the scan by its `fin` callback.
-    Finished {
-        manifest: Manifest,
-        dir: PathBuf,
-    },
+    Finished { manifest: Manifest, dir: PathBuf },
     /// Passed fin; publishing it was interrupted and is to be redone (the scan's `fin` callback
     /// turns it into `Finished`, so [`scan_store`] never returns it).
     Fin {

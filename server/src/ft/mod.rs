@@ -29,8 +29,8 @@
 //!   the stored data is deleted (retransmitting cannot fix held bytes; a new init starts over).
 //! * Every command for a transfer cancelled by the operator, abort included, gets 0x83 until GC drops
 //!   the tombstone (`segments_ttl_max_secs` after the cancel); a new init with that id too.
-//! * A segment that only covers bytes already held answers 0x00 without writing (nor verifying its
-//!   checksum); a segment of a finished transfer answers 0x00 when inside its size.
+//! * A segment that only covers bytes already held answers 0x00 without writing (0x80 if it does not
+//!   match its own checksum); a segment of a finished transfer answers 0x00 when inside its size.
 //! * Abort of a finished transfer answers 0x00 and leaves the export (which `expire_at` governs).
 //! * GC of an idle transfer emits `aborted` with reason `expired`.
 

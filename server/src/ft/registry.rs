@@ -79,7 +79,10 @@ impl Registry {
     }
 
     pub fn insert_finished(&mut self, f: Finished) {
-        let c = self.clients.entry(f.manifest.client_id.clone()).or_default();
+        let c = self
+            .clients
+            .entry(f.manifest.client_id.clone())
+            .or_default();
         c.finished.insert(f.manifest.file_id.clone(), f);
     }
 

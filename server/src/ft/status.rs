@@ -17,7 +17,12 @@ impl FtService {
     /// the server holds in one round trip instead of status, then init. A transfer the server does
     /// know (live, finished or cancelled) is only reported, never re-initialised, so the device
     /// still sees a different file held under the same id before anything replaces it.
-    pub(super) async fn status_or_init(&self, client_id: &str, file_id: &str, payload: &[u8]) -> FtOutcome {
+    pub(super) async fn status_or_init(
+        &self,
+        client_id: &str,
+        file_id: &str,
+        payload: &[u8],
+    ) -> FtOutcome {
         if !payload.is_empty() && matches!(self.lookup(client_id, file_id), Lookup::Unknown) {
             let out = self.init(client_id, file_id, payload).await;
             if out.reason != FtReason::Success {
@@ -46,9 +51,8 @@ impl FtService {
             return out;
         }
         match found {
-            Lookup::Live(_) => {
-                FtOutcome::with(FtReason::Restart, "transfer is being removed").state(TransferState::Unknown)
-            }
+            Lookup::Live(_) => FtOutcome::with(FtReason::Restart, "transfer is being removed")
+                .state(TransferState::Unknown),
             Lookup::Finished(f) => {
                 let size = f.manifest.size;
                 let mut out = FtOutcome::ok().state(TransferState::Complete);
