@@ -61,7 +61,9 @@ impl TransferState {
     }
 }
 
-/// Reads as its wire name, so that the state compares and formats like the string it replaces.
+/// Reads as its wire name, so that the state compares and formats like the string it replaces
+/// (`outcome.state.as_deref() == Some("receiving")` still holds where a caller, or a test, reads it
+/// as text).
 impl Deref for TransferState {
     type Target = str;
 
