@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ft::TransferInfo;
+use crate::ft::{TransferInfo, TransferState};
 use crate::link::Transport;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Quic, Transport::Tcp, Transport::Tls];
@@ -266,14 +266,19 @@ impl Metrics {
             "gauge",
             "File transfers by state (complete: exported, not yet expired).",
         );
-        for state in ["initializing", "receiving", "assembling"] {
+        for state in TransferState::IN_PROGRESS {
             let n = transfers.iter().filter(|t| t.state == state).count();
-            sample(&mut o, "quicft_transfers", &[("state", state)], n as u64);
+            sample(
+                &mut o,
+                "quicft_transfers",
+                &[("state", state.as_str())],
+                n as u64,
+            );
         }
         sample(
             &mut o,
             "quicft_transfers",
-            &[("state", "complete")],
+            &[("state", TransferState::Complete.as_str())],
             finished as u64,
         );
         family(

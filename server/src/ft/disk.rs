@@ -179,10 +179,6 @@ pub fn transfer_dir(store: &Path, client_id: &str, file_id: &str) -> PathBuf {
     store.join(escape(client_id)).join(escape(file_id))
 }
 
-pub fn export_dir(root: &Path, client_id: &str, file_id: &str) -> PathBuf {
-    root.join(escape(client_id)).join(escape(file_id))
-}
-
 /// Creates a transfer's directory and files durably; `transfer.json` goes last, so a directory
 /// without it is an init that never answered.
 pub fn create_transfer(store: &Path, rec: &TransferRecord) -> io::Result<PathBuf> {
@@ -275,36 +271,37 @@ pub fn tombstone(dir: &Path, t: &Tombstone) -> io::Result<()> {
     Ok(())
 }
 
-/// Publishes a transfer that passed fin: records the fin, renames the partial file into the export
-/// directory, writes the manifest, drops other files of an older transfer with the same ids, and
-/// deletes the transfer directory. Every step can be redone after a crash (see [`scan_store`]).
-pub fn publish(
+/// Records that a transfer passed fin (`fin.json`): from here on a restart finishes publishing it
+/// rather than taking it back to receiving.
+pub fn record_fin(tdir: &Path, fin: &FinRecord) -> io::Result<()> {
+    write_atomic(tdir, FIN_FILE, &to_json(fin)?)
+}
+
+/// The local exporter's publish (see `export.rs`): renames the partial file into the export
+/// directory, writes the manifest and drops other files of an older transfer with the same ids.
+/// Every step can be redone after a crash: a partial file already moved is found at its target.
+pub fn export(
     export_root: &Path,
-    tdir: &Path,
+    partial: &Path,
     rec: &TransferRecord,
     fin: &FinRecord,
-    write_fin: bool,
 ) -> io::Result<(Manifest, PathBuf)> {
-    if write_fin {
-        write_atomic(tdir, FIN_FILE, &to_json(fin)?)?;
-    }
     let edir = ensure_dirs(
         export_root,
         &[&escape(&rec.client_id), &escape(&rec.file_id)],
     )?;
     let file = escape(&rec.meta.name);
     let target = edir.join(&file);
-    let partial = tdir.join(DATA_FILE);
     if partial.exists() {
-        match fs::rename(&partial, &target) {
+        match fs::rename(partial, &target) {
             Ok(()) => {}
             // The export root is on another filesystem: copy, then rename within the export dir.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                 let tmp = edir.join(format!("{TMP_PREFIX}data"));
-                fs::copy(&partial, &tmp)?;
+                fs::copy(partial, &tmp)?;
                 File::open(&tmp)?.sync_all()?;
                 fs::rename(&tmp, &target)?;
-                fs::remove_file(&partial)?;
+                fs::remove_file(partial)?;
             }
             Err(e) => return Err(e),
         }
@@ -339,7 +336,6 @@ pub fn publish(
         }
     }
     fsync_dir(&edir)?;
-    remove_dir(tdir)?;
     Ok((manifest, edir))
 }
 
@@ -351,8 +347,13 @@ pub enum Found {
         held: RangeSet,
         updated_at: u64,
     },
-    Finished {
-        manifest: Manifest,
+    /// Passed fin, and published again at the scan by its `fin` callback.
+    Finished { manifest: Manifest, dir: PathBuf },
+    /// Passed fin; publishing it was interrupted and is to be redone (the scan's `fin` callback
+    /// turns it into `Finished`, so [`scan_store`] never returns it).
+    Fin {
+        rec: TransferRecord,
+        fin: FinRecord,
         dir: PathBuf,
     },
     Cancelled {
@@ -368,8 +369,13 @@ fn mtime_unix(path: &Path) -> Option<u64> {
 }
 
 /// Rebuilds every transfer from the store after a restart or crash. Directories that never
-/// completed an init are removed; interrupted publishes are finished.
-pub fn scan_store(store: &Path, export_root: &Path, now: u64) -> io::Result<Vec<Found>> {
+/// completed an init are removed; an interrupted publish is handed to `fin`, which redoes it
+/// through the exporter (not the store's to call) and answers what the directory now is.
+pub fn scan_store(
+    store: &Path,
+    now: u64,
+    mut fin: impl FnMut(TransferRecord, FinRecord, PathBuf) -> io::Result<Found>,
+) -> io::Result<Vec<Found>> {
     let mut found = Vec::new();
     for cdir in fs::read_dir(store)? {
         let cdir = cdir?;
@@ -381,7 +387,11 @@ pub fn scan_store(store: &Path, export_root: &Path, now: u64) -> io::Result<Vec<
             if !tdir.is_dir() {
                 continue;
             }
-            match scan_transfer(&tdir, export_root, now) {
+            let scanned = match scan_transfer(&tdir, now) {
+                Ok(Some(Found::Fin { rec, fin: f, dir })) => fin(rec, f, dir).map(Some),
+                other => other,
+            };
+            match scanned {
                 Ok(Some(f)) => found.push(f),
                 Ok(None) => {
                     tracing::info!(dir = %tdir.display(), "removing incomplete transfer directory");
@@ -400,17 +410,17 @@ pub fn scan_store(store: &Path, export_root: &Path, now: u64) -> io::Result<Vec<
     Ok(found)
 }
 
-fn scan_transfer(dir: &Path, export_root: &Path, now: u64) -> io::Result<Option<Found>> {
+fn scan_transfer(dir: &Path, now: u64) -> io::Result<Option<Found>> {
     let rec: TransferRecord = match read_json(&dir.join(TRANSFER_FILE)) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     if let Ok(fin) = read_json::<FinRecord>(&dir.join(FIN_FILE)) {
-        let (manifest, _) = publish(export_root, dir, &rec, &fin, false)?;
-        return Ok(Some(Found::Finished {
-            manifest,
-            dir: export_dir(export_root, &rec.client_id, &rec.file_id),
+        return Ok(Some(Found::Fin {
+            rec,
+            fin,
+            dir: dir.to_path_buf(),
         }));
     }
     if let Ok(t) = read_json::<Tombstone>(&dir.join(CANCELLED_FILE)) {
@@ -485,7 +495,7 @@ fn is_internal(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Reads every manifest under the export root: the finished transfers. A manifest counts only
-/// where it can have come from [`publish`]: in the directory its ids escape to, beside a regular
+/// where it can have come from [`export`]: in the directory its ids escape to, beside a regular
 /// file named `escape(name)` of its size.
 pub fn scan_exports(root: &Path) -> io::Result<Vec<(Manifest, PathBuf)>> {
     let mut out = Vec::new();

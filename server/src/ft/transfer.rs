@@ -24,7 +24,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Where a transfer is in its life.
+/// Where a transfer is in its life. Only [`Transfer`]'s transition methods change it:
+/// ```text
+/// Initializing ─started─► Receiving ─begin_assembly─► Assembling ─end_assembly─► Receiving
+///      │                      │                           │
+///      └─abandon_init─► Gone ◄┴────────────gone───────────┘
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Init is creating its files; other commands wait on the op lock.
@@ -62,7 +67,8 @@ pub(crate) struct InflightRange {
 }
 
 pub(crate) struct State {
-    pub phase: Phase,
+    /// Private: the transitions are [`Transfer`]'s methods, so every one is checked in one place.
+    phase: Phase,
     /// Ranges whose bytes and journal record are on disk.
     pub held: RangeSet,
     pub inflight: Vec<InflightRange>,
@@ -82,6 +88,10 @@ pub(crate) struct State {
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 impl State {
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
     /// Bytes charged to the client: the declared size, or what is held and in flight if more.
     pub fn charge(&self, declared: Option<u64>) -> u64 {
         declared
@@ -279,6 +289,63 @@ impl Transfer {
                 closed: false,
             }),
         }
+    }
+
+    /// What `transfer.json` holds of it.
+    pub fn record(&self) -> TransferRecord {
+        TransferRecord {
+            client_id: self.client_id.clone(),
+            file_id: self.file_id.clone(),
+            meta: self.meta.clone(),
+            started_at: self.started_at,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        lock(&self.st).phase
+    }
+
+    /// Init created the files: segments may come in.
+    pub fn started(&self) {
+        let mut st = lock(&self.st);
+        if st.phase == Phase::Initializing {
+            st.phase = Phase::Receiving;
+        }
+    }
+
+    /// An init that did not complete gives the transfer up; false when it had completed (or the
+    /// transfer was already gone), which leaves it as it is.
+    pub fn abandon_init(&self) -> bool {
+        let mut st = lock(&self.st);
+        let was = st.phase == Phase::Initializing;
+        if was {
+            st.phase = Phase::Gone;
+        }
+        was
+    }
+
+    /// Fin takes the transfer over (segments then wait on the op lock); false unless it was receiving.
+    pub fn begin_assembly(&self) -> bool {
+        let mut st = lock(&self.st);
+        let ok = st.phase == Phase::Receiving;
+        if ok {
+            st.phase = Phase::Assembling;
+        }
+        ok
+    }
+
+    /// Fin ended without finishing the transfer: it receives again.
+    pub fn end_assembly(&self) {
+        let mut st = lock(&self.st);
+        if st.phase == Phase::Assembling {
+            st.phase = Phase::Receiving;
+        }
+    }
+
+    /// The transfer leaves the registry (finished, aborted, cancelled, failed, expired or lost).
+    /// Call under the registry lock, so that a command seeing `Gone` finds the registry updated.
+    pub fn gone(&self) {
+        lock(&self.st).phase = Phase::Gone;
     }
 
     /// The open files, opening them on first use. Blocking.

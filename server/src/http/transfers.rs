@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiState};
-use crate::ft::{FtError, TransferInfo};
+use crate::ft::{FtError, TransferInfo, TransferState};
 use crate::session::Transport;
 
 /// A transfer in progress.
@@ -29,7 +29,7 @@ pub struct TransferView {
     /// Bytes per second made durable over the last ~10 s.
     pub rate_bytes_per_sec: f64,
     /// `initializing`, `receiving` or `assembling`.
-    pub state: String,
+    pub state: TransferState,
     /// Transport of the client's current connection (`quic`, `tcp`, `tls`); null when offline.
     pub transport: Option<&'static str>,
     /// Unix seconds.

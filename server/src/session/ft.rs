@@ -70,7 +70,7 @@ impl FileCommand {
             resp = resp.with_missing(m);
         }
         if let Some(s) = out.state {
-            resp = resp.with_state(s);
+            resp = resp.with_state(s.as_str());
         }
         if let Some(m) = out.meta {
             resp = resp.with_meta(m);
