@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
+use quicft_proto::ft::{Command as FtCommand, FileId, Mode};
 use quicft_proto::{
     Connect, Disconnect, Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode,
 };
@@ -740,12 +741,20 @@ pub async fn upload(
     shape: UploadShape,
 ) -> Result<UploadReport> {
     let size = data.len() as u64;
+    let file_id = FileId::parse(file_id)?;
+    let topic = |command| file_id.topic(Mode::Sync, &command);
+    let segment_topic = |offset| {
+        topic(FtCommand::Segment {
+            offset,
+            checksum: None,
+        })
+    };
     let segment = shape.segment.max(1);
     let window = shape
         .window
         .clamp(1, usize::from(conn.receive_maximum).max(1));
     if let Some(max) = conn.maximum_packet_size {
-        let need = publish_header(&format!("$file/{file_id}/{size}"), 1, segment)?.len() + segment;
+        let need = publish_header(&segment_topic(size), 1, segment)?.len() + segment;
         if need > max as usize {
             bail!("segment of {segment} bytes makes {need}-byte packets; the server accepts at most {max}");
         }
@@ -762,7 +771,7 @@ pub async fn upload(
     // init: the transfer must exist before its first segment arrives.
     let init_payload = Bytes::from(init_payload);
     wr.send(&[
-        publish_header(&format!("$file/{file_id}/init"), 1, init_payload.len())?,
+        publish_header(&topic(FtCommand::Init), 1, init_payload.len())?,
         init_payload,
     ])
     .await?;
@@ -788,7 +797,7 @@ pub async fn upload(
             if lock(&pending).insert(pkid, offset).is_some() {
                 bail!("packet id {pkid} reused while in flight");
             }
-            let header = publish_header(&format!("$file/{file_id}/{offset}"), pkid, payload.len())?;
+            let header = publish_header(&segment_topic(offset), pkid, payload.len())?;
             wr.send(&[header, payload]).await?;
             offset = end;
         }
@@ -820,11 +829,11 @@ pub async fn upload(
     } else {
         last_pkid + 1
     };
-    wr.send(&[publish_header(
-        &format!("$file/{file_id}/fin/{size}"),
-        pkid,
-        0,
-    )?])
+    let fin = topic(FtCommand::Fin {
+        size,
+        checksum: None,
+    });
+    wr.send(&[publish_header(&fin, pkid, 0)?])
     .await?;
     let a = tokio::time::timeout(Duration::from_secs(120), next_ack(rd, buf))
         .await

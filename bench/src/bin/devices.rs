@@ -26,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use quicft_bench::net::{free_port, next_packet};
+use quicft_proto::ft::{Command as FtCommand, FileId, Mode, Sha256 as FtSha256};
 use quicft_proto::{Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode};
 use sha2::{Digest, Sha256};
 
@@ -113,7 +114,7 @@ struct Shared {
     addr: SocketAddr,
     client: quinn::ClientConfig,
     file: Bytes,
-    sha: String,
+    sha: FtSha256,
     totals: Totals,
 }
 
@@ -129,7 +130,7 @@ async fn run(args: Args) -> Result<()> {
     let ca = data.path().join("certs/ca.pem");
     let client = client_config(&ca)?;
     let file = Bytes::from(pseudo_random(args.file_size as usize));
-    let sha = hex::encode(Sha256::digest(&file));
+    let sha = FtSha256(Sha256::digest(&file).into());
     let endpoints = (0..args.sockets.max(1))
         .map(|_| endpoint())
         .collect::<Result<Vec<_>>>()?;
@@ -383,6 +384,8 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     let mut buf = BytesMut::new();
     let size = s.file.len();
     let meta = format!(r#"{{"name":"dev.bin","size":{size}}}"#);
+    let file_id = FileId::parse("f1")?;
+    let topic = |command| file_id.topic(Mode::Sync, &command);
     let mut pkid = 0u16;
     let mut next_pkid = || {
         pkid = pkid.wrapping_add(1).max(1);
@@ -399,7 +402,7 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     };
     let wait = Duration::from_secs(120);
     tx.write_all(&encode(&publish(
-        "$file/f1/init",
+        &topic(FtCommand::Init),
         next_pkid(),
         Bytes::from(meta),
     ))?)
@@ -424,7 +427,10 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
         }
         let chunk = s.file.slice(off..(off + seg).min(size));
         tx.write_all(&encode(&publish(
-            &format!("$file/f1/{off}"),
+            &topic(FtCommand::Segment {
+                offset: off as u64,
+                checksum: None,
+            }),
             next_pkid(),
             chunk,
         ))?)
@@ -440,7 +446,10 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
         )?;
         in_flight -= 1;
     }
-    let fin = format!("$file/f1/fin/{size}/{}", s.sha);
+    let fin = topic(FtCommand::Fin {
+        size: size as u64,
+        checksum: Some(s.sha),
+    });
     tx.write_all(&encode(&publish(&fin, next_pkid(), Bytes::new()))?)
         .await?;
     ack(
