@@ -35,7 +35,7 @@ use crate::client::{Channel, Client, Message};
 use crate::error::{Error, Result};
 use crate::options::{Reconnect, Transport};
 use crate::responses::{Key, Responses};
-use crate::transport::ChannelKind;
+use crate::channel::ChannelKind;
 
 /// What to upload: a file (re-readable, so any restart can be served) or any async reader (read
 /// once, front to back; its size may be unknown until the end).
