@@ -1,18 +1,17 @@
 //! Brokers under test as child processes (quicft from its release binary, mosquitto from its Debian
-//! package, the minimal `relay_broker` ceiling from this crate), and what `/proc` says about them and
-//! about the machine.
-//!
-//! Each broker listens on free loopback ports picked here, is polled until its TCP port accepts,
-//! and is stopped with SIGTERM by PID (SIGKILL by PID if it does not exit in time, or if the
-//! handle is dropped while it still runs).
+//! package, the minimal `relay_broker` ceiling from this crate), started, polled and stopped by
+//! [`crate::launch`].
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use crate::launch::{listening, Launched, Ports};
+use crate::procfs;
 
 /// Which broker a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,7 +45,7 @@ pub struct BrokerProc {
     /// quicft's development CA (`<data-dir>/certs/ca.pem`), for QUIC clients.
     pub ca: Option<PathBuf>,
     pub log: PathBuf,
-    child: Option<Child>,
+    process: Launched,
 }
 
 pub use crate::net::free_port;
@@ -114,25 +113,21 @@ impl BrokerProc {
         }
         fs::write(&conf, text).with_context(|| format!("write {}", conf.display()))?;
         let log = dir.join(format!("{label}.log"));
-        let out = fs::File::create(&log)?;
-        let child = command(bin, cpus)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start {} (Debian package mosquitto)", bin.display()))?;
-        let pid = child.id();
+        let process = Launched::spawn(
+            command(bin, cpus).arg("-c").arg(&conf),
+            Kind::Mosquitto.as_str(),
+            &log,
+            "Debian package mosquitto",
+        )?;
         let mut p = BrokerProc {
             kind: Kind::Mosquitto,
-            pid,
+            pid: process.pid,
             tcp,
             quic: None,
             tls: None,
             ca: None,
             log,
-            child: Some(child),
+            process,
         };
         p.wait_ready()?;
         Ok(p)
@@ -173,43 +168,24 @@ impl BrokerProc {
         label: &str,
         package: &str,
     ) -> Result<BrokerProc> {
-        let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
-        let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
-        let tls = if with_tls {
-            Some(SocketAddr::from(([127, 0, 0, 1], free_port(false)?)))
-        } else {
-            None
-        };
+        let ports = Ports::pick(with_tls)?;
         let log = log_dir.join(format!("{label}.log"));
-        let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let child = cmd
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--quic", &quic.to_string(), "--tcp", &tcp.to_string()])
-            .args(
-                tls.map(|a| vec!["--tls".to_owned(), a.to_string()])
-                    .unwrap_or_default(),
-            )
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "start {} (build it: cargo build --release -p {package})",
-                    cmd.get_program().to_string_lossy()
-                )
-            })?;
-        let pid = child.id();
+        ports.args(&mut cmd, data_dir);
+        let process = Launched::spawn(
+            &mut cmd,
+            kind.as_str(),
+            &log,
+            &format!("build it: cargo build --release -p {package}"),
+        )?;
         let mut p = BrokerProc {
             kind,
-            pid,
-            tcp,
-            quic: Some(quic),
-            tls,
+            pid: process.pid,
+            tcp: ports.tcp,
+            quic: Some(ports.quic),
+            tls: ports.tls,
             ca: Some(data_dir.join("certs").join("ca.pem")),
             log,
-            child: Some(child),
+            process,
         };
         p.wait_ready()?;
         Ok(p)
@@ -217,100 +193,35 @@ impl BrokerProc {
 
     /// Polls the TCP (and TLS) ports: quicft binds QUIC before them and writes its CA first.
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!(
-                        "{} exited at start ({status}):\n{}",
-                        self.kind.as_str(),
-                        self.log_tail()
-                    );
-                }
-            }
-            let listening =
-                |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
-            if listening(&self.tcp)
-                && self.tls.as_ref().is_none_or(listening)
-                && self.ca.as_ref().is_none_or(|ca| ca.exists())
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} not listening on {} after 60 s:\n{}",
-                    self.kind.as_str(),
-                    self.tcp,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (tcp, tls, ca) = (self.tcp, self.tls, self.ca.clone());
+        self.process
+            .wait_until(Duration::from_secs(60), tcp, || {
+                listening(&tcp)
+                    && tls.as_ref().is_none_or(listening)
+                    && ca.as_ref().is_none_or(|ca| ca.exists())
+            })
     }
 
     /// The last lines of the broker's log.
     pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.process.log_tail()
     }
 
     /// CPU time used so far (user + system), in clock ticks.
     pub fn cpu_ticks(&self) -> Result<u64> {
-        process_ticks(&format!("/proc/{}/stat", self.pid))
+        Ok(self.process.stat()?.ticks())
     }
 
     /// Peak resident set size (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/PID/status")
+        procfs::status_kib(self.pid, "VmHWM:").context("no VmHWM in /proc/PID/status")
     }
 
     /// SIGTERM by PID, then waits up to `grace`; SIGKILL by PID after that. `Ok(false)` when it
     /// had to be killed.
     pub fn stop(mut self, grace: Duration) -> Result<bool> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(true);
-        };
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        if !sent.is_ok_and(|s| s.success()) {
-            let _ = child.kill();
-        }
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                // mosquitto, quicft and the relay all exit 0 on SIGTERM.
-                if !status.success() {
-                    bail!(
-                        "{} exited with {status}:\n{}",
-                        self.kind.as_str(),
-                        self.log_tail()
-                    );
-                }
-                return Ok(true);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for BrokerProc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // mosquitto, quicft and the relay all exit 0 on SIGTERM.
+        self.process.stop(grace)
     }
 }
 
@@ -339,101 +250,10 @@ pub fn pin_self(cpus: &str) -> Result<()> {
     Ok(())
 }
 
-/// utime + stime of a `/proc/<pid>/stat` (or `/proc/self/stat`) file, in clock ticks.
-pub fn process_ticks(path: &str) -> Result<u64> {
-    let stat = fs::read_to_string(path).with_context(|| format!("read {path}"))?;
-    parse_stat_ticks(&stat)
-}
-
-/// utime + stime from the text of a `/proc/<pid>/stat` file.
-fn parse_stat_ticks(stat: &str) -> Result<u64> {
-    // The command name (field 2) may contain spaces and parentheses; the fields after its last ')'
-    // are space-separated, starting with the state (field 3): utime (14) and stime (15) are at
-    // indexes 11 and 12.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11).context("no utime")?.parse()?;
-    let stime: u64 = f.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// Machine-wide CPU time from `/proc/stat`, all CPUs together, in clock ticks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MachineTicks {
-    /// Everything but idle and iowait.
-    pub busy: u64,
-    /// Softirq time is charged to no process: on loopback that is most of the network stack.
-    pub softirq: u64,
-    pub idle: u64,
-}
-
-impl MachineTicks {
-    pub fn read() -> Result<MachineTicks> {
-        let stat = fs::read_to_string("/proc/stat")?;
-        let line = stat.lines().next().context("empty /proc/stat")?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let at = |i: usize| v.get(i).copied().unwrap_or(0);
-        // user nice system idle iowait irq softirq steal (guest time is already inside user).
-        let total: u64 = (0..8).map(at).sum();
-        let idle = at(3) + at(4);
-        Ok(MachineTicks {
-            busy: total - idle,
-            softirq: at(6),
-            idle,
-        })
-    }
-
-    pub fn since(self, earlier: MachineTicks) -> MachineTicks {
-        MachineTicks {
-            busy: self.busy.saturating_sub(earlier.busy),
-            softirq: self.softirq.saturating_sub(earlier.softirq),
-            idle: self.idle.saturating_sub(earlier.idle),
-        }
-    }
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`, 100 on every Linux this runs on).
-pub fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// A broker's binary: `explicit`, else the first of `candidates` that exists.
 pub fn find_binary(explicit: Option<&Path>, candidates: &[PathBuf]) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
     }
     candidates.iter().find(|p| p.is_file()).cloned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_ticks_survive_odd_command_names() {
-        let stat =
-            "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194304 900 0 0 0 123 45 0 0 20 0 3 0 100 0 0";
-        assert_eq!(parse_stat_ticks(stat).ok(), Some(168));
-        assert!(parse_stat_ticks("garbage").is_err());
-    }
-
-    #[test]
-    fn own_process_is_readable() {
-        assert!(process_ticks("/proc/self/stat").is_ok());
-        let m = MachineTicks::read().expect("/proc/stat");
-        assert!(m.busy + m.idle > 0);
-    }
 }

@@ -18,338 +18,38 @@
 //! same `Bytes` the same way, so the ratio between the two is the server's and MQTT's cost alone.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
+use quicft_proto::ft::{Command as FtCommand, FileId, Mode};
 use quicft_proto::{
     Connect, Disconnect, Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode,
 };
-use quicft_server::config::{Congestion, QuicConfig};
+use quicft_server::config::QuicConfig;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::net::next_packet;
+use crate::quic;
 
 /// Largest packet accepted from the server (acks only; 64 KiB is plenty).
 const MAX_PACKET: usize = 64 * 1024;
 /// Time allowed for a handshake, a CONNACK or an ack that should come at once.
 const SHORT: Duration = Duration::from_secs(10);
 
-/// Parses `1G`, `256M`, `64K`, `1048576` (binary units; `GiB`/`MiB`/`KiB` too).
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let upper = t.to_ascii_uppercase();
-    let digits = upper.trim_end_matches(['B', 'I']);
-    let (num, shift) = match digits.chars().last() {
-        Some('K') => (&digits[..digits.len() - 1], 10),
-        Some('M') => (&digits[..digits.len() - 1], 20),
-        Some('G') => (&digits[..digits.len() - 1], 30),
-        _ if digits.len() == upper.len() => (digits, 0),
-        _ => bail!("bad size {s:?}"),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .with_context(|| format!("bad size {s:?}"))?;
-    n.checked_mul(1 << shift)
-        .with_context(|| format!("size {s:?} overflows"))
-}
-
-/// Bytes as `1 GiB`, `8 MiB`, `512 KiB` when exact, else in bytes.
-pub fn fmt_size(n: u64) -> String {
-    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if n >= 1 << shift && n & ((1 << shift) - 1) == 0 {
-            return format!("{} {unit}", n >> shift);
-        }
-    }
-    format!("{n} B")
-}
-
-// ------------------------------------------------------------------------------ processes, /proc
-
-pub use crate::net::free_port;
-
-/// (user, system) CPU clock ticks of a process, from `/proc/<pid>/stat` (or `/proc/self/stat`).
-pub fn process_ticks(stat_path: &str) -> Result<(u64, u64)> {
-    let stat = fs::read_to_string(stat_path).with_context(|| format!("read {stat_path}"))?;
-    // The command name (field 2) may contain spaces: count fields after its closing parenthesis,
-    // where utime and stime (fields 14 and 15) are at indexes 11 and 12.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok((
-        f.get(11).context("no utime")?.parse()?,
-        f.get(12).context("no stime")?.parse()?,
-    ))
-}
-
-/// CPU clock ticks (user + system) of this process's threads whose name starts with `prefix`
-/// (threads that exited are not counted).
-pub fn threads_ticks(prefix: &str) -> Result<u64> {
-    let mut sum = 0;
-    for t in fs::read_dir("/proc/self/task")? {
-        let dir = t?.path();
-        let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.starts_with(prefix) {
-            if let Some(stat) = dir.join("stat").to_str() {
-                if let Ok((u, s)) = process_ticks(stat) {
-                    sum += u + s;
-                }
-            }
-        }
-    }
-    Ok(sum)
-}
-
-/// Machine-wide busy clock ticks, all CPUs together, from `/proc/stat`.
-pub fn machine_busy_ticks() -> Result<u64> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is already inside user).
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Ok(total - idle)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on).
-pub fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-// ------------------------------------------------------------------------------ server process
-
-/// A `quicft-server` child process on free loopback ports, TLS and HTTP off.
-pub struct FtServer {
-    pub pid: u32,
-    pub quic: SocketAddr,
-    pub tcp: SocketAddr,
-    pub data_dir: PathBuf,
-    pub log: PathBuf,
-    child: Option<Child>,
-}
-
-impl FtServer {
-    /// Starts the server (with `--config` when given) and waits until its TCP port accepts and its
-    /// development CA exists.
-    /// `env`: extra environment variables for the server only (e.g. glibc malloc tunables).
-    pub fn start(
-        bin: &Path,
-        data_dir: &Path,
-        config: Option<&Path>,
-        env: &[(String, String)],
-        log: &Path,
-    ) -> Result<FtServer> {
-        let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
-        let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
-        let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let mut cmd = Command::new(bin);
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        let child = cmd
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--quic",
-                &quic.to_string(),
-                "--tcp",
-                &tcp.to_string(),
-                "--tls",
-                "off",
-                "--http",
-                "off",
-            ])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "start {} (cargo build --release -p quicft-server)",
-                    bin.display()
-                )
-            })?;
-        let mut s = FtServer {
-            pid: child.id(),
-            quic,
-            tcp,
-            data_dir: data_dir.to_owned(),
-            log: log.to_owned(),
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(c) = s.child.as_mut() {
-                if let Some(status) = c.try_wait()? {
-                    bail!(
-                        "quicft-server exited at start ({status}):\n{}",
-                        s.log_tail()
-                    );
-                }
-            }
-            if std::net::TcpStream::connect_timeout(&tcp, Duration::from_millis(200)).is_ok()
-                && s.ca().exists()
-            {
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "quicft-server not listening on {tcp} after 20 s:\n{}",
-                    s.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The development CA the server generated on first start.
-    pub fn ca(&self) -> PathBuf {
-        self.data_dir.join("certs").join("ca.pem")
-    }
-
-    /// Where the server keeps partial files (its default `store_dir`).
-    pub fn store_dir(&self) -> PathBuf {
-        self.data_dir.join("transfers")
-    }
-
-    pub fn export_dir(&self, client_id: &str) -> PathBuf {
-        self.data_dir.join("exports").join(client_id)
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// CPU time (user, system) used so far, in clock ticks.
-    pub fn cpu_ticks(&self) -> Result<(u64, u64)> {
-        process_ticks(&format!("/proc/{}/stat", self.pid))
-    }
-
-    /// Minor page faults so far: each is a 4 KiB page of memory touched for the first time since
-    /// it was mapped (page-cache pages written by pwrite are not counted).
-    pub fn minor_faults(&self) -> Result<u64> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .context("malformed stat")?;
-        // minflt is field 10, index 7 after the command name.
-        Ok(rest
-            .split_whitespace()
-            .nth(7)
-            .context("no minflt")?
-            .parse()?)
-    }
-
-    /// SIGTERM by PID, then up to 10 s for a clean exit (SIGKILL by PID after that).
-    pub fn stop(mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        if !sent.is_ok_and(|s| s.success()) {
-            let _ = child.kill();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("quicft-server exited with {status}:\n{}", self.log_tail());
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("quicft-server ignored SIGTERM for 10 s and was killed");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for FtServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 // ------------------------------------------------------------------------------ QUIC settings
-
-/// The server's transport settings (windows, congestion controller, idle timeout), applied to
-/// both ends of every QUIC connection the bench makes.
-pub fn transport_config(q: &QuicConfig) -> Result<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .stream_receive_window(quinn::VarInt::from_u32(q.stream_receive_window))
-        .receive_window(quinn::VarInt::from_u32(q.receive_window))
-        .send_window(q.send_window)
-        .max_idle_timeout(Some(
-            q.idle_timeout
-                .try_into()
-                .map_err(|_| anyhow!("idle_timeout too large"))?,
-        ));
-    match q.congestion {
-        Congestion::Cubic => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
-        }
-        Congestion::Bbr => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
-        }
-        Congestion::Delay => {
-            t.congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default()))
-        }
-    };
-    Ok(t)
-}
 
 /// rustls (ring) client trusting `ca` only, ALPN `mqtt`, with the server's transport settings.
 pub fn quic_client_config(ca: &Path, q: &QuicConfig) -> Result<quinn::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let pem = fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(quic::client_tls(ca)?)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config(q)?));
+    cfg.transport_config(Arc::new(quic::transport_config(q)?));
     Ok(cfg)
 }
 
@@ -740,12 +440,20 @@ pub async fn upload(
     shape: UploadShape,
 ) -> Result<UploadReport> {
     let size = data.len() as u64;
+    let file_id = FileId::parse(file_id)?;
+    let topic = |command| file_id.topic(Mode::Sync, &command);
+    let segment_topic = |offset| {
+        topic(FtCommand::Segment {
+            offset,
+            checksum: None,
+        })
+    };
     let segment = shape.segment.max(1);
     let window = shape
         .window
         .clamp(1, usize::from(conn.receive_maximum).max(1));
     if let Some(max) = conn.maximum_packet_size {
-        let need = publish_header(&format!("$file/{file_id}/{size}"), 1, segment)?.len() + segment;
+        let need = publish_header(&segment_topic(size), 1, segment)?.len() + segment;
         if need > max as usize {
             bail!("segment of {segment} bytes makes {need}-byte packets; the server accepts at most {max}");
         }
@@ -762,7 +470,7 @@ pub async fn upload(
     // init: the transfer must exist before its first segment arrives.
     let init_payload = Bytes::from(init_payload);
     wr.send(&[
-        publish_header(&format!("$file/{file_id}/init"), 1, init_payload.len())?,
+        publish_header(&topic(FtCommand::Init), 1, init_payload.len())?,
         init_payload,
     ])
     .await?;
@@ -788,7 +496,7 @@ pub async fn upload(
             if lock(&pending).insert(pkid, offset).is_some() {
                 bail!("packet id {pkid} reused while in flight");
             }
-            let header = publish_header(&format!("$file/{file_id}/{offset}"), pkid, payload.len())?;
+            let header = publish_header(&segment_topic(offset), pkid, payload.len())?;
             wr.send(&[header, payload]).await?;
             offset = end;
         }
@@ -820,11 +528,11 @@ pub async fn upload(
     } else {
         last_pkid + 1
     };
-    wr.send(&[publish_header(
-        &format!("$file/{file_id}/fin/{size}"),
-        pkid,
-        0,
-    )?])
+    let fin = topic(FtCommand::Fin {
+        size,
+        checksum: None,
+    });
+    wr.send(&[publish_header(&fin, pkid, 0)?])
     .await?;
     let a = tokio::time::timeout(Duration::from_secs(120), next_ack(rd, buf))
         .await
@@ -868,7 +576,7 @@ impl RawSink {
         let crypto = quicft_server::tls::server_config(&id, true)?;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::new(transport_config(q)?));
+        server.transport_config(Arc::new(quic::transport_config(q)?));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
             .thread_name(RAW_SINK_THREADS)
@@ -1037,17 +745,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1G").expect("1G"), 1 << 30);
-        assert_eq!(parse_size("256M").expect("256M"), 256 << 20);
-        assert_eq!(parse_size("8MiB").expect("8MiB"), 8 << 20);
-        assert_eq!(parse_size("64k").expect("64k"), 64 << 10);
-        assert_eq!(parse_size("1000").expect("1000"), 1000);
-        assert!(parse_size("12X").is_err());
-        assert!(parse_size("").is_err());
-        assert_eq!(fmt_size(1 << 30), "1 GiB");
-        assert_eq!(fmt_size(3 << 19), "1536 KiB");
-        assert_eq!(fmt_size(1000), "1000 B");
-    }
 }

@@ -18,7 +18,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::net::next_packet;
+use crate::quic;
 
 /// Largest packet the generator accepts from a broker.
 const MAX_PACKET: usize = 1024 * 1024;
@@ -225,7 +226,7 @@ impl Load {
                     .ca
                     .as_deref()
                     .context("QUIC and TLS need the server's CA certificate")?;
-                Some(tls_client_config(ca)?)
+                Some(quic::client_tls(ca)?)
             }
             Transport::Tcp => None,
         };
@@ -852,25 +853,7 @@ async fn subscribe_loop(
     result
 }
 
-/// rustls client configuration trusting `ca` only, ALPN `mqtt`.
-fn tls_client_config(ca: &Path) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
-    Ok(tls)
-}
-
-/// quinn client configuration on top of [`tls_client_config`].
+/// quinn client configuration on top of [`quic::client_tls`].
 fn quic_client_config(tls: rustls::ClientConfig, mtu: Option<u16>) -> Result<quinn::ClientConfig> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));

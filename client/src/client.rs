@@ -30,8 +30,8 @@ use tracing::Instrument;
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Transport};
 use crate::session::{PendingKind, PublishOutcome, RouteSpec, Shared, MAX_SUBSCRIPTION_ID};
-use crate::transport::io::Outgoing;
-use crate::transport::{self, ChannelKind, ChannelTx, Link};
+use crate::channel::{ChannelKind, ChannelTx, Outgoing};
+use crate::transport::{self, Link};
 
 /// A message to publish.
 #[derive(Debug, Clone)]

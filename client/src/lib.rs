@@ -79,6 +79,7 @@
 //! # }
 //! ```
 
+mod channel;
 mod client;
 mod error;
 mod options;
@@ -100,7 +101,7 @@ pub use options::{
 /// File-transfer wire types (status responses, metadata, reason codes).
 pub use quicft_proto::ft;
 pub use session::PublishOutcome;
-pub use transport::ChannelKind;
+pub use channel::ChannelKind;
 pub use upload::{
     derive_file_id, Progress, Upload, UploadOptions, UploadReport, UploadSource, UploadState,
 };

@@ -18,11 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{CloseReason, Error, Result};
 use crate::pkid::PacketIds;
-use crate::transport::ChannelTx;
-
-/// Identifies a channel (QUIC stream) of a connection; 0 is the control channel and, over TCP, the
-/// one byte stream every channel shares.
-pub(crate) type ChannelId = u64;
+use crate::channel::{ChannelId, ChannelTx};
 
 /// The largest packet MQTT can express; the server's limit when it announces none.
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;

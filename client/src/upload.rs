@@ -23,7 +23,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
-use quicft_proto::ft::{FileMeta, FtReason, Mode, RangeSet, Response, MAX_NAME_LEN};
+use quicft_proto::ft::{
+    Command, FileId, FileMeta, FtReason, Mode, RangeSet, Response, Sha256, MAX_NAME_LEN,
+};
 use quicft_proto::{Properties, Protocol, QoS, ReasonCode};
 use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -33,7 +35,7 @@ use crate::client::{Channel, Client, Message};
 use crate::error::{Error, Result};
 use crate::options::{Reconnect, Transport};
 use crate::responses::{Key, Responses};
-use crate::transport::ChannelKind;
+use crate::channel::ChannelKind;
 
 /// What to upload: a file (re-readable, so any restart can be served) or any async reader (read
 /// once, front to back; its size may be unknown until the end).
@@ -391,7 +393,7 @@ impl Client {
                 )
             }
         };
-        quicft_proto::ft::FileId::parse(&file_id)
+        let topic_id = FileId::parse(&file_id)
             .map_err(|e| Error::InvalidOptions(format!("file id {file_id:?}: {e}")))?;
         let meta = FileMeta {
             name: sanitize_name(&name),
@@ -439,7 +441,7 @@ impl Client {
         let span = tracing::info_span!("upload", file_id = %file_id);
         let engine = Engine {
             client: self.clone(),
-            file_id: file_id.clone(),
+            file_id: topic_id,
             meta,
             mode,
             opts: options,
@@ -476,14 +478,14 @@ impl Client {
     /// Asks the server what it holds of transfer `file_id` (of this client id): the `status`
     /// command, answered on `$file-response/{clientId}`.
     pub async fn file_status(&self, file_id: &str) -> Result<Response> {
-        quicft_proto::ft::FileId::parse(file_id)
+        let topic_id = FileId::parse(file_id)
             .map_err(|e| Error::InvalidOptions(format!("file id {file_id:?}: {e}")))?;
         let channel = self.telemetry();
         let mode = match self.info().protocol {
             Protocol::V5 => Mode::Sync,
             Protocol::V311 => Mode::Async,
         };
-        let topic = format!("{}{file_id}/status", mode.prefix());
+        let topic = topic_id.topic(mode, &Command::Status);
         let (_, r) = command(
             self,
             &channel,
@@ -673,8 +675,11 @@ impl From<Error> for Stop {
 type Outcome = (u64, usize, Result<ReasonCode>);
 
 /// The fin command of a file of `size` bytes with SHA-256 `sha`, as the server verifies it.
-fn fin_command(size: u64, sha: [u8; 32]) -> String {
-    format!("fin/{size}/{}", hex::encode(sha))
+fn fin_command(size: u64, sha: [u8; 32]) -> Command {
+    Command::Fin {
+        size,
+        checksum: Some(Sha256(sha)),
+    }
 }
 /// A fin in flight, with its response.
 type EarlyFin =
@@ -682,7 +687,7 @@ type EarlyFin =
 
 struct Engine {
     client: Client,
-    file_id: String,
+    file_id: FileId,
     meta: FileMeta,
     mode: Mode,
     opts: UploadOptions,
@@ -719,7 +724,7 @@ struct Engine {
 impl Engine {
     fn fail(&self, why: impl Into<String>) -> Error {
         Error::Upload {
-            file_id: self.file_id.clone(),
+            file_id: self.file_id.to_string(),
             why: why.into(),
         }
     }
@@ -729,8 +734,8 @@ impl Engine {
         Bytes::from(serde_json::to_vec(&self.meta).unwrap_or_default())
     }
 
-    fn topic(&self, command: &str) -> String {
-        format!("{}{}/{command}", self.mode.prefix(), self.file_id)
+    fn topic(&self, command: Command) -> String {
+        self.file_id.topic(self.mode, &command)
     }
 
     fn set_state(&mut self, state: UploadState) {
@@ -848,7 +853,7 @@ impl Engine {
     /// Sends a command on the first file channel.
     async fn command(
         &self,
-        command: &str,
+        command: Command,
         payload: Bytes,
         want_response: bool,
     ) -> std::result::Result<(ReasonCode, Option<Response>), Stop> {
@@ -906,7 +911,7 @@ impl Engine {
             } else {
                 Bytes::new()
             };
-            let (_, r) = self.command("status", payload, true).await?;
+            let (_, r) = self.command(Command::Status, payload, true).await?;
             let Some(r) = r else { return Err(Stop::Lost) };
             if fresh {
                 match FtReason::from_code(r.reason_code) {
@@ -941,7 +946,7 @@ impl Engine {
                     }
                     let payload = self.meta_json();
                     // With its response: a refusal's reason is only there.
-                    let (code, response) = self.command("init", payload, true).await?;
+                    let (code, response) = self.command(Command::Init, payload, true).await?;
                     match FtReason::from_code(code.0) {
                         Some(FtReason::Success) => {
                             self.acked = RangeSet::new();
@@ -1209,11 +1214,13 @@ impl Engine {
         ch: usize,
         seg: &Seg,
     ) -> std::result::Result<Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>, Stop> {
-        let mut topic = format!("{}{}/{}", self.mode.prefix(), self.file_id, seg.off);
-        if self.opts.segment_checksums {
-            topic.push('/');
-            topic.push_str(&hex::encode(sha2::Sha256::digest(&seg.data)));
-        }
+        let topic = self.topic(Command::Segment {
+            offset: seg.off,
+            checksum: self
+                .opts
+                .segment_checksums
+                .then(|| Sha256(sha2::Sha256::digest(&seg.data).into())),
+        });
         let message = Message::new(topic.clone(), seg.data.clone()).qos(QoS::AtLeastOnce);
         tracing::trace!(off = seg.off, len = seg.data.len(), ch, "segment");
         let inflight = self.channels[ch].start(message).await?;
@@ -1319,7 +1326,7 @@ impl Engine {
     fn report(&self, size: u64, sha256: String) -> UploadReport {
         let seconds = self.started.elapsed().as_secs_f64();
         UploadReport {
-            file_id: self.file_id.clone(),
+            file_id: self.file_id.to_string(),
             name: self.meta.name.clone(),
             bytes: size,
             sha256,
@@ -1344,7 +1351,7 @@ impl Engine {
         }
         let client = self.client.clone();
         let channel = self.channels[0].clone();
-        let topic = self.topic(&fin_command(size, sha));
+        let topic = self.topic(fin_command(size, sha));
         let (mode, timeout) = (self.mode, self.opts.response_timeout);
         Some(Box::pin(async move {
             command_on(&client, &channel, mode, topic, Bytes::new(), true, timeout).await
@@ -1361,7 +1368,7 @@ impl Engine {
         let sha_hex = hex::encode(sha);
         let (code, response) = self
             // With its response: it lists the missing ranges, or why the file was refused.
-            .command(&fin_command(size, sha), Bytes::new(), true)
+            .command(fin_command(size, sha), Bytes::new(), true)
             .await?;
         match FtReason::from_code(code.0) {
             Some(FtReason::Success) => Ok(Some(self.report(size, sha_hex))),
@@ -1426,7 +1433,7 @@ impl Engine {
     /// Cancel: abort the transfer on the server (best effort, bounded in time).
     async fn abort(&mut self) -> Result<UploadReport> {
         tracing::info!("cancelled: aborting the transfer");
-        let abort = self.command("abort", Bytes::new(), false);
+        let abort = self.command(Command::Abort, Bytes::new(), false);
         match tokio::time::timeout(Duration::from_secs(10), abort).await {
             Ok(Ok((code, _))) if code.is_error() => {
                 tracing::warn!(%code, "abort refused")
@@ -1434,7 +1441,7 @@ impl Engine {
             Ok(Ok(_)) => {}
             _ => tracing::warn!("abort not acknowledged"),
         }
-        Err(Error::UploadCancelled(self.file_id.clone()))
+        Err(Error::UploadCancelled(self.file_id.to_string()))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Wire primitives shared by every packet kind, and the packet dispatch.
+//! Wire primitives shared by every packet kind; the dispatch on the packet type is in
+//! [`crate::packet`].
 //!
 //! Data representations ([MQTT 5.0 §1.5](https://docs.oasis-open.org/mqtt/mqtt/v5.0/os/mqtt-v5.0-os.html#_Toc3901006)):
 //!
@@ -27,7 +28,6 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::packet::{Auth, Connect, Disconnect, Packet, Protocol, PubResp};
 use crate::properties::Properties;
 use crate::properties_codec::Allowed;
 use crate::reason::ReasonCode;
@@ -285,115 +285,6 @@ pub(crate) mod header {
     pub(crate) const AUTH: u8 = 0xF0;
 }
 
-/// Checks the first byte as soon as it arrives, so garbage is refused before its body is awaited.
-/// Flags are fixed for every type but PUBLISH ([MQTT 5.0 §2.1.3]); AUTH (type 15) is reserved in 3.1.1.
-fn check_first_byte(byte: u8, protocol: Protocol) -> Result<(), DecodeError> {
-    let ok = match byte >> 4 {
-        0 => return Err(DecodeError::Malformed("reserved packet type 0")),
-        3 => true, // PUBLISH flags are checked by its decoder
-        15 if protocol == Protocol::V311 => {
-            return Err(DecodeError::Malformed("AUTH does not exist in MQTT 3.1.1"))
-        }
-        6 | 8 | 10 => byte & 0x0F == 0b0010,
-        _ => byte & 0x0F == 0,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(DecodeError::Malformed("reserved fixed-header flags"))
-    }
-}
-
-/// See [`Packet::decode`].
-pub(crate) fn decode_packet(
-    buf: &mut BytesMut,
-    protocol: Protocol,
-    max_packet_size: usize,
-) -> Result<Option<Packet>, DecodeError> {
-    let Some((&first_byte, rest)) = buf.split_first() else {
-        return Ok(None);
-    };
-    check_first_byte(first_byte, protocol)?;
-    let Some((remaining, varint_bytes)) = parse_varint(rest)? else {
-        return Ok(None);
-    };
-    let header_len = 1 + varint_bytes;
-    let size = header_len + remaining;
-    if size > max_packet_size {
-        return Err(DecodeError::TooLarge {
-            size,
-            max: max_packet_size,
-        });
-    }
-    if buf.len() < size {
-        return Ok(None);
-    }
-    let frame = buf.split_to(size).freeze();
-    let mut r = Reader::new(&frame, header_len);
-    let packet = decode_body(first_byte, &mut r, protocol)?;
-    r.finish()?;
-    Ok(Some(packet))
-}
-
-fn decode_body(
-    first_byte: u8,
-    r: &mut Reader<'_>,
-    protocol: Protocol,
-) -> Result<Packet, DecodeError> {
-    use header::*;
-    Ok(match first_byte {
-        CONNECT => Packet::Connect(Connect::read(r)?),
-        CONNACK => Packet::ConnAck(crate::packet::ConnAck::read(r, protocol)?),
-        b if b >> 4 == PUBLISH >> 4 => {
-            Packet::Publish(crate::packet::Publish::read(b, r, protocol)?)
-        }
-        PUBACK => Packet::PubAck(PubResp::read(r, protocol)?),
-        PUBREC => Packet::PubRec(PubResp::read(r, protocol)?),
-        PUBREL => Packet::PubRel(PubResp::read(r, protocol)?),
-        PUBCOMP => Packet::PubComp(PubResp::read(r, protocol)?),
-        SUBSCRIBE => Packet::Subscribe(crate::packet::Subscribe::read(r, protocol)?),
-        SUBACK => Packet::SubAck(crate::packet::SubAck::read(r, protocol)?),
-        UNSUBSCRIBE => Packet::Unsubscribe(crate::packet::Unsubscribe::read(r, protocol)?),
-        UNSUBACK => Packet::UnsubAck(crate::packet::UnsubAck::read(r, protocol)?),
-        PINGREQ => Packet::PingReq,
-        PINGRESP => Packet::PingResp,
-        DISCONNECT => Packet::Disconnect(Disconnect::read(r, protocol)?),
-        AUTH => Packet::Auth(Auth::read(r)?),
-        // check_first_byte let nothing else through
-        _ => return Err(DecodeError::Malformed("reserved fixed-header flags")),
-    })
-}
-
-/// See [`Packet::encode`]. On error `out` is left as it was.
-pub(crate) fn encode_packet(
-    packet: &Packet,
-    protocol: Protocol,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
-    let start = out.len();
-    let result = match packet {
-        Packet::Connect(p) => p.write(out),
-        Packet::ConnAck(p) => p.write(protocol, out),
-        Packet::Publish(p) => p.write(protocol, out),
-        Packet::PubAck(p) => p.write(header::PUBACK, protocol, out),
-        Packet::PubRec(p) => p.write(header::PUBREC, protocol, out),
-        Packet::PubRel(p) => p.write(header::PUBREL, protocol, out),
-        Packet::PubComp(p) => p.write(header::PUBCOMP, protocol, out),
-        Packet::Subscribe(p) => p.write(protocol, out),
-        Packet::SubAck(p) => p.write(protocol, out),
-        Packet::Unsubscribe(p) => p.write(protocol, out),
-        Packet::UnsubAck(p) => p.write(protocol, out),
-        Packet::PingReq => Packet::write_ping(header::PINGREQ, out),
-        Packet::PingResp => Packet::write_ping(header::PINGRESP, out),
-        Packet::Disconnect(p) => p.write(protocol, out),
-        Packet::Auth(p) => p.write(protocol, out),
-    };
-    if result.is_err() {
-        out.truncate(start);
-    }
-    result
-}
-
 /// The optional tail `Reason Code [Property Length Properties]` shared by the PUBACK family,
 /// DISCONNECT and AUTH under MQTT 5 (e.g. [MQTT 5.0 §3.4.2.1]): absent means 0x00 without properties.
 pub(crate) fn read_reason_tail(
@@ -543,7 +434,7 @@ pub(crate) mod test_util {
 mod tests {
     use super::test_util::*;
     use super::*;
-    use crate::packet::{Publish, QoS};
+    use crate::packet::{Packet, Protocol, Publish, QoS};
 
     #[test]
     fn varint_boundaries() {
@@ -581,61 +472,6 @@ mod tests {
         ));
         let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x80][..]);
         assert_eq!(Packet::decode(&mut buf, Protocol::V5, usize::MAX), Ok(None));
-    }
-
-    #[test]
-    fn too_large_before_the_body_arrives() {
-        // PUBLISH announcing 1,000 bytes (0xE8 0x07); only the fixed header is here.
-        let mut buf = BytesMut::from(&[0x30, 0xE8, 0x07][..]);
-        assert_eq!(
-            Packet::decode(&mut buf, Protocol::V5, 1000),
-            Err(DecodeError::TooLarge {
-                size: 1003,
-                max: 1000
-            })
-        );
-        assert_eq!(buf.len(), 3, "buffer untouched");
-        // Exactly at the limit it waits for the body instead.
-        assert_eq!(Packet::decode(&mut buf, Protocol::V5, 1003), Ok(None));
-        // The largest remaining length, announced in 5 bytes, with a small limit.
-        let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F][..]);
-        assert!(matches!(
-            Packet::decode(&mut buf, Protocol::V311, 1 << 20),
-            Err(DecodeError::TooLarge { .. })
-        ));
-    }
-
-    #[test]
-    fn reserved_types_and_flags() {
-        malformed(&[0x00, 0x00], Protocol::V5);
-        malformed(&[0xF0, 0x00], Protocol::V311); // AUTH in 3.1.1
-        for bad in [
-            0x11u8, 0x21, 0x41, 0x51, 0x60, 0x63, 0x71, 0x80, 0x83, 0x91, 0xA0, 0xB1, 0xC1, 0xD2,
-            0xE4, 0xF8,
-        ] {
-            malformed(&[bad, 0x00], Protocol::V5);
-            // refused on the first byte, before the rest arrives
-            let mut buf = BytesMut::from(&[bad][..]);
-            assert!(
-                Packet::decode(&mut buf, Protocol::V5, usize::MAX).is_err(),
-                "{bad:#04x}"
-            );
-        }
-    }
-
-    #[test]
-    fn decodes_back_to_back_packets() {
-        let mut buf = BytesMut::from(&[0xC0, 0x00, 0xD0, 0x00, 0xE0][..]);
-        assert_eq!(
-            Packet::decode(&mut buf, Protocol::V5, 16),
-            Ok(Some(Packet::PingReq))
-        );
-        assert_eq!(
-            Packet::decode(&mut buf, Protocol::V5, 16),
-            Ok(Some(Packet::PingResp))
-        );
-        assert_eq!(Packet::decode(&mut buf, Protocol::V5, 16), Ok(None));
-        assert_eq!(&buf[..], &[0xE0]);
     }
 
     #[test]

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use quicft_bench::broker_procs::{self, BrokerProc, Kind, MachineTicks};
+use quicft_bench::broker_procs::{self, BrokerProc, Kind};
+use quicft_bench::procfs::{self, MachineTicks};
 use quicft_bench::mqtt_load::{Load, LoadConfig, Target, Totals, Transport};
 use quicft_bench::stats::median;
 
@@ -208,7 +209,7 @@ async fn run(args: Args) -> Result<()> {
         }
         (_, b) => b,
     };
-    let tck = broker_procs::clock_ticks_per_sec() as f64;
+    let tck = procfs::clock_ticks_per_sec() as f64;
     let broker_cpus = match &args.pin {
         None => None,
         Some(p) => {
@@ -423,7 +424,7 @@ async fn measure(
             .unwrap_or_else(|| anyhow::anyhow!("a client failed during warm-up")));
     }
     let s0 = broker.cpu_ticks()?;
-    let g0 = broker_procs::process_ticks("/proc/self/stat")?;
+    let g0 = procfs::stat("/proc/self/stat")?.ticks();
     let m0 = MachineTicks::read()?;
     load.begin_window();
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
@@ -435,7 +436,7 @@ async fn measure(
     }
     let window = load.end_window();
     let s1 = broker.cpu_ticks()?;
-    let g1 = broker_procs::process_ticks("/proc/self/stat")?;
+    let g1 = procfs::stat("/proc/self/stat")?.ticks();
     let m = MachineTicks::read()?.since(m0);
     let totals = load.stop().await?;
     let secs = window.elapsed.as_secs_f64();
@@ -517,22 +518,14 @@ fn print_header(
     mosquitto: Option<&Path>,
     relay: Option<&Path>,
 ) {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = procfs::cpu_model();
+    let kernel = procfs::kernel_release();
     println!("# broker_bench");
     println!();
     println!(
         "- machine: {} cores ({model}), Linux {}, loopback only",
         cpus(),
-        kernel.trim()
+        kernel
     );
     if let Some(q) = quicft {
         println!("- quicft: {}", q.display());

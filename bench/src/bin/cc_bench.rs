@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
+use quicft_bench::size::parse_size;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -181,25 +182,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (s, 1),
-        Some((i, _)) => {
-            let mult = match &s[i..].to_ascii_uppercase()[..] {
-                "K" | "KIB" => 1 << 10,
-                "M" | "MIB" => 1 << 20,
-                "G" | "GIB" => 1 << 30,
-                other => return Err(format!("unknown size unit {other:?}")),
-            };
-            (&s[..i], mult)
-        }
-    };
-    num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|e| e.to_string())
-}
-
 // ------------------------------------------------------------------------------------ QUIC setup
 
 fn factory(cc: &str) -> Result<Arc<dyn quinn::congestion::ControllerFactory + Send + Sync>> {
@@ -246,18 +228,7 @@ fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<qui
 }
 
 fn client_config(ca: &Path, cc: &str) -> Result<quinn::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c?)?;
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(quicft_server::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
+    let tls = quicft_bench::quic::client_tls(ca)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(cc)?));

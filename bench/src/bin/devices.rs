@@ -17,7 +17,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +24,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
-use quicft_bench::net::{free_port, next_packet};
+use quicft_bench::launch::FtServer;
+use quicft_bench::net::next_packet;
+use quicft_bench::procfs;
+use quicft_bench::quic;
+use quicft_bench::size::parse_size;
+use quicft_proto::ft::{Command as FtCommand, FileId, Mode, Sha256 as FtSha256};
 use quicft_proto::{Connect, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode};
 use sha2::{Digest, Sha256};
 
@@ -69,21 +73,6 @@ struct Args {
     device_timeout: f64,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let t = t.trim_end_matches("IB").trim_end_matches('B');
-    let (num, mul) = match t.chars().last() {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .map(|n| n * mul)
-        .map_err(|e| format!("bad size {s:?}: {e}"))
-}
-
 /// What all devices add to.
 #[derive(Default)]
 struct Totals {
@@ -113,7 +102,7 @@ struct Shared {
     addr: SocketAddr,
     client: quinn::ClientConfig,
     file: Bytes,
-    sha: String,
+    sha: FtSha256,
     totals: Totals,
 }
 
@@ -125,11 +114,16 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let data = tempfile::tempdir()?;
-    let server = ServerProc::start(&args.server_bin, data.path())?;
-    let ca = data.path().join("certs/ca.pem");
-    let client = client_config(&ca)?;
+    let server = FtServer::start(
+        &args.server_bin,
+        data.path(),
+        None,
+        &[("RUST_LOG".into(), "warn".into())],
+        &data.path().join("server.log"),
+    )?;
+    let client = client_config(&server.ca())?;
     let file = Bytes::from(pseudo_random(args.file_size as usize));
-    let sha = hex::encode(Sha256::digest(&file));
+    let sha = FtSha256(Sha256::digest(&file).into());
     let endpoints = (0..args.sockets.max(1))
         .map(|_| endpoint())
         .collect::<Result<Vec<_>>>()?;
@@ -145,13 +139,13 @@ async fn run(args: Args) -> Result<()> {
 
     // Server CPU and memory, sampled while the devices run.
     let pid = server.pid;
-    let (ticks0, t0) = (process_ticks(pid)?, Instant::now());
+    let (ticks0, t0) = (procfs::pid_stat(pid)?.ticks(), Instant::now());
     let peak_rss = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = peak_rss.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(kb) = status_kb(pid, "VmRSS:") {
+                if let Some(kb) = procfs::status_kib(pid, "VmRSS:") {
                     peak.fetch_max(kb, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -172,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
                     t.telemetry_acked.load(Ordering::Relaxed),
                     t.telemetry_sent.load(Ordering::Relaxed),
                     t.errors.load(Ordering::Relaxed),
-                    status_kb(pid, "VmRSS:").unwrap_or(0) / 1024,
+                    procfs::status_kib(pid, "VmRSS:").unwrap_or(0) / 1024,
                 );
             }
         })
@@ -195,10 +189,10 @@ async fn run(args: Args) -> Result<()> {
     }
     while tasks.join_next().await.is_some() {}
     let wall = t0.elapsed();
-    let ticks = process_ticks(pid)?.saturating_sub(ticks0);
+    let ticks = procfs::pid_stat(pid)?.ticks().saturating_sub(ticks0);
     progress.abort();
     sampler.abort();
-    let hwm = status_kb(pid, "VmHWM:").unwrap_or(0);
+    let hwm = procfs::status_kib(pid, "VmHWM:").unwrap_or(0);
     for ep in &endpoints {
         ep.wait_idle().await;
     }
@@ -224,7 +218,7 @@ async fn run(args: Args) -> Result<()> {
 
     let t = &shared.totals;
     let a = &shared.args;
-    let hz = clock_ticks_per_sec() as f64;
+    let hz = procfs::clock_ticks_per_sec() as f64;
     let cpu_s = ticks as f64 / hz;
     println!("devices: {} (QUIC), file {} B each, segment {} B, window {}, telemetry every {} s, ramp {} s, min {} s",
         a.devices, a.file_size, a.segment, a.window, a.telemetry, a.ramp, a.min_duration);
@@ -383,6 +377,8 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     let mut buf = BytesMut::new();
     let size = s.file.len();
     let meta = format!(r#"{{"name":"dev.bin","size":{size}}}"#);
+    let file_id = FileId::parse("f1")?;
+    let topic = |command| file_id.topic(Mode::Sync, &command);
     let mut pkid = 0u16;
     let mut next_pkid = || {
         pkid = pkid.wrapping_add(1).max(1);
@@ -399,7 +395,7 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
     };
     let wait = Duration::from_secs(120);
     tx.write_all(&encode(&publish(
-        "$file/f1/init",
+        &topic(FtCommand::Init),
         next_pkid(),
         Bytes::from(meta),
     ))?)
@@ -424,7 +420,10 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
         }
         let chunk = s.file.slice(off..(off + seg).min(size));
         tx.write_all(&encode(&publish(
-            &format!("$file/f1/{off}"),
+            &topic(FtCommand::Segment {
+                offset: off as u64,
+                checksum: None,
+            }),
             next_pkid(),
             chunk,
         ))?)
@@ -440,7 +439,10 @@ async fn upload(conn: &quinn::Connection, s: &Shared) -> Result<Duration> {
         )?;
         in_flight -= 1;
     }
-    let fin = format!("$file/f1/fin/{size}/{}", s.sha);
+    let fin = topic(FtCommand::Fin {
+        size: size as u64,
+        checksum: Some(s.sha),
+    });
     tx.write_all(&encode(&publish(&fin, next_pkid(), Bytes::new()))?)
         .await?;
     ack(
@@ -507,21 +509,10 @@ fn endpoint() -> Result<quinn::Endpoint> {
     )?)
 }
 
+/// The shared TLS client with this tool's own transport: 1000 mostly idle devices need a long idle
+/// timeout and keep-alives rather than the server's windows.
 fn client_config(ca: &Path) -> Result<quinn::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c?)?;
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
+    let tls = quic::client_tls(ca)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
@@ -529,113 +520,4 @@ fn client_config(ca: &Path) -> Result<quinn::ClientConfig> {
     t.keep_alive_interval(Some(Duration::from_secs(10)));
     cfg.transport_config(Arc::new(t));
     Ok(cfg)
-}
-
-/// The server under test: the release binary, QUIC and TCP on free loopback ports, TLS and HTTP off.
-struct ServerProc {
-    pid: u32,
-    quic: SocketAddr,
-    child: Child,
-}
-
-impl ServerProc {
-    fn start(bin: &Path, data_dir: &Path) -> Result<ServerProc> {
-        let quic = SocketAddr::from(([127, 0, 0, 1], free_port(true)?));
-        let tcp = SocketAddr::from(([127, 0, 0, 1], free_port(false)?));
-        let log = std::fs::File::create(data_dir.join("server.log"))?;
-        let child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--quic",
-                &quic.to_string(),
-                "--tcp",
-                &tcp.to_string(),
-                "--tls",
-                "off",
-                "--http",
-                "off",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "start {} (cargo build --release -p quicft-server)",
-                    bin.display()
-                )
-            })?;
-        let mut s = ServerProc {
-            pid: child.id(),
-            quic,
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // The QUIC listener is bound before the TCP one: TCP accepting means QUIC is up.
-        while std::net::TcpStream::connect_timeout(&tcp, Duration::from_millis(200)).is_err()
-            || !data_dir.join("certs/ca.pem").exists()
-        {
-            if let Some(st) = s.child.try_wait()? {
-                bail!("quicft-server exited at start: {st}");
-            }
-            if Instant::now() > deadline {
-                bail!("quicft-server not up after 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(s)
-    }
-
-    /// SIGTERM by PID, then wait (SIGKILL after 10 s).
-    fn stop(mut self) -> Result<()> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("server ignored SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn process_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state is field 3, utime 14 and stime 15 (1-based) → indices 11, 12.
-    let num = |i: usize| -> Result<u64> { Ok(f.get(i).context("short stat")?.parse()?) };
-    Ok(num(11)? + num(12)?)
-}
-
-/// A `kB` line of /proc/<pid>/status, e.g. `VmHWM:`.
-fn status_kb(pid: u32, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn clock_ticks_per_sec() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }

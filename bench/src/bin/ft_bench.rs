@@ -24,8 +24,11 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use quicft_bench::ft_load::{
-    self, fmt_size, parse_size, FtServer, MqttConn, RawSink, Transport, UploadReport, UploadShape,
+    self, MqttConn, RawSink, Transport, UploadReport, UploadShape,
 };
+use quicft_bench::launch::FtServer;
+use quicft_bench::procfs::{self, MachineTicks};
+use quicft_bench::size::{fmt_size, parse_size};
 use quicft_server::config::QuicConfig;
 use sha2::Digest;
 
@@ -300,7 +303,7 @@ async fn measure_all(
     };
     let store = server.store_dir();
     std::fs::create_dir_all(&store)?;
-    let tick = clock_ticks_per_sec() as f64;
+    let tick = procfs::clock_ticks_per_sec() as f64;
     let mut samples = Vec::new();
     for round in 0..args.repeat {
         let mut order = kinds.to_vec();
@@ -310,8 +313,8 @@ async fn measure_all(
             let cpu0 = self_ticks()?;
             let srv0 = server.cpu_ticks()?;
             let flt0 = server.minor_faults()?;
-            let m0 = ft_load::machine_busy_ticks()?;
-            let sink0 = ft_load::threads_ticks(ft_load::RAW_SINK_THREADS)?;
+            let m0 = MachineTicks::read()?.busy;
+            let sink0 = procfs::threads_ticks(ft_load::RAW_SINK_THREADS)?;
             let (elapsed, report, quic) = match kind {
                 Kind::QuicftQuic | Kind::QuicftTcp => {
                     let (r, stats) = quicft_upload(
@@ -353,9 +356,9 @@ async fn measure_all(
             let bench_cpu = (self_ticks()? - cpu0) as f64 / tick;
             let srv1 = server.cpu_ticks()?;
             let flt1 = server.minor_faults()?;
-            let m1 = ft_load::machine_busy_ticks()?;
+            let m1 = MachineTicks::read()?.busy;
             let sink_cpu =
-                (ft_load::threads_ticks(ft_load::RAW_SINK_THREADS)? - sink0) as f64 / tick;
+                (procfs::threads_ticks(ft_load::RAW_SINK_THREADS)? - sink0) as f64 / tick;
             let quicft = report.is_some();
             let server_cpu = quicft.then(|| {
                 [
@@ -624,19 +627,10 @@ fn report(args: &Args, kinds: &[Kind], samples: &[Sample], command: &str) -> Res
 /// Cores, CPU, kernel, the filesystem under `dir`, and (with `udp` > 0) the UDP buffers granted.
 fn machine_note(dir: &Path, udp: usize) -> String {
     let cores = cores();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = procfs::cpu_model();
     let mut note = format!(
         "{cores} cores ({cpu}), shared and noisy; Linux {}; {}",
-        kernel.trim(),
+        procfs::kernel_release(),
         mount_of(dir)
     );
     if udp > 0 {
@@ -669,12 +663,7 @@ fn mount_of(dir: &Path) -> String {
 }
 
 fn self_ticks() -> Result<u64> {
-    let (u, s) = ft_load::process_ticks("/proc/self/stat")?;
-    Ok(u + s)
-}
-
-fn clock_ticks_per_sec() -> u64 {
-    ft_load::clock_ticks_per_sec()
+    Ok(procfs::stat("/proc/self/stat")?.ticks())
 }
 
 fn cores() -> usize {

@@ -304,7 +304,7 @@ async fn upload(
     let mut tele = telemetry_header(c, "same connection as the upload");
     tele.idle_p50_ms = idle_p50(&client, &topic, c.payload, 10).await;
     let segment_size = match segment_size {
-        Some(s) => Some(usize::try_from(quicft_bench::ft_load::parse_size(&s)?)?),
+        Some(s) => Some(usize::try_from(quicft_bench::size::parse_size(&s)?)?),
         None => None,
     };
     let opts = UploadOptions {

@@ -39,7 +39,7 @@ use clap::Parser;
 use quicft_proto::{
     ConnAck, Packet, Properties, Protocol, PubResp, Publish, QoS, ReasonCode, SubAck,
 };
-use quicft_server::config::{Config, Congestion};
+use quicft_server::config::Config;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -138,23 +138,7 @@ fn quic_endpoint(data_dir: &std::path::Path, addr: SocketAddr) -> Result<quinn::
     let crypto = quicft_server::tls::server_config(&id, true)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .stream_receive_window(quinn::VarInt::from_u32(q.stream_receive_window))
-        .receive_window(quinn::VarInt::from_u32(q.receive_window))
-        .send_window(q.send_window)
-        .max_idle_timeout(Some(q.idle_timeout.try_into()?));
-    match q.congestion {
-        Congestion::Cubic => transport
-            .congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
-        Congestion::Bbr => transport
-            .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
-        Congestion::Delay => transport
-            .congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default())),
-    };
-    server.transport_config(Arc::new(transport));
+    server.transport_config(Arc::new(quicft_bench::quic::transport_config(&q)?));
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
     let _ = socket.set_recv_buffer_size(q.socket_buffer);
     let _ = socket.set_send_buffer_size(q.socket_buffer);

@@ -62,7 +62,7 @@ struct Row {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let size = usize::try_from(quicft_bench::ft_load::parse_size(&args.size)?)?;
+    let size = usize::try_from(quicft_bench::size::parse_size(&args.size)?)?;
     let tmp = tempfile::tempdir()?;
     let (host, ports, ca, _server) = match &args.server {
         Some(h) => {

@@ -7,27 +7,17 @@ use std::future::poll_fn;
 use std::io;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use quicft_proto::{DecodeError, Packet, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::Outgoing;
+
 /// Small packets are coalesced into one write up to this size (one syscall / one quinn lock instead
 /// of one per packet); larger packets are written on their own, without a copy.
 const BATCH: usize = 64 * 1024;
-
-/// What a channel hands to its writer.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// One encoded MQTT packet.
-    Packet(Bytes),
-    /// Answered once everything queued before it on the same queue has been handed to the transport.
-    Barrier(oneshot::Sender<()>),
-    /// Write what came before it, then stop writing: the transport finishes its send side (QUIC
-    /// FIN and wait for the peer's ack, TCP shutdown) and answers.
-    Finish(oneshot::Sender<()>),
-}
 
 /// Why a writer stopped.
 #[derive(Debug)]
@@ -208,6 +198,8 @@ async fn write_batch<W: AsyncWrite + Unpin>(io: &mut W, batch: &mut BytesMut) ->
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn pkt(tag: u8, len: usize) -> Outgoing {

@@ -10,7 +10,7 @@
 //!   a PINGREQ or a telemetry message waits at most for the one packet being written; one reader
 //!   task hands every received packet to the session.
 //!
-//! Either way a channel is a [`ChannelTx`]: a data queue (bounded: back-pressure to the caller) and an
+//! Either way a channel is a [`ChannelTx`](crate::channel::ChannelTx): a data queue (bounded: back-pressure to the caller) and an
 //! acknowledgement queue (for PUBACK/PUBREC/PUBREL/PUBCOMP the reader sends without waiting, sent
 //! first; its depth is bounded by the receive maximum and the in-flight window).
 
@@ -30,32 +30,9 @@ use tracing::Instrument;
 
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Transport};
-use crate::session::{encode, ChannelId, ServerLimits, Shared};
-use io::{Outgoing, PacketReader, ReadError};
-
-/// What a channel carries, which sets its send priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChannelKind {
-    /// CONNECT, PINGREQ, DISCONNECT: one per connection, opened by the client itself.
-    Control,
-    /// Live messages, small and latency-sensitive.
-    Telemetry,
-    /// Bulk data (file segments).
-    File,
-}
-
-/// The sending side of one channel. Cloning keeps the channel open: a QUIC stream is finished once
-/// every clone is gone (handles, subscriptions and flows awaiting an acknowledgement each hold one).
-#[derive(Clone, Debug)]
-pub(crate) struct ChannelTx {
-    pub(crate) id: ChannelId,
-    pub(crate) kind: ChannelKind,
-    pub(crate) data: mpsc::Sender<Outgoing>,
-    /// Never sent on here (the reader sends acks through a weak handle); holding it keeps the
-    /// acknowledgement queue, and so the stream's writer, alive exactly as long as the channel.
-    #[expect(dead_code, reason = "held for its lifetime, see above")]
-    pub(crate) acks: mpsc::Sender<Outgoing>,
-}
+use crate::channel::{ChannelKind, ChannelTx, Outgoing};
+use crate::session::{encode, ServerLimits, Shared};
+use io::{PacketReader, ReadError};
 
 /// An established transport.
 pub(crate) enum Link {

@@ -16,15 +16,14 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::io::{run_writer, Outgoing, PacketReader, PriorityQueues, WriterEnd};
+use super::io::{run_writer, PacketReader, PriorityQueues, WriterEnd};
 use super::mirror::{spawn_mirror, MirrorTx, Tee};
-use super::{
-    ack_capacity, handshake, new_shared, read_loop, resolve, spawn, ChannelKind, ChannelTx,
-};
+use super::{ack_capacity, handshake, new_shared, read_loop, resolve, spawn};
 use super::{Established, Link, ReadEnd};
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Congestion, Priorities, QuicOptions};
-use crate::session::{ChannelId, Shared};
+use crate::channel::{ChannelId, ChannelKind, ChannelTx, Outgoing};
+use crate::session::Shared;
 
 /// Stream error code when we reset a stream the server sent bytes on that are not MQTT
 /// (the MQTT reason code for Malformed Packet).

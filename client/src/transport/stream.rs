@@ -16,11 +16,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::io::{run_writer, Outgoing, PacketReader, PriorityQueues, WriterEnd};
-use super::{
-    ack_capacity, handshake, new_shared, read_loop, resolve, spawn, ChannelKind, ChannelTx,
-};
+use super::io::{run_writer, PacketReader, PriorityQueues, WriterEnd};
+use super::{ack_capacity, handshake, new_shared, read_loop, resolve, spawn};
 use super::{Established, Link, ReadEnd};
+use crate::channel::{ChannelKind, ChannelTx, Outgoing};
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Priorities, Transport};
 use crate::session::Shared;

@@ -165,22 +165,43 @@ pub struct FtTopic {
 /// Formats the canonical topic (lowercase hex, no leading zeros), which [`parse_topic`] reads back.
 impl fmt::Display for FtTopic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}/", self.mode.prefix(), self.file_id)?;
-        let (number, checksum) = match &self.command {
-            Command::Init => return f.write_str("init"),
-            Command::Abort => return f.write_str("abort"),
-            Command::Status => return f.write_str("status"),
-            Command::Segment { offset, checksum } => (offset, checksum),
-            Command::Fin { size, checksum } => {
-                f.write_str("fin/")?;
-                (size, checksum)
-            }
-        };
-        write!(f, "{number}")?;
-        match checksum {
-            Some(sum) => write!(f, "/{sum}"),
-            None => Ok(()),
+        write_topic(f, self.mode, &self.file_id, &self.command)
+    }
+}
+
+impl FileId {
+    /// The topic of `command` on this file, as [`FtTopic`] formats it. Clients build every topic
+    /// they send this way, so the grammar is written once, here; it borrows the id, because an
+    /// upload sends one topic per segment.
+    pub fn topic(&self, mode: Mode, command: &Command) -> String {
+        let mut topic = String::new();
+        // Writing to a String cannot fail.
+        let _ = write_topic(&mut topic, mode, self, command);
+        topic
+    }
+}
+
+fn write_topic(
+    f: &mut impl fmt::Write,
+    mode: Mode,
+    file_id: &FileId,
+    command: &Command,
+) -> fmt::Result {
+    write!(f, "{}{}/", mode.prefix(), file_id)?;
+    let (number, checksum) = match command {
+        Command::Init => return f.write_str("init"),
+        Command::Abort => return f.write_str("abort"),
+        Command::Status => return f.write_str("status"),
+        Command::Segment { offset, checksum } => (offset, checksum),
+        Command::Fin { size, checksum } => {
+            f.write_str("fin/")?;
+            (size, checksum)
         }
+    };
+    write!(f, "{number}")?;
+    match checksum {
+        Some(sum) => write!(f, "/{sum}"),
+        None => Ok(()),
     }
 }
 
@@ -440,6 +461,64 @@ mod tests {
         let multibyte = "é".repeat(32);
         assert!(Sha256::parse_hex(&multibyte).is_err());
         assert!(Sha256::parse_hex("").is_err());
+    }
+
+    /// The SDK and the bench build every topic they send this way: the exact bytes matter, since
+    /// a response echoes the topic and is matched to its command by it.
+    #[test]
+    fn formats_golden_topics() {
+        let sum = Sha256::parse_hex(HEX).ok();
+        let topic = |mode, command| {
+            FtTopic {
+                mode,
+                file_id: id("f1"),
+                command,
+            }
+            .to_string()
+        };
+        let cases = [
+            (Mode::Sync, Command::Init, "$file/f1/init".to_owned()),
+            (Mode::Async, Command::Init, "$file-async/f1/init".to_owned()),
+            (Mode::Sync, Command::Abort, "$file/f1/abort".to_owned()),
+            (Mode::Async, Command::Status, "$file-async/f1/status".to_owned()),
+            (
+                Mode::Sync,
+                Command::Segment {
+                    offset: 0,
+                    checksum: None,
+                },
+                "$file/f1/0".to_owned(),
+            ),
+            (
+                Mode::Sync,
+                Command::Segment {
+                    offset: u64::MAX,
+                    checksum: sum,
+                },
+                format!("$file/f1/18446744073709551615/{HEX}"),
+            ),
+            (
+                Mode::Sync,
+                Command::Fin {
+                    size: 1048576,
+                    checksum: None,
+                },
+                "$file/f1/fin/1048576".to_owned(),
+            ),
+            (
+                Mode::Async,
+                Command::Fin {
+                    size: 0,
+                    checksum: sum,
+                },
+                format!("$file-async/f1/fin/0/{HEX}"),
+            ),
+        ];
+        for (mode, command, want) in cases {
+            assert_eq!(topic(mode, command.clone()), want, "{command:?}");
+            assert_eq!(id("f1").topic(mode, &command), want, "{command:?}");
+            assert_eq!(ok(&want).command, command, "{want}");
+        }
     }
 
     #[test]
