@@ -546,14 +546,14 @@ async fn stall_watch(
     loop {
         tick.tick().await;
         match client.state() {
-            quicft_client::ConnectionState::Reconnecting { attempt, error } => {
-                if reported != Some(attempt) {
-                    eprintln!(
-                        "quicft: connection lost ({error}); retrying (attempt {})",
-                        attempt + 1
-                    );
-                    reported = Some(attempt);
-                }
+            quicft_client::ConnectionState::Reconnecting { attempt, error }
+                if reported != Some(attempt) =>
+            {
+                eprintln!(
+                    "quicft: connection lost ({error}); retrying (attempt {})",
+                    attempt + 1
+                );
+                reported = Some(attempt);
             }
             quicft_client::ConnectionState::Connected(info) if reported.is_some() => {
                 eprintln!("quicft: reconnected over {}", info.transport);

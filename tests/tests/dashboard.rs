@@ -278,8 +278,13 @@ fn label_names(expr: &str) -> Vec<String> {
     out
 }
 
+/// A metric family's name and type (`# TYPE` lines).
+type Families = Vec<(String, String)>;
+/// Each sample name with the label names it was seen with.
+type Samples = Vec<(String, Vec<String>)>;
+
 /// `# TYPE` families and, for each sample name, the label names it was seen with.
-fn exposition(text: &str) -> (Vec<(String, String)>, Vec<(String, Vec<String>)>) {
+fn exposition(text: &str) -> (Families, Samples) {
     let mut families = Vec::new();
     let mut samples = Vec::new();
     for line in text.lines() {

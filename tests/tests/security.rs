@@ -216,9 +216,11 @@ fn command_with_response_topic(
     response_topic: &str,
     id: u16,
 ) -> Packet {
-    let mut properties = Properties::default();
-    properties.response_topic = Some(response_topic.into());
-    properties.correlation_data = Some(Bytes::from_static(b"corr"));
+    let properties = Properties {
+        response_topic: Some(response_topic.into()),
+        correlation_data: Some(Bytes::from_static(b"corr")),
+        ..Properties::default()
+    };
     Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtLeastOnce,
@@ -283,7 +285,7 @@ async fn a_response_topic_is_checked_like_a_publish_by_the_device() -> Result<()
             "fleet/commands/all".to_owned(),
             format!("$events/file/{b_id}/f"),
             format!("$file/{a_id}/init"),
-            format!("$SYS/broker/x"),
+            "$SYS/broker/x".to_owned(),
         ] {
             let id = pkid();
             s.send(&command_with_response_topic(
