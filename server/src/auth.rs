@@ -143,6 +143,14 @@ impl Auth {
         }
     }
 
+    /// Whether a password user may use `client_id` (by a pattern narrower than `*`): such an id is
+    /// not for anonymous clients to take.
+    pub fn claimed_by_user(&self, client_id: &str) -> bool {
+        self.users
+            .values()
+            .any(|(_, ids)| !ids.is_any() && ids.matches(client_id))
+    }
+
     /// Argon2 verification off the network tasks, a few at a time.
     async fn verify(&self, hash: Arc<str>, password: Vec<u8>) -> bool {
         let Ok(_permit) = self.verifying.clone().acquire_owned().await else {
@@ -191,6 +199,11 @@ impl ClientIdPattern {
             [only] => Some(only),
             _ => None,
         }
+    }
+
+    /// `*`: every client id.
+    pub fn is_any(&self) -> bool {
+        self.pieces.len() == 2 && self.pieces.iter().all(String::is_empty)
     }
 
     pub fn matches(&self, id: &str) -> bool {
@@ -353,6 +366,7 @@ mod tests {
         assert!(!p("%u-*").matches("truck-b-cam1"));
         assert_eq!(p("%u-*").exact(), None);
         assert!(p("*").matches("anything") && p("*").matches(""));
+        assert!(p("*").is_any() && !p("%u-*").is_any() && !p("%u").is_any());
         assert!(p("site/*/cam-*").matches("site/7/cam-2"));
         assert!(!p("site/*/cam-*").matches("site/7/door-2"));
         assert!(p("a*b*a").matches("aba") && !p("a*b*a").matches("ab"));

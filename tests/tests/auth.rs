@@ -305,7 +305,7 @@ async fn username_placeholders_need_a_proven_username() -> Result<()> {
         c.auth.users.push(User {
             username: "alice".into(),
             password_hash: hash,
-            client_id: Some("a*".into()),
+            client_id: Some("a1".into()),
         });
         c.auth.acl = vec![Rule {
             pattern: "users/%u/#".into(),

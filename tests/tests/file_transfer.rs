@@ -67,9 +67,8 @@ async fn uploads_of_every_shape_are_byte_identical() -> Result<()> {
             assert_inside(&export_root(&srv), &path);
             let got = std::fs::read(&path)?;
             assert!(got == data, "{t:?} len {len}: exported bytes differ");
-            let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
-                path.with_file_name("%manifest.json"),
-            )?)?;
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(path.with_file_name("%manifest.json"))?)?;
             assert_eq!(manifest["sha256"], sha256_hex(&data));
             assert_eq!(manifest["size"], len);
         }

@@ -349,3 +349,27 @@ async fn the_accept_backlog_fits_max_connections() -> Result<()> {
     }
     Ok(())
 }
+
+/// Where anonymous clients are let in beside password users (loopback by default), they may not
+/// take a client id a user is given: that device's transfers and session stay the user's.
+#[tokio::test]
+async fn anonymous_clients_cannot_take_a_password_users_client_id() -> Result<()> {
+    let users = vec![
+        user("truck-a", "pw-a", None)?,
+        user("cam", "pw-cam", Some("cam-*"))?,
+        user("ops", "pw-ops", Some("*"))?,
+    ];
+    let srv = TestServer::start_with(move |c| c.auth.users = users).await?;
+    for t in ALL_TRANSPORTS {
+        for taken in ["truck-a", "cam-3"] {
+            let code = code_of(&srv, t, connect_packet(taken, Protocol::V5)).await?;
+            assert_eq!(code, ReasonCode::NOT_AUTHORIZED, "{taken} {t:?}");
+        }
+        // Other ids are still open to anonymous clients (ops's `*` claims none of them).
+        let code = code_of(&srv, t, connect_packet("sensor-9", Protocol::V5)).await?;
+        assert_eq!(code, ReasonCode::SUCCESS, "{t:?}");
+        let ok = with_password("truck-a", "truck-a", "pw-a");
+        assert_eq!(code_of(&srv, t, ok).await?, ReasonCode::SUCCESS, "{t:?}");
+    }
+    Ok(())
+}

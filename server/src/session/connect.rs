@@ -70,6 +70,16 @@ pub(super) async fn admit(
             _ => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
         });
     }
+    // An anonymous client (no password, no certificate: loopback by default) may not take a client
+    // id a password user is given, or it could act as that user's device.
+    if verified.is_none() && link.cert_name.is_none() && ctx.auth.claimed_by_user(&client_id) {
+        tracing::info!(peer = %link.peer, client_id = %client_id,
+            "anonymous client refused: this client id belongs to a password user");
+        return Err(match connect.protocol {
+            Protocol::V5 => ReasonCode::NOT_AUTHORIZED,
+            _ => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+        });
+    }
     let username = verified.map(|v| v.username);
     // A will is a publish made later on the client's behalf: the same topic rules apply now, or it
     // could forge another client's `$file-response/…` or `$events/…` when the connection drops.
