@@ -135,13 +135,13 @@ impl Server {
             server.endpoint = Some(endpoint);
         }
         if let Some(addr) = config.listeners.tcp {
-            let l = transport::tcp_listener(addr, config.limits.max_connections)?;
+            let l = transport::tcp_listener("TCP", addr, config.limits.max_connections)?;
             server.tcp_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.tcp_addr, "MQTT over TCP listening");
             tasks.spawn(transport::serve_tcp(l, None, ctx.clone()));
         }
         if let Some(addr) = config.listeners.tls {
-            let l = transport::tcp_listener(addr, config.limits.max_connections)?;
+            let l = transport::tcp_listener("TLS", addr, config.limits.max_connections)?;
             server.tls_addr = l.local_addr().ok();
             let acceptor =
                 tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
@@ -149,7 +149,7 @@ impl Server {
             tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
         }
         if let Some(addr) = config.listeners.http {
-            let l = transport::tcp_listener(addr, config.limits.max_connections)?;
+            let l = transport::tcp_listener("HTTP API", addr, config.limits.max_connections)?;
             server.http_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.http_addr, token = config.http.token.is_some(), "HTTP API listening");
             tasks.spawn(http::serve(

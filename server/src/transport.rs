@@ -16,10 +16,12 @@ use crate::Ctx;
 /// Why a listener could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    #[error("cannot bind {addr}: {source}")]
+    /// Said once, in the operator's words: "TLS listener 127.0.0.1:8883: address already in use".
+    #[error("{listener} listener {addr}: {reason}")]
     Bind {
+        listener: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        reason: String,
     },
     #[error("QUIC configuration: {0}")]
     Quic(String),
@@ -27,11 +29,39 @@ pub enum ListenError {
     Tls(#[from] tls::TlsError),
 }
 
+impl ListenError {
+    /// A bind error of the `listener` ("QUIC", "TCP", "TLS", "HTTP API") on `addr`.
+    pub fn bind(
+        listener: &'static str,
+        addr: SocketAddr,
+    ) -> impl Fn(std::io::Error) -> ListenError + Copy {
+        move |e| ListenError::Bind {
+            listener,
+            addr,
+            reason: describe_io(&e),
+        }
+    }
+}
+
+/// "Address already in use (os error 98)" → "address already in use".
+fn describe_io(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_owned(),
+    }
+}
+
 /// A UDP socket with large buffers: quinn loses packets at high rates with the kernel's default
 /// 208 KiB (seen on loopback). Linux caps the request at net.core.rmem_max/wmem_max.
 fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source| ListenError::Bind { addr, source };
+    let err = ListenError::bind("QUIC", addr);
     let socket =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     if addr.is_ipv6() {
@@ -110,7 +140,7 @@ pub(crate) fn quic_endpoint(
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
-        .map_err(|source| ListenError::Bind { addr, source })
+        .map_err(ListenError::bind("QUIC", addr))
 }
 
 /// The stateless-reset key's file in the data dir.
@@ -153,11 +183,12 @@ fn stateless_reset_key(data_dir: &std::path::Path) -> std::io::Result<ring::hmac
 /// net.core.somaxconn). The usual 128 made connects past ~2,100 in a burst of 3,000 wait a second
 /// for a SYN retry (issue 17).
 pub(crate) fn tcp_listener(
+    listener: &'static str,
     addr: SocketAddr,
     max_connections: usize,
 ) -> Result<TcpListener, ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source| ListenError::Bind { addr, source };
+    let err = ListenError::bind(listener, addr);
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
@@ -221,8 +252,12 @@ pub(crate) async fn serve_quic(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
                     };
                     session::serve(ctx, link, recv, send).await;
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "QUIC handshake failed"),
-                Err(_) => tracing::debug!(%peer, "QUIC handshake timeout"),
+                // Every refused connection gets a line with its reason (an unknown CA, a client
+                // certificate rustls rejects, a wrong ALPN …): what an operator looks for first.
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, reason = %e, "QUIC connection refused: handshake failed")
+                }
+                Err(_) => tracing::info!(%peer, "QUIC connection refused: handshake timeout"),
             }
             drop(permit);
         });
@@ -307,8 +342,12 @@ pub(crate) async fn serve_tcp(
                             };
                             session::serve(ctx, link, r, w).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timeout"),
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, reason = %e, "TLS connection refused: handshake failed")
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS connection refused: handshake timeout")
+                        }
                     }
                 }
             }

@@ -222,3 +222,144 @@ fn sighup_leaves_the_server_running_and_json_logs_are_json() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A listener that cannot bind is named, and its error said once (it was "Address already in use
+/// (os error 98): Address already in use (os error 98)").
+#[test]
+fn bind_errors_name_the_listener_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = [
+        "--data-dir",
+        d,
+        "--quic",
+        "off",
+        "--tcp",
+        "off",
+        "--http",
+        "off",
+        "--tls",
+        &addr,
+    ];
+    let (ok, _, err) = run(&args, "");
+    assert!(!ok);
+    let want = format!("TLS listener {addr}: address already in use");
+    assert_eq!(err.matches(&want).count(), 1, "{err}");
+    assert!(!err.contains("os error"), "{err}");
+}
+
+/// Every refused connection gets a log line with its reason.
+#[test]
+fn refused_connections_are_logged_with_their_reason() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = [
+        "--data-dir",
+        d,
+        "--quic",
+        "off",
+        "--http",
+        "off",
+        "--tcp",
+        "127.0.0.1:0",
+        "--tls",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ];
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // A failing assertion must not leave the server running (it would hold the test's output).
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _stop = Stop(pid.clone());
+    // Log lines through a channel, so that a missing one fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no log line within 30 s");
+        serde_json::from_str(&line).unwrap()
+    };
+    let addr_of = |v: &serde_json::Value| -> String {
+        let a = v["fields"]["addr"].as_str().unwrap();
+        a.trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .to_owned()
+    };
+    let (mut tcp, mut tls) = (None, None);
+    while tcp.is_none() || tls.is_none() {
+        let v = next();
+        match v["fields"]["message"].as_str() {
+            Some("MQTT over TCP listening") => tcp = Some(addr_of(&v)),
+            Some("MQTT over TLS listening") => tls = Some(addr_of(&v)),
+            _ => {}
+        }
+    }
+    let poke = |addr: &str, bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(bytes).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.read(&mut [0u8; 64]);
+    };
+    poke(
+        tls.as_deref().unwrap(),
+        b"this is not a TLS ClientHello\r\n",
+    );
+    poke(tcp.as_deref().unwrap(), &[0xC0, 0x00]); // PINGREQ before CONNECT
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while seen.len() < 2 {
+        let v = next();
+        let msg = v["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if msg.contains("connection refused") {
+            assert_eq!(v["level"], "INFO", "{v}");
+            assert!(
+                v["fields"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
+                "{v}"
+            );
+            seen.push(msg);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{seen:?}");
+    }
+    assert!(
+        seen.iter()
+            .any(|m| m == "TLS connection refused: handshake failed"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|m| m == "connection refused: no CONNECT"),
+        "{seen:?}"
+    );
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap();
+}

@@ -78,11 +78,11 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
     let (connect, leftover) = match first {
         Ok(Ok((Packet::Connect(c), rest))) => (c, rest),
         Ok(Ok((other, _))) => {
-            tracing::debug!(peer = %link.peer, packet = other.name(), "first packet is not CONNECT");
+            tracing::info!(peer = %link.peer, packet = other.name(), "connection refused: first packet is not CONNECT");
             return finish(link, writer, writer_task, ReasonCode::PROTOCOL_ERROR).await;
         }
         Ok(Err(stream::FirstPacketError::Decode(e))) => {
-            tracing::debug!(peer = %link.peer, error = %e, "bad CONNECT");
+            tracing::info!(peer = %link.peer, reason = %e, "connection refused: bad CONNECT");
             if let quicft_proto::DecodeError::UnsupportedProtocol(_) = e {
                 // A 3.1.1-format CONNACK is what any client version can read (MQTT 5 §3.1.2.2).
                 refuse(&writer, e.reason_code(), Protocol::V311);
@@ -90,11 +90,11 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
             return finish(link, writer, writer_task, e.reason_code()).await;
         }
         Ok(Err(e)) => {
-            tracing::debug!(peer = %link.peer, error = %e, "no CONNECT");
+            tracing::info!(peer = %link.peer, reason = %e, "connection refused: no CONNECT");
             return finish(link, writer, writer_task, ReasonCode::PROTOCOL_ERROR).await;
         }
         Err(_) => {
-            tracing::debug!(peer = %link.peer, "CONNECT timeout");
+            tracing::info!(peer = %link.peer, "connection refused: no CONNECT in time");
             return finish(link, writer, writer_task, ReasonCode::MAXIMUM_CONNECT_TIME).await;
         }
     };
