@@ -194,12 +194,11 @@ impl BrokerProc {
     /// Polls the TCP (and TLS) ports: quicft binds QUIC before them and writes its CA first.
     fn wait_ready(&mut self) -> Result<()> {
         let (tcp, tls, ca) = (self.tcp, self.tls, self.ca.clone());
-        self.process
-            .wait_until(Duration::from_secs(60), tcp, || {
-                listening(&tcp)
-                    && tls.as_ref().is_none_or(listening)
-                    && ca.as_ref().is_none_or(|ca| ca.exists())
-            })
+        self.process.wait_until(Duration::from_secs(60), tcp, || {
+            listening(&tcp)
+                && tls.as_ref().is_none_or(listening)
+                && ca.as_ref().is_none_or(|ca| ca.exists())
+        })
     }
 
     /// The last lines of the broker's log.

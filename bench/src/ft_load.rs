@@ -532,8 +532,7 @@ pub async fn upload(
         size,
         checksum: None,
     });
-    wr.send(&[publish_header(&fin, pkid, 0)?])
-    .await?;
+    wr.send(&[publish_header(&fin, pkid, 0)?]).await?;
     let a = tokio::time::timeout(Duration::from_secs(120), next_ack(rd, buf))
         .await
         .context("fin PUBACK timeout")??;
@@ -744,5 +743,4 @@ mod tests {
             assert_eq!(ours, full, "payload of {len} bytes");
         }
     }
-
 }

@@ -160,9 +160,12 @@ impl Ports {
 
     /// `--data-dir D --quic Q --tcp T`, and `--tls A` when TLS was picked.
     pub fn args(&self, cmd: &mut Command, data_dir: &Path) {
-        cmd.arg("--data-dir")
-            .arg(data_dir)
-            .args(["--quic", &self.quic.to_string(), "--tcp", &self.tcp.to_string()]);
+        cmd.arg("--data-dir").arg(data_dir).args([
+            "--quic",
+            &self.quic.to_string(),
+            "--tcp",
+            &self.tcp.to_string(),
+        ]);
         if let Some(tls) = self.tls {
             cmd.args(["--tls", &tls.to_string()]);
         }

@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::channel::{ChannelKind, ChannelTx, Outgoing};
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Transport};
 use crate::session::{PendingKind, PublishOutcome, RouteSpec, Shared, MAX_SUBSCRIPTION_ID};
-use crate::channel::{ChannelKind, ChannelTx, Outgoing};
 use crate::transport::{self, Link};
 
 /// A message to publish.

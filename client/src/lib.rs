@@ -90,6 +90,7 @@ mod tls;
 mod transport;
 mod upload;
 
+pub use channel::ChannelKind;
 pub use client::{
     Channel, Client, ConnectionInfo, ConnectionState, Message, StateChanges, Subscription,
 };
@@ -101,7 +102,6 @@ pub use options::{
 /// File-transfer wire types (status responses, metadata, reason codes).
 pub use quicft_proto::ft;
 pub use session::PublishOutcome;
-pub use channel::ChannelKind;
 pub use upload::{
     derive_file_id, Progress, Upload, UploadOptions, UploadReport, UploadSource, UploadState,
 };

@@ -16,9 +16,9 @@ use quicft_proto::{
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::channel::{ChannelId, ChannelTx};
 use crate::error::{CloseReason, Error, Result};
 use crate::pkid::PacketIds;
-use crate::channel::{ChannelId, ChannelTx};
 
 /// The largest packet MQTT can express; the server's limit when it announces none.
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;

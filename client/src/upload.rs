@@ -31,11 +31,11 @@ use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
+use crate::channel::ChannelKind;
 use crate::client::{Channel, Client, Message};
 use crate::error::{Error, Result};
 use crate::options::{Reconnect, Transport};
 use crate::responses::{Key, Responses};
-use crate::channel::ChannelKind;
 
 /// What to upload: a file (re-readable, so any restart can be served) or any async reader (read
 /// once, front to back; its size may be unknown until the end).

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use quicft_bench::broker_procs::{self, BrokerProc, Kind};
-use quicft_bench::procfs::{self, MachineTicks};
 use quicft_bench::mqtt_load::{Load, LoadConfig, Target, Totals, Transport};
+use quicft_bench::procfs::{self, MachineTicks};
 use quicft_bench::stats::median;
 
 /// MQTT broker throughput: quicft over QUIC and TCP against mosquitto over TCP.

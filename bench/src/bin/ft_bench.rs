@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
-use quicft_bench::ft_load::{
-    self, MqttConn, RawSink, Transport, UploadReport, UploadShape,
-};
+use quicft_bench::ft_load::{self, MqttConn, RawSink, Transport, UploadReport, UploadShape};
 use quicft_bench::launch::FtServer;
 use quicft_bench::procfs::{self, MachineTicks};
 use quicft_bench::size::{fmt_size, parse_size};

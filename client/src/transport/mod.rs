@@ -28,9 +28,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::channel::{ChannelKind, ChannelTx, Outgoing};
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Transport};
-use crate::channel::{ChannelKind, ChannelTx, Outgoing};
 use crate::session::{encode, ServerLimits, Shared};
 use io::{PacketReader, ReadError};
 

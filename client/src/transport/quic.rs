@@ -20,9 +20,9 @@ use super::io::{run_writer, PacketReader, PriorityQueues, WriterEnd};
 use super::mirror::{spawn_mirror, MirrorTx, Tee};
 use super::{ack_capacity, handshake, new_shared, read_loop, resolve, spawn};
 use super::{Established, Link, ReadEnd};
+use crate::channel::{ChannelId, ChannelKind, ChannelTx, Outgoing};
 use crate::error::{CloseReason, Error, Result};
 use crate::options::{ClientOptions, Congestion, Priorities, QuicOptions};
-use crate::channel::{ChannelId, ChannelKind, ChannelTx, Outgoing};
 use crate::session::Shared;
 
 /// Stream error code when we reset a stream the server sent bytes on that are not MQTT

@@ -480,7 +480,11 @@ mod tests {
             (Mode::Sync, Command::Init, "$file/f1/init".to_owned()),
             (Mode::Async, Command::Init, "$file-async/f1/init".to_owned()),
             (Mode::Sync, Command::Abort, "$file/f1/abort".to_owned()),
-            (Mode::Async, Command::Status, "$file-async/f1/status".to_owned()),
+            (
+                Mode::Async,
+                Command::Status,
+                "$file-async/f1/status".to_owned(),
+            ),
             (
                 Mode::Sync,
                 Command::Segment {

@@ -342,9 +342,7 @@ fn decode_body(
     Ok(match first_byte {
         CONNECT => Packet::Connect(Connect::read(r)?),
         CONNACK => Packet::ConnAck(ConnAck::read(r, protocol)?),
-        b if b >> 4 == PUBLISH >> 4 => {
-            Packet::Publish(Publish::read(b, r, protocol)?)
-        }
+        b if b >> 4 == PUBLISH >> 4 => Packet::Publish(Publish::read(b, r, protocol)?),
         PUBACK => Packet::PubAck(PubResp::read(r, protocol)?),
         PUBREC => Packet::PubRec(PubResp::read(r, protocol)?),
         PUBREL => Packet::PubRel(PubResp::read(r, protocol)?),
