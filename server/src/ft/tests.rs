@@ -1440,3 +1440,48 @@ async fn cancel_on_a_full_disk_frees_the_data() {
     assert_reason(&env.status("d", "f").await, FtReason::Cancel);
     assert_reason(&env.seg("d", "f", 0, b"x").await, FtReason::Cancel);
 }
+
+/// The quarantine path is built from the client id and file id: escaped, it stays under the store,
+/// whatever a device names itself.
+#[tokio::test]
+async fn quarantine_paths_never_escape_the_store() {
+    let evil = "../../etc";
+    let env = Env::new();
+    assert_reason(
+        &env.init(evil, "..", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    assert_reason(&env.seg(evil, "..", 0, b"held").await, FtReason::Success);
+    let tdir = env
+        .root()
+        .join("transfers")
+        .join(escape_component(evil))
+        .join(escape_component(".."));
+    let env =
+        env.reopen_after(|_| std::fs::write(tdir.join("ranges.log"), b"not a journal").unwrap());
+    assert_reason(
+        &env.init(evil, "..", serde_json::json!({"name": "n"})).await,
+        FtReason::Success,
+    );
+    let q = env
+        .root()
+        .join("transfers/%quarantine")
+        .join(escape_component(evil));
+    let kept: Vec<_> = std::fs::read_dir(&q)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let rel = kept[0].strip_prefix(env.root().join("transfers")).unwrap();
+    assert!(
+        rel.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_))),
+        "{rel:?}"
+    );
+    assert_eq!(std::fs::read(kept[0].join("data.part")).unwrap(), b"held");
+    let top: Vec<_> = std::fs::read_dir(env.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top.len(), 2, "{top:?}");
+}
