@@ -89,6 +89,9 @@ pub struct ConnectionInfo {
     pub max_packet_size: usize,
     pub max_qos: QoS,
     pub retain_available: bool,
+    /// Why the first-choice transport was not used, when the fallback connected instead (e.g.
+    /// "quic did not answer within 300 ms": UDP blocked on this network).
+    pub fell_back: Option<String>,
 }
 
 /// Where the client stands; see [`Client::state`] and [`Client::state_changes`].
@@ -294,6 +297,7 @@ impl Core {
             connack,
             remote,
             transport,
+            fell_back,
         } = est;
         let opened = link
             .open_channel(&shared, ChannelKind::Telemetry)
@@ -372,6 +376,7 @@ impl Core {
             max_packet_size: shared.limits.max_packet_size,
             max_qos: shared.limits.max_qos,
             retain_available: shared.limits.retain_available,
+            fell_back,
         };
         if options.client_id.is_empty() {
             self.span.record("client_id", info.client_id.as_str());
@@ -698,6 +703,7 @@ impl Client {
             max_packet_size: 0,
             max_qos: QoS::AtMostOnce,
             retain_available: false,
+            fell_back: None,
         })
     }
 

@@ -557,6 +557,7 @@ async fn stall_watch(
             }
             quicft_client::ConnectionState::Connected(info) if reported.is_some() => {
                 eprintln!("quicft: reconnected over {}", info.transport);
+                say_if_fell_back(&info);
                 reported = None;
             }
             _ => {}
@@ -648,7 +649,7 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
         options.username.clone(),
         options.tls.client_cert.is_some(),
     );
-    Client::connect(options).await.map_err(|e| {
+    let client = Client::connect(options).await.map_err(|e| {
         let hint = match &e {
             quicft_client::Error::ConnectionRefused { code, .. } => {
                 refusal_hint(*code, &client_id, user.as_deref(), cert)
@@ -657,7 +658,19 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
             _ => String::new(),
         };
         anyhow::Error::new(e).context(format!("cannot connect to {what}{hint}"))
-    })
+    })?;
+    say_if_fell_back(&client.info());
+    Ok(client)
+}
+
+/// Says why a device is on its fallback transport: an operator reading "over tls" wonders.
+fn say_if_fell_back(info: &quicft_client::ConnectionInfo) {
+    if let Some(why) = &info.fell_back {
+        eprintln!(
+            "quicft: {why}; connected over {} to {} instead",
+            info.transport, info.remote
+        );
+    }
 }
 
 /// What to do about a CONNACK refusal, in the words of the options that cause it.

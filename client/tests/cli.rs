@@ -388,3 +388,68 @@ async fn an_upload_gives_up_when_the_server_is_gone() -> Result<()> {
     ensure!(stderr.contains("resuming: the server holds"), "{stderr}");
     Ok(())
 }
+
+/// Runs `quicft` with exactly `args` (no transport or server added).
+async fn quicft_raw(args: &[&str]) -> Result<(bool, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env_remove("QUICFT_PASSWORD")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// A loopback UDP port nothing listens on (bound, then released).
+fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A QUIC attempt where nothing listens says so (from the host's ICMP answer) instead of waiting
+/// out its handshake timeout; with `--transport auto` the device says why it is on TLS.
+#[tokio::test]
+async fn nothing_listening_on_quic_is_said_at_once_and_the_fallback_says_why() -> Result<()> {
+    let dir = TempDir::new("fallback")?;
+    let srv = server(&dir.0).await?;
+    let ca = dir.0.join("certs/ca.pem");
+    let ca = ca.to_str().context("path")?;
+    let udp = free_udp_port()?;
+    let quic_server = format!("127.0.0.1:{udp}");
+    let pubargs = [
+        "pub",
+        "-t",
+        "t",
+        "-m",
+        "x",
+        "--ca",
+        ca,
+        "--server",
+        &quic_server,
+    ];
+
+    let (ok, err) = quicft_raw(&[&pubargs[..], &["--transport", "quic"]].concat()).await?;
+    ensure!(!ok, "connected to nothing: {err}");
+    ensure!(
+        err.contains(&format!("nothing is listening on UDP {quic_server}")),
+        "{err}"
+    );
+
+    let tls_port = srv.tls_addr.context("tls")?.port().to_string();
+    let fallback = ["--transport", "auto", "--fallback-port", &tls_port];
+    let (ok, err) = quicft_raw(&[&pubargs[..], &fallback[..]].concat()).await?;
+    ensure!(ok, "{err}");
+    ensure!(
+        err.contains("quic failed: ") && err.contains("nothing is listening on UDP"),
+        "the fallback does not say why: {err}"
+    );
+    ensure!(err.contains("connected over tls to 127.0.0.1:"), "{err}");
+    Ok(())
+}

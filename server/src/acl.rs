@@ -19,6 +19,9 @@
 //! commands are not topics in this sense: they always address the sender's own transfers, since the
 //! transfer key is (its client id, file id).
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use quicft_proto::ft as ftp;
 use quicft_proto::topic::TopicFilter;
 use serde::Deserialize;
@@ -34,7 +37,7 @@ pub enum Access {
 }
 
 /// One `[[auth.acl]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// A topic filter; `%c` and `%u` are replaced per client.
@@ -45,10 +48,11 @@ pub struct Rule {
     pub username: Option<String>,
 }
 
-/// The rules, built once at start.
-#[derive(Debug, Clone, Default)]
+/// The rules: built at start, replaced whole by a reload (SIGHUP), which every session's next
+/// publish and subscribe then obey.
+#[derive(Debug, Default)]
 pub struct Acl {
-    rules: Vec<Rule>,
+    rules: ArcSwap<Vec<Rule>>,
 }
 
 /// Who is asking.
@@ -61,8 +65,15 @@ pub struct Who<'a> {
 impl Acl {
     pub fn new(rules: &[Rule]) -> Acl {
         Acl {
-            rules: rules.to_vec(),
+            rules: ArcSwap::from_pointee(rules.to_vec()),
         }
+    }
+
+    /// Puts `rules` in place of the current ones; says whether they differ.
+    pub fn replace(&self, rules: &[Rule]) -> bool {
+        let changed = self.rules.load().as_slice() != rules;
+        self.rules.store(Arc::new(rules.to_vec()));
+        changed
     }
 
     /// May `who` subscribe to `filter`?
@@ -104,11 +115,12 @@ impl Acl {
         read: bool,
         matches: impl Fn(&str, &str) -> bool,
     ) -> bool {
-        if self.rules.is_empty() {
+        let rules = self.rules.load();
+        if rules.is_empty() {
             return true;
         }
         let mut granted = false;
-        for r in &self.rules {
+        for r in rules.iter() {
             if r.username
                 .as_deref()
                 .is_some_and(|u| Some(u) != who.username)

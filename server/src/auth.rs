@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
@@ -55,21 +56,93 @@ struct UsersFile {
 /// queue here rather than exhaust memory or the runtime's threads.
 const CONCURRENT_VERIFICATIONS: usize = 4;
 
-/// The authentication policy, built once at start.
+/// The authentication policy: built at start, replaced whole by a reload (SIGHUP). A check in
+/// progress keeps the policy it started with.
 pub struct Auth {
+    policy: ArcSwap<Policy>,
+    verifying: Arc<Semaphore>,
+}
+
+/// One generation of the policy.
+struct Policy {
+    /// Counts reloads: a login checked under generation `g` still holds while its account has not
+    /// changed since `g`.
+    generation: u64,
     /// `None`: on loopback listeners only.
     allow_anonymous: Option<bool>,
-    /// Username → PHC string (checked to parse at start) and the client ids it may use.
-    users: HashMap<String, (Arc<str>, ClientIdPattern)>,
+    /// Username → PHC string (checked to parse at start), the client ids it may use, and the
+    /// generation that last changed the account.
+    users: HashMap<String, (Arc<str>, ClientIdPattern, u64)>,
     /// Verified against for unknown usernames, so that timing does not tell which accounts exist.
     dummy: Option<Arc<str>>,
-    verifying: Arc<Semaphore>,
+}
+
+/// What a reload changed in the accounts (usernames, sorted), for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UsersChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// A new password or new client ids.
+    pub changed: Vec<String>,
+    pub anonymous_changed: bool,
+}
+
+impl UsersChange {
+    pub fn is_empty(&self) -> bool {
+        *self == UsersChange::default()
+    }
 }
 
 impl Auth {
     /// Loads the accounts from the configuration and `users_file`; a later entry for the same
     /// username replaces an earlier one.
     pub fn new(cfg: &AuthConfig) -> Result<Auth, AuthError> {
+        Ok(Auth {
+            policy: ArcSwap::from_pointee(Policy::load(cfg, 0)?),
+            verifying: Arc::new(Semaphore::new(CONCURRENT_VERIFICATIONS)),
+        })
+    }
+
+    /// Builds the policy of `cfg` (users file read again) and, when it loads, puts it in place of
+    /// the current one; on error the current one stays. Connections already admitted are not
+    /// checked again.
+    pub fn reload(&self, cfg: &AuthConfig) -> Result<UsersChange, AuthError> {
+        let old = self.policy.load();
+        let mut new = Policy::load(cfg, old.generation + 1)?;
+        let mut change = UsersChange {
+            anonymous_changed: old.allow_anonymous != new.allow_anonymous,
+            ..UsersChange::default()
+        };
+        for (name, (hash, ids, since)) in &mut new.users {
+            match old.users.get(name) {
+                None => change.added.push(name.clone()),
+                Some((h, i, _)) if h != hash || i != ids => change.changed.push(name.clone()),
+                Some((_, _, s)) => *since = *s,
+            }
+        }
+        change.removed = old
+            .users
+            .keys()
+            .filter(|n| !new.users.contains_key(*n))
+            .cloned()
+            .collect();
+        for v in [&mut change.added, &mut change.removed, &mut change.changed] {
+            v.sort();
+        }
+        self.policy.store(Arc::new(new));
+        Ok(change)
+    }
+}
+
+impl Policy {
+    /// Whether a user's client ids (a pattern narrower than `*`) include `client_id`.
+    fn claimed(&self, client_id: &str) -> bool {
+        self.users
+            .values()
+            .any(|(_, ids, _)| !ids.is_any() && ids.matches(client_id))
+    }
+
+    fn load(cfg: &AuthConfig, generation: u64) -> Result<Policy, AuthError> {
         let mut list = cfg.users.clone();
         if let Some(path) = &cfg.users_file {
             list.extend(read_users_file(path)?);
@@ -82,20 +155,22 @@ impl Auth {
             }
             let ids =
                 ClientIdPattern::new(u.client_id.as_deref().unwrap_or(default_ids), &u.username);
-            users.insert(u.username, (Arc::from(u.password_hash), ids));
+            users.insert(u.username, (Arc::from(u.password_hash), ids, generation));
         }
         let dummy = match users.is_empty() {
             true => None,
             false => Some(Arc::from(hash_password("no such account")?)),
         };
-        Ok(Auth {
+        Ok(Policy {
+            generation,
             allow_anonymous: cfg.allow_anonymous,
             users,
             dummy,
-            verifying: Arc::new(Semaphore::new(CONCURRENT_VERIFICATIONS)),
         })
     }
+}
 
+impl Auth {
     /// Checks a CONNECT's credentials on a listener bound to `listener`; `Ok` holds the user a
     /// password proved (only then may ACL rules with `%u` or `username` apply). `cert_name` is the
     /// verified client certificate's name, if the device sent one: it authenticates the device on
@@ -111,15 +186,17 @@ impl Auth {
         } else {
             ReasonCode::BAD_USER_NAME_OR_PASSWORD
         };
-        let anonymous = self
+        // The policy this check started with, even if a reload replaces it meanwhile.
+        let policy = self.policy.load_full();
+        let anonymous = policy
             .allow_anonymous
             .unwrap_or_else(|| listener.ip().is_loopback());
         match (&c.username, &c.password) {
             (_, None) if cert_name.is_some() => Ok(None),
             (None, None) if anonymous => Ok(None),
             (None, _) => Err(refused),
-            (Some(user), password) => match (self.users.get(user), password) {
-                (Some((hash, ids)), Some(given)) => {
+            (Some(user), password) => match (policy.users.get(user), password) {
+                (Some((hash, ids, _)), Some(given)) => {
                     if self.verify(hash.clone(), given.to_vec()).await {
                         Ok(Some(Verified {
                             username: user.clone(),
@@ -133,7 +210,7 @@ impl Auth {
                 (None, None) if anonymous => Ok(None),
                 (None, None) => Err(refused),
                 (None, Some(given)) => {
-                    if let Some(d) = &self.dummy {
+                    if let Some(d) = &policy.dummy {
                         let _ = self.verify(d.clone(), given.to_vec()).await;
                     }
                     Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
@@ -146,9 +223,33 @@ impl Auth {
     /// Whether a password user may use `client_id` (by a pattern narrower than `*`): such an id is
     /// not for anonymous clients to take.
     pub fn claimed_by_user(&self, client_id: &str) -> bool {
-        self.users
-            .values()
-            .any(|(_, ids)| !ids.is_any() && ids.matches(client_id))
+        self.policy.load().claimed(client_id)
+    }
+
+    /// The policy's generation: recorded before a CONNECT is checked, it dates the login for
+    /// [`Auth::still_admits`].
+    pub fn generation(&self) -> u64 {
+        self.policy.load().generation
+    }
+
+    /// After a reload: whether a client admitted under `login.generation` would still be. A
+    /// password login holds while its account is unchanged (same password, same client ids) since
+    /// then; an anonymous one while anonymous access is still allowed on its listener and its
+    /// client id is not now a user's. A certificate login is not affected by the accounts.
+    pub fn still_admits(&self, login: &Login<'_>) -> bool {
+        let policy = self.policy.load();
+        match (login.username, login.certificate) {
+            (Some(user), _) => policy.users.get(user).is_some_and(|(_, ids, since)| {
+                *since <= login.generation && ids.matches(login.client_id)
+            }),
+            (None, true) => true,
+            (None, false) => {
+                policy
+                    .allow_anonymous
+                    .unwrap_or_else(|| login.listener.ip().is_loopback())
+                    && !policy.claimed(login.client_id)
+            }
+        }
     }
 
     /// Argon2 verification off the network tasks, a few at a time.
@@ -163,6 +264,19 @@ impl Auth {
         .await
         .unwrap_or(false)
     }
+}
+
+/// How a connected client was admitted, for [`Auth::still_admits`].
+#[derive(Debug, Clone, Copy)]
+pub struct Login<'a> {
+    /// The user its password proved.
+    pub username: Option<&'a str>,
+    /// It presented a verified client certificate.
+    pub certificate: bool,
+    pub client_id: &'a str,
+    pub listener: SocketAddr,
+    /// [`Auth::generation`] before its CONNECT was checked.
+    pub generation: u64,
 }
 
 /// A user whose password was verified.
@@ -400,6 +514,65 @@ mod tests {
             ..AuthConfig::default()
         };
         let auth = Auth::new(&cfg).expect("auth");
-        assert!(auth.users.contains_key("fromfile"));
+        assert!(auth.policy.load().users.contains_key("fromfile"));
+    }
+
+    /// A reload replaces the accounts; logins made before it hold only while their account is
+    /// unchanged, and a policy that does not load leaves the current one in place.
+    #[test]
+    fn reload_dates_logins() {
+        let user = |name: &str, pw: &str| User {
+            username: name.into(),
+            password_hash: hash_password(pw).expect("hash"),
+            client_id: None,
+        };
+        let (keep, change) = (user("keep", "a"), user("change", "b"));
+        let cfg = |users: Vec<User>, anonymous| AuthConfig {
+            users,
+            allow_anonymous: anonymous,
+            ..AuthConfig::default()
+        };
+        let auth = Auth::new(&cfg(vec![keep.clone(), change.clone()], None)).expect("auth");
+        let lo: SocketAddr = "127.0.0.1:1883".parse().expect("addr");
+        let login = |username, client_id, generation| Login {
+            username,
+            certificate: false,
+            client_id,
+            listener: lo,
+            generation,
+        };
+        let g0 = auth.generation();
+        let change = user("change", "new password");
+        let added = user("added", "c");
+        let got = auth
+            .reload(&cfg(vec![keep, change, added], Some(false)))
+            .expect("reload");
+        assert_eq!(
+            got,
+            UsersChange {
+                added: vec!["added".into()],
+                removed: vec![],
+                changed: vec!["change".into()],
+                anonymous_changed: true,
+            }
+        );
+        assert!(auth.still_admits(&login(Some("keep"), "keep", g0)));
+        assert!(!auth.still_admits(&login(Some("change"), "change", g0)));
+        assert!(!auth.still_admits(&login(Some("keep"), "other-id", g0)));
+        assert!(
+            !auth.still_admits(&login(None, "anon", g0)),
+            "anonymous withdrawn"
+        );
+        let g1 = auth.generation();
+        assert!(g1 > g0);
+        assert!(auth.still_admits(&login(Some("change"), "change", g1)));
+
+        let broken = AuthConfig {
+            users_file: Some("/nonexistent/users.toml".into()),
+            ..AuthConfig::default()
+        };
+        assert!(matches!(auth.reload(&broken), Err(AuthError::Read { .. })));
+        assert_eq!(auth.generation(), g1, "the failed reload changed nothing");
+        assert!(auth.still_admits(&login(Some("added"), "added", g1)));
     }
 }

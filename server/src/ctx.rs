@@ -8,7 +8,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::broker::Broker;
 use crate::ft::FtService;
-use crate::{acl, auth, clients, metrics, Config};
+use crate::{acl, auth, clients, http, metrics, tls, Config};
 
 /// What every connection task shares.
 pub(crate) struct Ctx {
@@ -27,6 +27,10 @@ pub(crate) struct Ctx {
     pub clients: Arc<clients::Clients>,
     /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// The certificate the QUIC and TLS listeners present (a reload replaces it).
+    pub server_cert: Arc<tls::ServerCert>,
+    /// The HTTP API's bearer token (a reload replaces it).
+    pub http_token: Arc<http::Token>,
 }
 
 impl Ctx {

@@ -81,20 +81,8 @@ impl Server {
             source,
         })?;
         let config = Arc::new(config);
-        // A generated development certificate also names the specific addresses the encrypted
-        // listeners are bound to, so that clients can reach them by IP (e.g. 198.18.0.2 in the
-        // benchmark namespaces) without overriding the server name.
-        let mut tls_cfg = config.tls.clone();
-        for a in [config.listeners.quic, config.listeners.tls]
-            .into_iter()
-            .flatten()
-        {
-            let ip = a.ip().to_string();
-            if !a.ip().is_unspecified() && !tls_cfg.dev_cert_names.contains(&ip) {
-                tls_cfg.dev_cert_names.push(ip);
-            }
-        }
-        let identity = tls::load_or_generate(&tls_cfg, &config.data_dir)?;
+        let identity = identity(&config)?;
+        let server_cert = tls::ServerCert::new(&identity)?;
         let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
             .map_err(|e| StartError::Ft(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -113,6 +101,8 @@ impl Server {
             shutdown: shutdown_rx,
             clients: Arc::default(),
             metrics: Arc::default(),
+            http_token: http::Token::new(config.http.token.as_deref()),
+            server_cert: server_cert.clone(),
             config: config.clone(),
         });
         let mut tasks = JoinSet::new();
@@ -128,7 +118,7 @@ impl Server {
         };
 
         if let Some(addr) = config.listeners.quic {
-            let endpoint = transport::quic_endpoint(&config, &identity, addr)?;
+            let endpoint = transport::quic_endpoint(&config, &identity, server_cert.clone(), addr)?;
             server.quic_addr = endpoint.local_addr().ok();
             tracing::info!(addr = ?server.quic_addr, congestion = ?config.quic.congestion, "MQTT over QUIC listening");
             tasks.spawn(transport::serve_quic(endpoint.clone(), ctx.clone()));
@@ -143,8 +133,11 @@ impl Server {
         if let Some(addr) = config.listeners.tls {
             let l = transport::tcp_listener("TLS", addr, config.limits.max_connections)?;
             server.tls_addr = l.local_addr().ok();
-            let acceptor =
-                tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config_with(
+                &identity,
+                server_cert.clone(),
+                false,
+            )?));
             tracing::info!(addr = ?server.tls_addr, "MQTT over TLS listening");
             tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
         }
@@ -204,8 +197,59 @@ impl Server {
             c.ft.clone(),
             c.clients.clone(),
             c.metrics.clone(),
-            c.config.http.token.as_deref(),
+            c.http_token.clone(),
         )
+    }
+
+    /// Applies what a new configuration changes of the accounts (inline and `users_file`), the ACL
+    /// rules, the server certificate and key, and the HTTP token: all of them or, when any part does
+    /// not load, none. Connections already up keep their TLS session; those whose login the new
+    /// accounts no longer admit are disconnected (0x87), the others' next publish or subscribe
+    /// obeys the new ACL. Other changes need a restart: they are named in
+    /// [`Reloaded::needs_restart`] and left as they are.
+    pub fn reload(&self, new: Config) -> Result<Reloaded, StartError> {
+        new.validate()?;
+        let old = &self.ctx.config;
+        // Everything that can fail, before anything is replaced (the accounts last: they are
+        // replaced as they load).
+        let certificate = tls::certified(&identity(&new)?)?;
+        let users = self.ctx.auth.reload(&new.auth)?;
+        // Connected clients whose login the new accounts no longer admit are disconnected (0x87),
+        // as mosquitto does on a reload.
+        self.ctx.broker.recheck_online();
+        let certificate = self.ctx.server_cert.replace(certificate);
+        let acl = self.ctx.acl.replace(&new.auth.acl);
+        let http_token = self.ctx.http_token.set(new.http.token.as_deref());
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut needs_restart = Vec::new();
+        for (name, changed) in [
+            ("data_dir", old.data_dir != new.data_dir),
+            ("listeners", differs(&old.listeners, &new.listeners)),
+            ("limits", differs(&old.limits, &new.limits)),
+            ("quic", differs(&old.quic, &new.quic)),
+            (
+                "file_transfer",
+                differs(&old.file_transfer, &new.file_transfer),
+            ),
+            (
+                "tls.client_auth / client_ca / cert_client_id",
+                old.tls.client_auth != new.tls.client_auth
+                    || old.tls.client_ca != new.tls.client_ca
+                    || differs(&old.tls.cert_client_id, &new.tls.cert_client_id),
+            ),
+        ] {
+            if changed {
+                needs_restart.push(name);
+            }
+        }
+        Ok(Reloaded {
+            users,
+            acl,
+            certificate,
+            http_token,
+            needs_restart,
+        })
     }
 
     /// Stops accepting, tells every client (DISCONNECT 0x8B), waits for sessions to end (at most
@@ -228,6 +272,35 @@ impl Server {
         }
         tracing::info!("server stopped");
     }
+}
+
+/// What [`Server::reload`] changed.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub users: auth::UsersChange,
+    pub acl: bool,
+    pub certificate: bool,
+    pub http_token: bool,
+    /// Sections that differ from the running configuration and apply only after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// The server's certificate: the configured one, or the development one (created once). A generated
+/// development certificate also names the specific addresses the encrypted listeners are bound to,
+/// so that clients can reach them by IP (e.g. 198.18.0.2 in the benchmark namespaces) without
+/// overriding the server name.
+fn identity(config: &Config) -> Result<tls::Identity, tls::TlsError> {
+    let mut tls_cfg = config.tls.clone();
+    for a in [config.listeners.quic, config.listeners.tls]
+        .into_iter()
+        .flatten()
+    {
+        let ip = a.ip().to_string();
+        if !a.ip().is_unspecified() && !tls_cfg.dev_cert_names.contains(&ip) {
+            tls_cfg.dev_cert_names.push(ip);
+        }
+    }
+    tls::load_or_generate(&tls_cfg, &config.data_dir)
 }
 
 /// Runs a server until `shutdown` resolves, then stops it gracefully.

@@ -128,11 +128,15 @@ fn real_main() -> anyhow::Result<()> {
     rt.block_on(async {
         // Signals are caught from before the first listener is bound: a SIGHUP (or SIGTERM) that
         // arrives while the server starts must not take the default action and kill it.
-        let signals = Signals::new()?;
+        let mut signals = Signals::new()?;
         let server = quicft_server::Server::start(config).await?;
         cli::systemd::ready();
         tokio::spawn(cli::systemd::watchdog());
-        signals.shutdown().await;
+        while let Signal::Reload = signals.next().await {
+            cli::systemd::reloading();
+            reload(&server, &args);
+            cli::systemd::ready();
+        }
         cli::systemd::stopping();
         tracing::info!("shutting down");
         server.shutdown().await;
@@ -174,6 +178,42 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// SIGHUP: reads the configuration file (and the files it names) again and applies what can change
+/// while running; a configuration that does not load is refused and the running one stays.
+fn reload(server: &quicft_server::Server, args: &Args) {
+    let loaded = effective_config(args).map_err(|e| format!("{e:#}"));
+    match loaded.and_then(|c| server.reload(c).map_err(|e| e.to_string())) {
+        Err(e) => tracing::error!(
+            error = %e,
+            "SIGHUP: configuration not reloaded; the running configuration stays"
+        ),
+        Ok(r) => {
+            let u = &r.users;
+            tracing::info!(
+                users_added = ?u.added,
+                users_removed = ?u.removed,
+                users_changed = ?u.changed,
+                anonymous_changed = u.anonymous_changed,
+                acl_changed = r.acl,
+                certificate_changed = r.certificate,
+                http_token_changed = r.http_token,
+                "SIGHUP: configuration reloaded"
+            );
+            if !r.needs_restart.is_empty() {
+                tracing::warn!(
+                    sections = ?r.needs_restart,
+                    "SIGHUP: these settings changed but apply only after a restart"
+                );
+            }
+        }
+    }
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
 /// SIGINT, SIGTERM and SIGHUP, caught.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -191,17 +231,12 @@ impl Signals {
         })
     }
 
-    /// Resolves on SIGINT or SIGTERM. SIGHUP, which would otherwise end the process, is logged:
-    /// reloading the configuration on it is not built yet (a restart applies a new one).
-    async fn shutdown(mut self) {
-        loop {
-            tokio::select! {
-                _ = self.int.recv() => return,
-                _ = self.term.recv() => return,
-                _ = self.hup.recv() => tracing::warn!(
-                    "SIGHUP: configuration reload is not supported yet; restart the server to apply a new configuration"
-                ),
-            }
+    /// The next signal: SIGINT or SIGTERM stop the server, SIGHUP reloads its configuration.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 
 use crate::config::{ClientAuth, TlsConfig};
 
@@ -229,8 +231,53 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     f.sync_all().map_err(io)
 }
 
-/// rustls server configuration shared by the QUIC (TLS 1.3 only) and TLS listeners.
+/// The server's certificate and key as the listeners present them: swapped whole by a reload
+/// (SIGHUP), so new handshakes get the new certificate while connections already up keep theirs.
+#[derive(Debug)]
+pub struct ServerCert(ArcSwap<CertifiedKey>);
+
+impl ServerCert {
+    pub fn new(id: &Identity) -> Result<Arc<ServerCert>, TlsError> {
+        Ok(Arc::new(ServerCert(ArcSwap::new(certified(id)?))))
+    }
+
+    /// Presents `new` from the next handshake on; says whether its chain differs from the current
+    /// one.
+    pub fn replace(&self, new: Arc<CertifiedKey>) -> bool {
+        let changed = self.0.load().cert != new.cert;
+        self.0.store(new);
+        changed
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// The chain and key in rustls's signing form, checked to belong together.
+pub fn certified(id: &Identity) -> Result<Arc<CertifiedKey>, TlsError> {
+    Ok(Arc::new(CertifiedKey::from_der(
+        id.chain.clone(),
+        id.key.clone_key(),
+        &provider(),
+    )?))
+}
+
+/// rustls server configuration shared by the QUIC (TLS 1.3 only) and TLS listeners, with a fixed
+/// certificate (the benchmark tools' servers).
 pub fn server_config(id: &Identity, quic: bool) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with(id, ServerCert::new(id)?, quic)
+}
+
+/// As [`server_config`], presenting whatever `cert` holds at each handshake; `id` gives the
+/// device-certificate verifier.
+pub fn server_config_with(
+    id: &Identity,
+    cert: Arc<ServerCert>,
+    quic: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = if quic {
         &[&rustls::version::TLS13]
     } else {
@@ -242,7 +289,7 @@ pub fn server_config(id: &Identity, quic: bool) -> Result<rustls::ServerConfig, 
         Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder.with_single_cert(id.chain.clone(), id.key.clone_key())?;
+    let mut cfg = builder.with_cert_resolver(cert);
     cfg.alpn_protocols = vec![ALPN_MQTT.to_vec()];
     if quic {
         // 0-RTT data could be replayed; MQTT publishes are not idempotent.

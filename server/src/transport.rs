@@ -90,10 +90,11 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, Li
 pub(crate) fn quic_endpoint(
     cfg: &Config,
     id: &Identity,
+    cert: Arc<tls::ServerCert>,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, ListenError> {
     let q = &cfg.quic;
-    let crypto = tls::server_config(id, true)?;
+    let crypto = tls::server_config_with(id, cert, true)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| ListenError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));

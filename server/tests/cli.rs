@@ -1,11 +1,13 @@
 //! The `quicft-server` binary as an operator runs it: subcommands, log output, signals.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, Write};
+mod common;
+
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quicft-server");
+use common::{Running, BIN};
 
 fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(BIN)
@@ -179,47 +181,22 @@ fn device_certificates_chain_to_the_development_ca() {
     );
 }
 
-/// SIGHUP used to kill the server (exit 129); it is logged and the server keeps serving. The logs
-/// are JSON lines with `--log-format json`.
+/// SIGHUP used to kill the server (exit 129); now it reloads and the server keeps serving. The
+/// logs are JSON lines with `--log-format json`. (What a reload changes: tests/reload.rs.)
 #[test]
 fn sighup_leaves_the_server_running_and_json_logs_are_json() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = quiet_flags(dir.path().to_str().unwrap());
-    args.extend(["--log-format", "json"].map(String::from));
-    let mut child = Command::new(BIN)
-        .args(&args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    // Wait until it listens.
-    let start = Instant::now();
-    loop {
-        let line = lines.next().expect("server exited").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
-        if v["fields"]["message"] == "MQTT over TCP listening" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30));
-    }
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let line = lines.next().expect("server exited").unwrap();
-    assert!(line.contains("SIGHUP"), "{line}");
+    let mut server = Running::start(&quiet_flags(dir.path().to_str().unwrap()));
+    // `next_line` fails on anything that is not JSON.
+    server.listening("MQTT over TCP listening");
+    server.signal("-HUP");
+    server.wait_for("SIGHUP: configuration reloaded");
     assert!(
-        child.try_wait().unwrap().is_none(),
+        server.child.try_wait().unwrap().is_none(),
         "the server died on SIGHUP"
     );
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
+    server.signal("-TERM");
+    let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
 
@@ -256,7 +233,7 @@ fn refused_connections_are_logged_with_their_reason() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let args = [
+    let server = Running::start(&[
         "--data-dir",
         d,
         "--quic",
@@ -267,59 +244,11 @@ fn refused_connections_are_logged_with_their_reason() {
         "127.0.0.1:0",
         "--tls",
         "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ];
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    // A failing assertion must not leave the server running (it would hold the test's output).
-    struct Stop(String);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-    let _stop = Stop(pid.clone());
-    // Log lines through a channel, so that a missing one fails the test instead of hanging it.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let next = || -> serde_json::Value {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("no log line within 30 s");
-        serde_json::from_str(&line).unwrap()
-    };
-    let addr_of = |v: &serde_json::Value| -> String {
-        let a = v["fields"]["addr"].as_str().unwrap();
-        a.trim_start_matches("Some(")
-            .trim_end_matches(')')
-            .to_owned()
-    };
-    let (mut tcp, mut tls) = (None, None);
-    while tcp.is_none() || tls.is_none() {
-        let v = next();
-        match v["fields"]["message"].as_str() {
-            Some("MQTT over TCP listening") => tcp = Some(addr_of(&v)),
-            Some("MQTT over TLS listening") => tls = Some(addr_of(&v)),
-            _ => {}
-        }
-    }
+    ]);
+    let (tcp, tls) = (
+        Some(server.listening("MQTT over TCP listening")),
+        Some(server.listening("MQTT over TLS listening")),
+    );
     let poke = |addr: &str, bytes: &[u8]| {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(bytes).unwrap();
@@ -334,7 +263,7 @@ fn refused_connections_are_logged_with_their_reason() {
     let mut seen = Vec::new();
     let start = Instant::now();
     while seen.len() < 2 {
-        let v = next();
+        let v = server.next_line();
         let msg = v["fields"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -360,6 +289,4 @@ fn refused_connections_are_logged_with_their_reason() {
         seen.iter().any(|m| m == "connection refused: no CONNECT"),
         "{seen:?}"
     );
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    child.wait().unwrap();
 }

@@ -49,6 +49,8 @@ pub(crate) struct Established {
     pub(crate) remote: SocketAddr,
     /// The transport that won.
     pub(crate) transport: Transport,
+    /// Why the first choice did not win, when the fallback did.
+    pub(crate) fell_back: Option<String>,
 }
 
 /// Connects over `options.transport` and exchanges CONNECT / CONNACK; with a fallback configured,
@@ -66,6 +68,10 @@ pub(crate) async fn establish(options: &ClientOptions, connect: &Packet) -> Resu
     let primary = establish_over(options, connect.clone());
     let secondary = establish_over(&fb_options, connect);
     tokio::pin!(primary, secondary);
+    let fell_back = |mut est: Established, why: String| {
+        est.fell_back = Some(why);
+        est
+    };
     let first_error = tokio::select! {
         r = &mut primary => match r {
             Ok(est) => return Ok(est),
@@ -79,7 +85,14 @@ pub(crate) async fn establish(options: &ClientOptions, connect: &Packet) -> Resu
                     Err(e) => e,
                 },
                 r = &mut secondary => match r {
-                    Ok(est) => return Ok(est),
+                    Ok(est) => {
+                        let why = format!(
+                            "{} did not answer within {} ms",
+                            options.transport,
+                            options.fallback_delay.as_millis()
+                        );
+                        return Ok(fell_back(est, why));
+                    }
                     Err(e2) => {
                         return primary.await.map_err(|e1| both_failed(options.transport, e1, fallback, e2));
                     }
@@ -88,8 +101,10 @@ pub(crate) async fn establish(options: &ClientOptions, connect: &Packet) -> Resu
         }
     };
     tracing::debug!(primary = %options.transport, error = %first_error, %fallback, "falling back");
+    let why = format!("{} failed: {first_error}", options.transport);
     secondary
         .await
+        .map(|est| fell_back(est, why))
         .map_err(|e2| both_failed(options.transport, first_error, fallback, e2))
 }
 

@@ -94,6 +94,7 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
         connack,
         remote,
         transport: crate::options::Transport::Quic,
+        fell_back: None,
     })
 }
 
@@ -366,6 +367,36 @@ fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig> {
 /// Starts a handshake to every address at once and keeps the first that completes (a name such as
 /// `localhost` may resolve to addresses the server does not listen on, and UDP gives no quick
 /// "refused").
+/// Resolves when `addr` is known to have no UDP listener: a one-byte datagram from a connected
+/// socket brings back the host's ICMP "port unreachable" as ECONNREFUSED at once, where the QUIC
+/// handshake would wait its whole timeout (quinn's socket is not connected and never sees it).
+/// Pending forever when no such answer comes (a firewall that drops, a real server: QUIC servers
+/// discard a datagram too short to be a packet).
+async fn refused(addr: SocketAddr) -> std::io::Error {
+    let probe = async {
+        let local: SocketAddr = match addr {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = tokio::net::UdpSocket::bind(local).await?;
+        socket.connect(addr).await?;
+        socket.send(&[0]).await?;
+        let mut buf = [0u8; 64];
+        loop {
+            socket.recv(&mut buf).await?;
+        }
+    };
+    let result: std::io::Result<std::convert::Infallible> = probe.await;
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("nothing is listening on UDP {addr} (connection refused)"),
+        ),
+        // No verdict from the probe (no socket, no route): leave it to the handshake.
+        _ => std::future::pending().await,
+    }
+}
+
 async fn race(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,
@@ -379,7 +410,12 @@ async fn race(
             continue;
         }
         match endpoint.connect_with(config.clone(), addr, server_name) {
-            Ok(connecting) => attempts.push(async move { (addr, connecting.await) }),
+            Ok(connecting) => attempts.push(async move {
+                tokio::select! {
+                    r = connecting => (addr, r.map_err(Error::from)),
+                    refused = refused(addr) => (addr, Err(Error::Io(refused))),
+                }
+            }),
             Err(e) => last_err = Some(e.into()),
         }
     }
@@ -388,7 +424,7 @@ async fn race(
             Ok(conn) => return Ok((conn, addr)),
             Err(e) => {
                 tracing::debug!(%addr, %e, "QUIC handshake failed");
-                last_err = Some(e.into());
+                last_err = Some(e);
             }
         }
     }

@@ -134,6 +134,7 @@ pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result
         connack,
         remote,
         transport: options.transport,
+        fell_back: None,
     })
 }
 

@@ -66,18 +66,26 @@ pub struct Kick {
     pub reply: oneshot::Sender<SessionState>,
 }
 
+/// What the broker tells a connected session.
+pub enum Control {
+    /// Give the session up to a new connection.
+    Kick(Kick),
+    /// The accounts changed (a reload): check that the login still holds.
+    Recheck,
+}
+
 /// What [`Broker::open_session`] gives a new connection.
 pub struct Opened {
     pub state: SessionState,
     pub session_present: bool,
     /// Identifies this connection's ownership of the session (a later takeover bumps it).
     pub generation: u64,
-    pub kick: mpsc::Receiver<Kick>,
+    pub kick: mpsc::Receiver<Control>,
 }
 
 enum Slot {
     Online {
-        kick: mpsc::Sender<Kick>,
+        kick: mpsc::Sender<Control>,
     },
     Offline {
         state: Box<SessionState>,
@@ -176,7 +184,7 @@ impl Broker {
             Some(Ok(state)) => Some(state),
             Some(Err(kick)) => {
                 let (reply, rx) = oneshot::channel();
-                let handed = if kick.send(Kick { reply }).await.is_ok() {
+                let handed = if kick.send(Control::Kick(Kick { reply })).await.is_ok() {
                     tokio::time::timeout(Duration::from_secs(5), rx)
                         .await
                         .ok()
@@ -377,6 +385,16 @@ impl Broker {
         queued
     }
 
+    /// Asks every connected session to check its login again (after the accounts are reloaded). A
+    /// full channel already holds a recheck (which will see the newest accounts) or a takeover.
+    pub fn recheck_online(&self) {
+        for entry in self.lock().sessions.values() {
+            if let Slot::Online { kick } = &entry.slot {
+                let _ = kick.try_send(Control::Recheck);
+            }
+        }
+    }
+
     /// Number of sessions (online and offline).
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
@@ -446,7 +464,9 @@ mod tests {
         let b2 = broker.clone();
         let id2 = id.clone();
         let second = tokio::spawn(async move { b2.open_session(&id2, false).await });
-        let kick = first.kick.recv().await.expect("kicked");
+        let Some(Control::Kick(kick)) = first.kick.recv().await else {
+            panic!("kicked")
+        };
         let old_generation = first.generation;
         kick.reply.send(first.state).ok();
         let second = second.await.expect("join");

@@ -11,6 +11,11 @@ pub fn ready() {
     }
 }
 
+/// Tells systemd a reload (SIGHUP) is in progress; [`ready`] ends it.
+pub fn reloading() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+}
+
 /// Tells systemd the server is stopping.
 pub fn stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

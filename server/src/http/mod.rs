@@ -17,6 +17,8 @@ mod transfers;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
@@ -44,9 +46,39 @@ struct Inner {
     ft: FtService,
     clients: Arc<Clients>,
     metrics: Arc<Metrics>,
-    /// SHA-256 of the configured token: comparing digests keeps the compare constant-time whatever
-    /// the length of the token presented.
-    token: Option<[u8; 32]>,
+    token: Arc<Token>,
+}
+
+/// The bearer token the API requires, if any: replaced by a reload (SIGHUP). Kept as its SHA-256:
+/// comparing digests keeps the compare constant-time whatever the length of the token presented.
+#[derive(Debug, Default)]
+pub struct Token(ArcSwapOption<[u8; 32]>);
+
+impl Token {
+    pub fn new(token: Option<&str>) -> Arc<Token> {
+        let t = Token::default();
+        t.set(token);
+        Arc::new(t)
+    }
+
+    /// Requires `token` from the next request on (`None`: no token); says whether it changed.
+    pub fn set(&self, token: Option<&str>) -> bool {
+        let new: Option<[u8; 32]> = token.map(|t| Sha256::digest(t.trim().as_bytes()).into());
+        let old = self.0.swap(new.map(Arc::new));
+        old.as_deref() != new.as_ref()
+    }
+
+    /// Whether a request with this `Authorization` header value may pass.
+    fn admits(&self, authorization: Option<&str>) -> bool {
+        let Some(expected) = self.0.load_full() else {
+            return true;
+        };
+        authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| Sha256::digest(t.trim().as_bytes()))
+            .is_some_and(|d| bool::from(d.as_slice().ct_eq(expected.as_slice())))
+    }
 }
 
 impl ApiState {
@@ -54,9 +86,8 @@ impl ApiState {
         ft: FtService,
         clients: Arc<Clients>,
         metrics: Arc<Metrics>,
-        token: Option<&str>,
+        token: Arc<Token>,
     ) -> ApiState {
-        let token = token.map(|t| Sha256::digest(t.trim().as_bytes()).into());
         ApiState {
             inner: Arc::new(Inner {
                 ft,
@@ -125,18 +156,12 @@ pub(crate) async fn serve(
 }
 
 async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &state.inner.token {
-        let presented = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| Sha256::digest(t.trim().as_bytes()));
-        let ok = presented.is_some_and(|d| bool::from(d.as_slice().ct_eq(expected)));
-        if !ok {
-            return ApiError::unauthorized().into_response();
-        }
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.inner.token.admits(presented) {
+        return ApiError::unauthorized().into_response();
     }
     next.run(req).await
 }

@@ -26,6 +26,8 @@ pub(super) struct Admitted {
     pub assigned: bool,
     /// The username a password proved.
     pub username: Option<String>,
+    /// The accounts' generation the login was checked under ([`crate::auth::Auth::still_admits`]).
+    pub auth_generation: u64,
 }
 
 /// Checks a CONNECT: the reason code to refuse it with, or who the client is.
@@ -34,6 +36,7 @@ pub(super) async fn admit(
     link: &Link,
     connect: &Connect,
 ) -> Result<Admitted, ReasonCode> {
+    let auth_generation = ctx.auth.generation();
     let verified = match ctx
         .auth
         .check(connect, link.listener, link.cert_name.as_deref())
@@ -98,6 +101,7 @@ pub(super) async fn admit(
         client_id,
         assigned,
         username,
+        auth_generation,
     })
 }
 

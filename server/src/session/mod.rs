@@ -36,7 +36,7 @@ use quicft_proto::{ConnAck, Packet, Properties, Protocol, ReasonCode};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::broker::{Delivery, Kick, StreamId};
+use crate::broker::{Control, Delivery, StreamId};
 use crate::link::{Link, PacketRead, PacketWrite};
 use crate::stream::{self, Event, Writer};
 use crate::Ctx;
@@ -136,6 +136,7 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
         machine.connack(opened.session_present, admitted.assigned);
         tracing::info!(session_present = opened.session_present, "connected");
         let mut d = Driver::new(ctx, link, machine, opened.generation, writer, conn);
+        d.auth_generation = admitted.auth_generation;
         let exit = d.run(opened.kick, leftover, control_rx).await;
         d.close(exit, writer_task).await;
     }
@@ -175,6 +176,8 @@ struct Driver {
     machine: Session,
     /// This connection's ownership of the session: a delayed will checks it is still current.
     generation: u64,
+    /// The accounts' generation its login was checked under (a reload may revoke it).
+    auth_generation: u64,
     writers: HashMap<StreamId, Writer>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
@@ -214,14 +217,26 @@ impl Driver {
             link,
             machine,
             generation,
+            auth_generation: 0,
             conn,
         }
+    }
+
+    /// Whether the accounts as they are now would still admit this connection's login.
+    fn still_admitted(&self) -> bool {
+        self.ctx.auth.still_admits(&crate::auth::Login {
+            username: self.machine.username.as_deref(),
+            certificate: self.link.cert_name.is_some(),
+            client_id: &self.machine.client_id,
+            listener: self.link.listener,
+            generation: self.auth_generation,
+        })
     }
 
     /// Starts the readers and runs until the connection or session ends.
     async fn run<R: PacketRead>(
         &mut self,
-        mut kick: mpsc::Receiver<Kick>,
+        mut kick: mpsc::Receiver<Control>,
         leftover: BytesMut,
         control_rx: R,
     ) -> Exit {
@@ -266,7 +281,7 @@ impl Driver {
             Event(Option<Event>),
             FtDone(Option<FtDone>),
             Deliver(Option<Delivery>),
-            Kick(Option<Kick>),
+            Kick(Option<Control>),
             Tick,
             Shutdown,
         }
@@ -284,7 +299,13 @@ impl Driver {
             let now = Instant::now();
             match step {
                 Step::Shutdown => return Exit::Shutdown,
-                Step::Kick(Some(k)) => return Exit::TakenOver(k),
+                Step::Kick(Some(Control::Kick(k))) => return Exit::TakenOver(k),
+                Step::Kick(Some(Control::Recheck)) => {
+                    if !self.still_admitted() {
+                        tracing::info!("login no longer valid after a reload of the accounts");
+                        return Exit::Error(ReasonCode::NOT_AUTHORIZED);
+                    }
+                }
                 // Our kick sender lives in the broker for as long as the session is ours.
                 Step::Kick(None) => {}
                 Step::Event(None) => return Exit::Error(ReasonCode::UNSPECIFIED_ERROR),
