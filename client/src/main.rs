@@ -336,6 +336,7 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
     }
     let client = connect(options).await?;
     let bars = (!args.json && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new);
+    let say = Say(bars.clone());
     let style = indicatif::ProgressStyle::with_template(
         "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
     )
@@ -356,12 +357,16 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
                 // Reported with the others below; the remaining files still go.
                 let e = anyhow::Error::new(e).context("cannot start the upload");
                 let task = tokio::spawn(async move { Err(e) });
-                running.push((file.clone(), String::new(), None, task));
+                // Its line takes a place among the bars, so that it is not drawn over.
+                let bar = bars.as_ref().map(|b| b.add(indicatif::ProgressBar::new(0)));
+                running.push((file.clone(), String::new(), None, task, bar));
                 continue;
             }
         };
+        let mut shown = None;
         if let Some(bars) = &bars {
             let bar = bars.add(indicatif::ProgressBar::new(0));
+            shown = Some(bar.clone());
             bar.set_style(style.clone());
             bar.set_prefix(
                 file.file_name()
@@ -387,17 +392,21 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         let file_id = started.file_id().to_owned();
         let progress = started.progress();
         if !args.json {
-            tokio::spawn(say_if_resuming(file.clone(), started.progress()));
+            tokio::spawn(say_if_resuming(
+                say.clone(),
+                file.clone(),
+                started.progress(),
+            ));
         }
         let task = tokio::spawn(async move { started.wait().await.map_err(anyhow::Error::new) });
-        running.push((file.clone(), file_id, Some(progress), task));
+        running.push((file.clone(), file_id, Some(progress), task, shown));
     }
     let watched: Vec<_> = running.iter().filter_map(|r| r.2.clone()).collect();
-    let stall = stall_watch(client.clone(), watched, args.give_up_after);
+    let stall = stall_watch(say.clone(), client.clone(), watched, args.give_up_after);
     tokio::pin!(stall);
     let mut gave_up: Option<String> = None;
     let mut failed = 0usize;
-    for (file, file_id, progress, mut task) in running {
+    for (file, file_id, progress, mut task, bar) in running {
         let result = match &gave_up {
             Some(why) => {
                 task.abort();
@@ -424,12 +433,12 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         };
         if gave_up.is_some() && !args.json {
             if let Some(p) = progress.as_ref().map(|p| p.borrow().clone()) {
-                eprintln!(
+                say.line(format_args!(
                     "quicft: {}: the server holds {} of {} bytes",
                     file.display(),
                     p.bytes_acked,
                     p.total.map_or_else(|| "?".to_owned(), |t| t.to_string())
-                );
+                ));
             }
         }
         let summary = match &result {
@@ -469,34 +478,43 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
         }
         match result {
             // Nothing had to be sent: the server already held the whole file (same file id).
-            Ok(r) if !args.json && r.bytes_sent == 0 && r.bytes > 0 => eprintln!(
-                "{}: already on the server ({} bytes, id {}); nothing sent",
-                file.display(),
-                r.bytes,
-                r.file_id
+            Ok(r) if !args.json && r.bytes_sent == 0 && r.bytes > 0 => say.file(
+                bar.as_ref(),
+                format_args!(
+                    "{}: already on the server ({} bytes, id {}); nothing sent",
+                    file.display(),
+                    r.bytes,
+                    r.file_id
+                ),
             ),
-            Ok(r) if !args.json => eprintln!(
-                "{}: {} bytes in {:.2} s ({:.1} Mbit/s) over {}, id {}{}",
-                file.display(),
-                r.bytes,
-                r.seconds,
-                r.goodput_bps / 1e6,
-                r.transport,
-                r.file_id,
-                if r.reconnects > 0 {
-                    format!(
-                        ", {} reconnects, {} bytes re-sent",
-                        r.reconnects, r.bytes_resent
-                    )
-                } else {
-                    String::new()
-                }
+            Ok(r) if !args.json => say.file(
+                bar.as_ref(),
+                format_args!(
+                    "{}: {} bytes in {:.2} s ({:.1} Mbit/s) over {}, id {}{}",
+                    file.display(),
+                    r.bytes,
+                    r.seconds,
+                    r.goodput_bps / 1e6,
+                    r.transport,
+                    r.file_id,
+                    if r.reconnects > 0 {
+                        format!(
+                            ", {} reconnects, {} bytes re-sent",
+                            r.reconnects, r.bytes_resent
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
             ),
             Ok(_) => {}
             Err(e) => {
                 failed += 1;
                 if !args.json {
-                    eprintln!("quicft: {}: {e:#}", file.display());
+                    say.file(
+                        bar.as_ref(),
+                        format_args!("quicft: {}: {e:#}", file.display()),
+                    );
                 }
             }
         }
@@ -510,6 +528,7 @@ async fn upload(options: ClientOptions, args: UploadArgs) -> anyhow::Result<()> 
 
 /// Says so when an upload starts from what the server already holds.
 async fn say_if_resuming(
+    say: Say,
     file: PathBuf,
     mut progress: tokio::sync::watch::Receiver<quicft_client::Progress>,
 ) {
@@ -518,12 +537,12 @@ async fn say_if_resuming(
         // Past Starting, the server's status answer is in.
         if let (Some(total), false) = (p.total, p.state == quicft_client::UploadState::Starting) {
             if p.bytes_acked > 0 && p.bytes_acked < total {
-                eprintln!(
+                say.line(format_args!(
                     "quicft: {}: resuming: the server holds {} of {} bytes",
                     file.display(),
                     p.bytes_acked,
                     total
-                );
+                ));
             }
             return;
         }
@@ -536,6 +555,7 @@ async fn say_if_resuming(
 /// Says on stderr when the connection is lost and each retry fails, and when it is back; resolves
 /// with the reason to give up once no upload has made progress for `give_up` (never when it is 0).
 async fn stall_watch(
+    say: Say,
     client: Client,
     progress: Vec<tokio::sync::watch::Receiver<quicft_client::Progress>>,
     give_up: Duration,
@@ -549,15 +569,15 @@ async fn stall_watch(
             quicft_client::ConnectionState::Reconnecting { attempt, error }
                 if reported != Some(attempt) =>
             {
-                eprintln!(
+                say.line(format_args!(
                     "quicft: connection lost ({error}); retrying (attempt {})",
                     attempt + 1
-                );
+                ));
                 reported = Some(attempt);
             }
             quicft_client::ConnectionState::Connected(info) if reported.is_some() => {
-                eprintln!("quicft: reconnected over {}", info.transport);
-                say_if_fell_back(&info);
+                say.line(format_args!("quicft: reconnected over {}", info.transport));
+                say_if_fell_back(&say, &info);
                 reported = None;
             }
             _ => {}
@@ -659,17 +679,50 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
         };
         anyhow::Error::new(e).context(format!("cannot connect to {what}{hint}"))
     })?;
-    say_if_fell_back(&client.info());
+    say_if_fell_back(&Say::default(), &client.info());
     Ok(client)
 }
 
 /// Says why a device is on its fallback transport: an operator reading "over tls" wonders.
-fn say_if_fell_back(info: &quicft_client::ConnectionInfo) {
+fn say_if_fell_back(say: &Say, info: &quicft_client::ConnectionInfo) {
     if let Some(why) = &info.fell_back {
-        eprintln!(
+        say.line(format_args!(
             "quicft: {why}; connected over {} to {} instead",
             info.transport, info.remote
-        );
+        ));
+    }
+}
+
+/// Lines for the operator on standard error. While progress bars are drawn there, a plain
+/// `eprintln!` is drawn over by the bars' next refresh (with several files, a finished file's
+/// summary line vanished that way): the bars are taken down for the line, then drawn again below
+/// it. A file's own summary takes the place of its bar ([`Say::file`]).
+#[derive(Clone, Default)]
+struct Say(Option<indicatif::MultiProgress>);
+
+impl Say {
+    /// A file's summary line: in place of its bar when it has one, else as a line.
+    fn file(&self, bar: Option<&indicatif::ProgressBar>, text: std::fmt::Arguments<'_>) {
+        match bar {
+            Some(bar) => {
+                // The bar's task only ever sets the message, length and position: the prefix,
+                // alone in the template, is the line.
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{prefix}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_prefix(text.to_string());
+                bar.finish();
+            }
+            None => self.line(text),
+        }
+    }
+
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        match &self.0 {
+            Some(bars) => bars.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
     }
 }
 

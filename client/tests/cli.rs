@@ -453,3 +453,67 @@ async fn nothing_listening_on_quic_is_said_at_once_and_the_fallback_says_why() -
     ensure!(err.contains("connected over tls to 127.0.0.1:"), "{err}");
     Ok(())
 }
+
+/// With progress bars on a terminal, every file's summary line is on the screen at the end (with
+/// several files, the second one's line used to be drawn over by the bars' next refresh). The
+/// screen is what a VT100 emulator (pyte) makes of the output.
+#[tokio::test]
+async fn every_file_keeps_its_summary_line_on_a_terminal() -> Result<()> {
+    let dir = TempDir::new("tty")?;
+    let srv = server(&dir.0).await?;
+    let mut files = Vec::new();
+    for (name, size) in [
+        ("one.bin", 3_000_000),
+        ("two.bin", 9_000_000),
+        ("three.bin", 1_000),
+    ] {
+        let path = dir.0.join(name);
+        std::fs::write(&path, vec![7u8; size])?;
+        files.push(path.to_str().context("path")?.to_owned());
+    }
+    files.push(
+        dir.0
+            .join("missing.bin")
+            .to_str()
+            .context("path")?
+            .to_owned(),
+    );
+    let port = srv.quic_addr.context("quic")?.port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/tty_screen.py");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("python3")
+            .args([script, "150", "30", BIN, "upload", "-i", "tty-1"])
+            .args(&files)
+            .args([
+                "--transport",
+                "quic",
+                "--server",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--ca")
+            .arg(dir.0.join("certs/ca.pem"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        !String::from_utf8_lossy(&out.stderr).contains("No module named"),
+        "pyte is missing (tests/python/requirements.txt)"
+    );
+    for name in ["one.bin", "two.bin", "three.bin"] {
+        ensure!(
+            screen
+                .lines()
+                .any(|l| l.contains(&format!("{name}: ")) && l.contains(" bytes in ")),
+            "no summary line for {name} on the screen:\n{screen}"
+        );
+    }
+    ensure!(
+        screen.contains("missing.bin: cannot start the upload"),
+        "{screen}"
+    );
+    ensure!(screen.contains("1 of 4 uploads failed"), "{screen}");
+    Ok(())
+}
