@@ -660,10 +660,23 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
         options.port(),
         options.transport
     );
-    let hint = match options.tls.ca {
-        CaSource::Platform => " (to trust a server's dev CA, pass --ca quicft-data/certs/ca.pem)",
-        _ => "",
+    let ca_hint = match &options.tls.ca {
+        CaSource::Platform => {
+            " (to trust a server's dev CA, pass --ca quicft-data/certs/ca.pem)".to_owned()
+        }
+        CaSource::File(path) => format!(
+            " (the server's certificate is not signed by the CA in {}: a quicft server's \
+             development CA is <its data dir>/certs/ca.pem)",
+            path.display()
+        ),
+        _ => String::new(),
     };
+    let platform = matches!(options.tls.ca, CaSource::Platform);
+    let name_hint = format!(
+        " (connect by one of the names the certificate has, or pass --server-name NAME with one \
+         of them; {:?} was checked)",
+        options.server_name()
+    );
     let (client_id, user, cert) = (
         options.client_id.clone(),
         options.username.clone(),
@@ -674,7 +687,9 @@ async fn connect(options: ClientOptions) -> anyhow::Result<Client> {
             quicft_client::Error::ConnectionRefused { code, .. } => {
                 refusal_hint(*code, &client_id, user.as_deref(), cert)
             }
-            e if e.to_string().contains("certificate") => hint.to_owned(),
+            e if e.to_string().contains("not valid for name") => name_hint,
+            e if e.to_string().contains("UnknownIssuer") => ca_hint,
+            e if e.to_string().contains("certificate") && platform => ca_hint,
             _ => String::new(),
         };
         anyhow::Error::new(e).context(format!("cannot connect to {what}{hint}"))

@@ -517,3 +517,47 @@ async fn every_file_keeps_its_summary_line_on_a_terminal() -> Result<()> {
     ensure!(screen.contains("1 of 4 uploads failed"), "{screen}");
     Ok(())
 }
+
+/// A certificate the device cannot accept gets a hint in the words of the options that fix it.
+#[tokio::test]
+async fn certificate_errors_say_which_option_fixes_them() -> Result<()> {
+    let dir = TempDir::new("certhint")?;
+    let srv = server(&dir.0).await?;
+    let tls = srv.tls_addr.context("tls")?.to_string();
+    let ca = dir.0.join("certs/ca.pem");
+    let ca = ca.to_str().context("path")?;
+    let base = [
+        "pub",
+        "-t",
+        "t",
+        "-m",
+        "x",
+        "--transport",
+        "tls",
+        "--server",
+        &tls,
+    ];
+
+    let (ok, err) =
+        quicft_raw(&[&base[..], &["--ca", ca, "--server-name", "wrong.example"]].concat()).await?;
+    ensure!(!ok);
+    ensure!(
+        err.contains("pass --server-name NAME with one of them; \"wrong.example\" was checked")
+            && err.contains("localhost"),
+        "{err}"
+    );
+
+    let other = dir.0.join("other-ca.pem");
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&other, params.self_signed(&key)?.pem())?;
+    let other = other.to_str().context("path")?;
+    let (ok, err) = quicft_raw(&[&base[..], &["--ca", other]].concat()).await?;
+    ensure!(!ok);
+    ensure!(
+        err.contains(&format!("not signed by the CA in {other}")),
+        "{err}"
+    );
+    Ok(())
+}
