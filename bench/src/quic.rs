@@ -1,7 +1,7 @@
 //! The QUIC and TLS settings the bench tools share.
 //!
-//! [`transport_config`] is quicft-server's transport (server/src/transport.rs) rebuilt from its
-//! public [`QuicConfig`], so a bench endpoint (the raw-QUIC sink, `relay_broker`, the upload
+//! [`transport_config`] is quicft-server's own transport (`quicft_server::quic_transport_config`)
+//! for a [`QuicConfig`], so a bench endpoint (the raw-QUIC sink, `relay_broker`, the upload
 //! client) runs with the windows, controller and idle timeout the server runs with; it is one
 //! function so that they cannot drift apart. The server also accepts client-opened unidirectional
 //! streams (mirrors); no bench peer uses them, so they stay off here.
@@ -13,33 +13,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
-use quicft_server::config::{Congestion, QuicConfig};
+use anyhow::{Context, Result};
+use quicft_server::config::QuicConfig;
 
-/// The server's transport settings (windows, congestion controller, idle timeout).
+/// The server's transport settings (windows, congestion controller, idle timeout), from the
+/// server's own function; without the mirrors' unidirectional streams, which no bench peer opens.
 pub fn transport_config(q: &QuicConfig) -> Result<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .stream_receive_window(quinn::VarInt::from_u32(q.stream_receive_window))
-        .receive_window(quinn::VarInt::from_u32(q.receive_window))
-        .send_window(q.send_window)
-        .max_idle_timeout(Some(
-            q.idle_timeout
-                .try_into()
-                .map_err(|_| anyhow!("idle_timeout too large"))?,
-        ));
-    match q.congestion {
-        Congestion::Cubic => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
-        }
-        Congestion::Bbr => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
-        }
-        Congestion::Delay => {
-            t.congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default()))
-        }
-    };
+    let mut t = quicft_server::quic_transport_config(q)?;
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     Ok(t)
 }
 

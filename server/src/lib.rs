@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 
 pub use config::Config;
 pub use link::Transport;
+pub use transport::{transport_config as quic_transport_config, ListenError};
 
 use broker::{Broker, Message};
 use ctx::Ctx;

@@ -2,15 +2,15 @@
 //!
 //! Everything is a relaxed atomic bumped on the hot path and read only when scraped; no metrics
 //! crate, because the handful of series here do not justify a registry. Per-server counters live in
-//! [`Metrics`] (one per [`crate::Server`]); the disk counters are process-wide ([`DISK`]) because the
-//! group committer (`ft/commit.rs`) runs on its own thread with no handle to the server.
+//! [`Metrics`] (one per [`crate::Server`]); the disk counters are the file-transfer committer's
+//! own, process-wide ([`crate::ft::commit_stats`]): this module reads other modules' counters, and
+//! none of them imports it back.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::ft::{TransferInfo, TransferState};
+use crate::ft::{commit_stats, TransferInfo, TransferState, FSYNC_BUCKETS};
 use crate::link::Transport;
 
 const TRANSPORTS: [Transport; 3] = [Transport::Quic, Transport::Tcp, Transport::Tls];
@@ -293,104 +293,45 @@ impl Metrics {
             &[],
             transfers.iter().map(|t| t.bytes_held).sum(),
         );
-        DISK.render(&mut o);
+        render_commits(&mut o);
         o
     }
 }
 
-/// Upper bounds (seconds) of the commit latency histogram: fdatasync costs from ~50 µs (tmpfs,
-/// NVMe with a write cache) to hundreds of ms (spinning disks, network storage).
-const FSYNC_BUCKETS: [f64; 13] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
-
-/// Process-wide disk counters, fed by the file-transfer group committer.
-pub(crate) struct DiskMetrics {
-    segments: AtomicU64,
-    commit_errors: AtomicU64,
-    /// Non-cumulative counts per bucket; the last slot is +Inf.
-    buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicU64 = AtomicU64::new(0);
-
-pub(crate) static DISK: DiskMetrics = DiskMetrics {
-    segments: ZERO,
-    commit_errors: ZERO,
-    buckets: [ZERO; FSYNC_BUCKETS.len() + 1],
-    sum_nanos: ZERO,
-};
-
-/// One commit group (data fdatasync, journal append, journal fdatasync) of `segments` segments
-/// took `took`; called by `ft/commit.rs`.
-pub(crate) fn group_committed(took: Duration, segments: usize, ok: bool) {
-    let secs = took.as_secs_f64();
-    let i = FSYNC_BUCKETS
-        .iter()
-        .position(|b| secs <= *b)
-        .unwrap_or(FSYNC_BUCKETS.len());
-    if let Some(b) = DISK.buckets.get(i) {
-        b.fetch_add(1, Relaxed);
+/// The group committer's counters (`ft/commit_stats.rs`), process-wide.
+fn render_commits(o: &mut String) {
+    let c = commit_stats();
+    family(
+        o,
+        "quicft_segments_stored_total",
+        "counter",
+        "File segments made durable (process-wide).",
+    );
+    sample(o, "quicft_segments_stored_total", &[], c.segments);
+    family(
+        o,
+        "quicft_commit_errors_total",
+        "counter",
+        "Commit groups whose fdatasync or journal append failed.",
+    );
+    sample(o, "quicft_commit_errors_total", &[], c.commit_errors);
+    let name = "quicft_fsync_seconds";
+    family(
+        o,
+        name,
+        "histogram",
+        "Time to make one commit group durable: data fdatasync, journal append and fdatasync (process-wide).",
+    );
+    let mut cumulative = 0;
+    for (i, n) in c.buckets.iter().enumerate() {
+        cumulative += n;
+        let le = FSYNC_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |v| v.to_string());
+        sample(o, &format!("{name}_bucket"), &[("le", &le)], cumulative);
     }
-    DISK.sum_nanos
-        .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    if ok {
-        DISK.segments.fetch_add(segments as u64, Relaxed);
-    } else {
-        DISK.commit_errors.fetch_add(1, Relaxed);
-    }
-}
-
-impl DiskMetrics {
-    fn render(&self, o: &mut String) {
-        family(
-            o,
-            "quicft_segments_stored_total",
-            "counter",
-            "File segments made durable (process-wide).",
-        );
-        sample(
-            o,
-            "quicft_segments_stored_total",
-            &[],
-            self.segments.load(Relaxed),
-        );
-        family(
-            o,
-            "quicft_commit_errors_total",
-            "counter",
-            "Commit groups whose fdatasync or journal append failed.",
-        );
-        sample(
-            o,
-            "quicft_commit_errors_total",
-            &[],
-            self.commit_errors.load(Relaxed),
-        );
-        let name = "quicft_fsync_seconds";
-        family(
-            o,
-            name,
-            "histogram",
-            "Time to make one commit group durable: data fdatasync, journal append and fdatasync (process-wide).",
-        );
-        let mut cumulative = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            cumulative += b.load(Relaxed);
-            let le = FSYNC_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |v| v.to_string());
-            sample(o, &format!("{name}_bucket"), &[("le", &le)], cumulative);
-        }
-        let _ = writeln!(
-            o,
-            "{name}_sum {}",
-            self.sum_nanos.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(o, "{name}_count {cumulative}");
-    }
+    let _ = writeln!(o, "{name}_sum {}", c.sum.as_secs_f64());
+    let _ = writeln!(o, "{name}_count {cumulative}");
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
@@ -429,7 +370,7 @@ mod tests {
         m.bytes_in(Transport::Quic, 10);
         m.packet_in("PUBLISH");
         m.reason_sent(Sent::PubAck, quicft_proto::ReasonCode(0x83));
-        group_committed(Duration::from_micros(300), 2, true);
+        crate::ft::group_committed(std::time::Duration::from_micros(300), 2, true);
         let text = m.render(&[], 3, 1);
         assert!(
             text.contains("quicft_connections{transport=\"quic\"} 1\n"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::config::{Config, Congestion};
+use crate::config::{Config, Congestion, QuicConfig};
 use crate::link::{Link, Transport};
 use crate::session;
 use crate::tls::{self, Identity};
@@ -86,18 +86,9 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, Li
     Ok(socket.into())
 }
 
-/// Builds the QUIC endpoint (ALPN `mqtt`, windows and congestion control from the config).
-pub(crate) fn quic_endpoint(
-    cfg: &Config,
-    id: &Identity,
-    cert: Arc<tls::ServerCert>,
-    addr: SocketAddr,
-) -> Result<quinn::Endpoint, ListenError> {
-    let q = &cfg.quic;
-    let crypto = tls::server_config_with(id, cert, true)?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .map_err(|e| ListenError::Quic(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+/// The server's QUIC transport settings: stream limits, windows, congestion controller, idle
+/// timeout. Public so that the bench's endpoints run with exactly these.
+pub fn transport_config(q: &QuicConfig) -> Result<quinn::TransportConfig, ListenError> {
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
@@ -119,6 +110,22 @@ pub(crate) fn quic_endpoint(
         Congestion::Delay => transport
             .congestion_controller_factory(Arc::new(quicft_congestion::DelayBbrConfig::default())),
     };
+    Ok(transport)
+}
+
+/// Builds the QUIC endpoint (ALPN `mqtt`, windows and congestion control from the config).
+pub(crate) fn quic_endpoint(
+    cfg: &Config,
+    id: &Identity,
+    cert: Arc<tls::ServerCert>,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, ListenError> {
+    let q = &cfg.quic;
+    let crypto = tls::server_config_with(id, cert, true)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| ListenError::Quic(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let transport = transport_config(q)?;
     server.transport_config(Arc::new(transport));
     let socket = udp_socket(addr, q.socket_buffer)?;
     let runtime =

@@ -81,8 +81,7 @@ fn commit_batch(batch: Vec<CommitJob>) {
     par_each(&mut groups, |g| {
         let t = std::time::Instant::now();
         g.result = sync_group(&g.jobs);
-        crate::metrics::group_committed(t.elapsed(), g.jobs.len(), g.result.is_ok());
-        // /metrics
+        super::commit_stats::group_committed(t.elapsed(), g.jobs.len(), g.result.is_ok());
     });
     for g in groups {
         for job in g.jobs {

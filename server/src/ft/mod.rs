@@ -37,6 +37,7 @@
 mod abort;
 mod api;
 mod commit;
+mod commit_stats;
 mod config;
 mod disk;
 mod error;
@@ -69,6 +70,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub use api::{FinishedInfo, TransferInfo, TransferState};
+#[cfg(test)]
+pub(crate) use commit_stats::group_committed;
+pub use commit_stats::{commit_stats, CommitStats, FSYNC_BUCKETS};
 pub use config::FtConfig;
 pub use disk::Manifest;
 pub use error::FtError;

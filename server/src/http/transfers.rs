@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiState};
 use crate::ft::{FtError, TransferInfo, TransferState};
-use crate::session::Transport;
+use crate::link::Transport;
 
 /// A transfer in progress.
 #[derive(Debug, Serialize, ToSchema)]

@@ -44,9 +44,6 @@ use connect::Negotiated;
 use ft::FtDone;
 use state::{Env, Exit, Session, CONTROL};
 
-// The HTTP API names transports through here.
-pub(crate) use crate::link::Transport;
-
 /// Events (each up to [`stream::MAX_BATCH`] decoded packets) queued from a connection's stream
 /// readers to its session. With the batch size it bounds the decoded packets one connection can
 /// hold in memory (512, about 430 KB of `Packet`s plus their payloads) before its readers stop
