@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub clients: Arc<clients::Clients>,
     /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Wills waiting for their Will Delay Interval; a reconnect cancels them.
+    pub wills: Arc<crate::session::PendingWills>,
 }
 
 impl Ctx {

@@ -113,6 +113,7 @@ impl Server {
             shutdown: shutdown_rx,
             clients: Arc::default(),
             metrics: Arc::default(),
+            wills: Arc::default(),
             config: config.clone(),
         });
         let mut tasks = JoinSet::new();

@@ -32,8 +32,13 @@ pub(crate) enum Event {
     },
     /// The peer finished or reset the stream, or the connection broke.
     Closed { stream: StreamId },
-    /// The peer opened a data stream (QUIC).
-    Opened { stream: StreamId, writer: Writer },
+    /// The peer opened a data stream (QUIC). `drain` asks its reader to forward what it has
+    /// received and end ([`spawn_reader`]).
+    Opened {
+        stream: StreamId,
+        writer: Writer,
+        drain: oneshot::Sender<()>,
+    },
 }
 
 enum WriteCmd {
@@ -154,6 +159,11 @@ pub(crate) const MAX_BATCH: usize = 32;
 /// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
 /// `buf`) and forwards them to the session until the stream ends or a packet is malformed. A data
 /// stream that may be mirrored gets its mirror through `mirror` (crate::mirror).
+///
+/// When `drain` fires (or its sender is dropped) the reader stops waiting for the peer: it
+/// forwards the packets already received — what the transport holds now — then reports
+/// [`Event::Closed`] and ends. The task returns the stream's read half in every case, so that a
+/// caller may keep reading (and discarding) the peer's input after the session is over.
 pub(crate) fn spawn_reader<R: PacketRead>(
     mut r: R,
     mut buf: BytesMut,
@@ -162,9 +172,12 @@ pub(crate) fn spawn_reader<R: PacketRead>(
     max_packet_size: usize,
     events: mpsc::Sender<Event>,
     mirror: Option<oneshot::Receiver<R>>,
-) -> tokio::task::JoinHandle<()> {
+    mut drain: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<R> {
+    use futures::FutureExt;
     let mut merge = mirror.map(Merge::new);
     tokio::spawn(async move {
+        let mut draining = false;
         loop {
             let mut packets = Vec::new();
             let mut malformed = None;
@@ -185,7 +198,7 @@ pub(crate) fn spawn_reader<R: PacketRead>(
                     .await
                     .is_err()
             {
-                return;
+                return r;
             }
             if let Some(error) = malformed {
                 let code = u32::from(error.reason_code().0);
@@ -194,22 +207,46 @@ pub(crate) fn spawn_reader<R: PacketRead>(
                     m.stop(code);
                 }
                 let _ = events.send(Event::Malformed { stream, error }).await;
-                return;
+                return r;
             }
             if full {
                 continue; // more complete packets may wait in `buf`
             }
             grow(&mut buf, max_packet_size);
-            let more = match merge.as_mut() {
-                Some(m) => m.fill(&mut r, &mut buf).await == Fill::Read,
-                None => matches!(r.read_buf(&mut buf).await, Ok(n) if n > 0),
+            let more = if draining {
+                // Only what has arrived: a read that would wait ends the stream for the session.
+                read_more(&mut r, merge.as_mut(), &mut buf)
+                    .now_or_never()
+                    .unwrap_or(false)
+            } else {
+                tokio::select! {
+                    biased;
+                    more = read_more(&mut r, merge.as_mut(), &mut buf) => more,
+                    _ = &mut drain => {
+                        draining = true;
+                        continue;
+                    }
+                }
             };
             if !more {
                 let _ = events.send(Event::Closed { stream }).await;
-                return;
+                return r;
             }
         }
     })
+}
+
+/// Reads more of a stream (merged with its mirror, if it has one) into `buf`; false at its end.
+/// Cancel-safe: nothing is consumed unless it completes.
+async fn read_more<R: PacketRead>(
+    r: &mut R,
+    merge: Option<&mut Merge<R>>,
+    buf: &mut BytesMut,
+) -> bool {
+    match merge {
+        Some(m) => m.fill(r, buf).await == Fill::Read,
+        None => matches!(r.read_buf(buf).await, Ok(n) if n > 0),
+    }
 }
 
 /// Smallest growth of a reader's buffer.

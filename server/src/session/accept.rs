@@ -31,7 +31,8 @@ pub(super) async fn accept_data_streams(
                 let Ok((send, recv)) = bi else { return };
                 let stream = recv.id().index();
                 let (writer, _task) = stream::spawn_writer(io.wrap(send));
-                if events.send(Event::Opened { stream, writer }).await.is_err() {
+                let (drain, drain_rx) = tokio::sync::oneshot::channel();
+                if events.send(Event::Opened { stream, writer, drain }).await.is_err() {
                     return;
                 }
                 stream::spawn_reader(
@@ -42,6 +43,7 @@ pub(super) async fn accept_data_streams(
                     max,
                     events.clone(),
                     Some(pairing.data_stream(stream)),
+                    drain_rx,
                 );
             }
             uni = conn.accept_uni() => {
