@@ -612,14 +612,20 @@ async fn tcp_client_reads_disconnect_0x93_not_a_reset() -> Result<()> {
         let mut out = bytes::BytesMut::new();
         Packet::Connect(connect_packet(&format!("greedy-{round}"), Protocol::V5))
             .encode(Protocol::V5, &mut out)?;
-        // Three QoS 2 messages never released against a window of 2, then 64 KiB more behind them.
+        // Three QoS 2 messages never released against a window of 2, and the client goes on
+        // sending for a while (about 100 ms, 50 KB) as a busy device would.
         for pkid in 1..=3 {
             publish("greedy", b"x", QoS::ExactlyOnce, pkid).encode(Protocol::V5, &mut out)?;
         }
-        while out.len() < 64 * 1024 {
-            publish("greedy", &[0u8; 1000], QoS::AtMostOnce, 0).encode(Protocol::V5, &mut out)?;
-        }
         sock.write_all(&out).await?;
+        let mut filler = bytes::BytesMut::new();
+        publish("greedy", &[0u8; 1000], QoS::AtMostOnce, 0).encode(Protocol::V5, &mut filler)?;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            if let Err(e) = sock.write_all(&filler).await {
+                panic!("round {round}: the server reset the connection while we wrote: {e}");
+            }
+        }
         let mut buf = bytes::BytesMut::new();
         let read = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
