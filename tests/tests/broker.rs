@@ -647,7 +647,10 @@ async fn tcp_client_reads_disconnect_0x93_not_a_reset() -> Result<()> {
             "round {round}: read {:?}, last packet {last:?}",
             read.as_ref().err()
         );
-        assert!(read.is_ok(), "round {round}: the connection ended with {read:?}, not a clean close");
+        assert!(
+            read.is_ok(),
+            "round {round}: the connection ended with {read:?}, not a clean close"
+        );
     }
     Ok(())
 }

@@ -269,10 +269,17 @@ async fn aioquic_single_stream_mode_pub_sub_qos_and_upload() -> Result<()> {
     assert_eq!(v["suback"], serde_json::json!([2]), "{v}");
     assert_eq!(v["suback_response"], serde_json::json!([1]), "{v}");
     assert_eq!(v["pingresp"], true);
-    assert_eq!((&v["puback"], &v["pubrec"], &v["pubcomp"]), (&0.into(), &0.into(), &0.into()));
+    assert_eq!(
+        (&v["puback"], &v["pubrec"], &v["pubcomp"]),
+        (&0.into(), &0.into(), &0.into())
+    );
     assert_eq!(
         v["delivered"],
-        serde_json::json!([["single/q0", 0, "zero"], ["single/q1", 1, "one"], ["single/q2", 2, "two"]]),
+        serde_json::json!([
+            ["single/q0", 0, "zero"],
+            ["single/q1", 1, "one"],
+            ["single/q2", 2, "two"]
+        ]),
         "its own messages delivered on the control stream, QoS kept: {v}"
     );
     assert_eq!(v["init"], 0, "{v}");
@@ -285,9 +292,16 @@ async fn aioquic_single_stream_mode_pub_sub_qos_and_upload() -> Result<()> {
             .join("exports/aioquic-single/ss-file/single.bin"),
     )?;
     assert!(exported == data, "the uploaded file is byte-identical");
-    for (topic, payload) in [("single/q0", "zero"), ("single/q1", "one"), ("single/q2", "two")] {
+    for (topic, payload) in [
+        ("single/q0", "zero"),
+        ("single/q1", "one"),
+        ("single/q2", "two"),
+    ] {
         let got = watch.data().await?.next_publish().await?;
-        assert_eq!((got.topic.as_str(), &got.payload[..]), (topic, payload.as_bytes()));
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            (topic, payload.as_bytes())
+        );
     }
     Ok(())
 }
@@ -308,7 +322,11 @@ async fn aioquic_mixed_single_and_multi_stream() -> Result<()> {
     .await?;
     assert_eq!(v["connack"], 0, "{v}");
     assert_eq!(v["subacks"], serde_json::json!([[1], [1]]), "{v}");
-    assert_eq!((&v["puback_data"], &v["puback_ctl"]), (&0.into(), &0.into()), "{v}");
+    assert_eq!(
+        (&v["puback_data"], &v["puback_ctl"]),
+        (&0.into(), &0.into()),
+        "{v}"
+    );
     assert_eq!(v["on_control"], serde_json::json!(["mixed/ctl"]), "{v}");
     assert_eq!(v["on_data"], serde_json::json!(["mixed/data"]), "{v}");
     assert_eq!(v["pingresp"], true);
@@ -360,27 +378,48 @@ async fn paho_will_delay_interval() -> Result<()> {
     dev.kill().await?;
     let lost = std::time::Instant::now();
     assert!(
-        watch.data().await?.try_recv(Duration::from_millis(1500)).await?.is_none(),
+        watch
+            .data()
+            .await?
+            .try_recv(Duration::from_millis(1500))
+            .await?
+            .is_none(),
         "no will before its delay"
     );
     let got = watch.data().await?.next_publish().await?;
     let after = lost.elapsed();
-    assert_eq!((got.topic.as_str(), &got.payload[..]), ("wills/late", &b"gone late"[..]));
-    assert!(after >= Duration::from_millis(1900), "published after {after:?}");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("wills/late", &b"gone late"[..])
+    );
+    assert!(
+        after >= Duration::from_millis(1900),
+        "published after {after:?}"
+    );
 
     // Back within the delay: that will is never published; the new connection's own is.
     let mut dev = paho_with_will(port, "flaky", 5, 60).await?;
     dev.kill().await?;
     let mut dev = paho_with_will(port, "flaky", 5, 60).await?;
     assert!(
-        watch.data().await?.try_recv(Duration::from_secs(6)).await?.is_none(),
+        watch
+            .data()
+            .await?
+            .try_recv(Duration::from_secs(6))
+            .await?
+            .is_none(),
         "a reconnect within the delay cancels the will"
     );
     dev.kill().await?;
     let got = watch.data().await?.next_publish().await?;
     assert_eq!(got.topic, "wills/flaky");
     assert!(
-        watch.data().await?.try_recv(Duration::from_millis(1000)).await?.is_none(),
+        watch
+            .data()
+            .await?
+            .try_recv(Duration::from_millis(1000))
+            .await?
+            .is_none(),
         "one will only"
     );
 
@@ -390,6 +429,10 @@ async fn paho_will_delay_interval() -> Result<()> {
     let lost = std::time::Instant::now();
     let got = watch.data().await?.next_publish().await?;
     assert_eq!(got.topic, "wills/brief");
-    assert!(lost.elapsed() < Duration::from_secs(5), "{:?}", lost.elapsed());
+    assert!(
+        lost.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        lost.elapsed()
+    );
     Ok(())
 }

@@ -52,8 +52,8 @@ use crate::Ctx;
 use connect::Negotiated;
 use ft::FtDone;
 use state::{Env, Exit, Session, CONTROL};
-pub(crate) use will::PendingWills;
 use will::DueWill;
+pub(crate) use will::PendingWills;
 
 // The HTTP API names transports through here.
 pub(crate) use crate::link::Transport;
@@ -99,7 +99,14 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
         Ok(Ok((Packet::Connect(c), rest))) => (c, rest),
         Ok(Ok((other, _))) => {
             tracing::info!(peer = %link.peer, packet = other.name(), "connection refused: first packet is not CONNECT");
-            return finish(link, writer, writer_task, ReasonCode::PROTOCOL_ERROR, control_rx).await;
+            return finish(
+                link,
+                writer,
+                writer_task,
+                ReasonCode::PROTOCOL_ERROR,
+                control_rx,
+            )
+            .await;
         }
         Ok(Err(stream::FirstPacketError::Decode(e))) => {
             tracing::info!(peer = %link.peer, reason = %e, "connection refused: bad CONNECT");
@@ -111,11 +118,25 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
         }
         Ok(Err(e)) => {
             tracing::info!(peer = %link.peer, reason = %e, "connection refused: no CONNECT");
-            return finish(link, writer, writer_task, ReasonCode::PROTOCOL_ERROR, control_rx).await;
+            return finish(
+                link,
+                writer,
+                writer_task,
+                ReasonCode::PROTOCOL_ERROR,
+                control_rx,
+            )
+            .await;
         }
         Err(_) => {
             tracing::info!(peer = %link.peer, "connection refused: no CONNECT in time");
-            return finish(link, writer, writer_task, ReasonCode::MAXIMUM_CONNECT_TIME, control_rx).await;
+            return finish(
+                link,
+                writer,
+                writer_task,
+                ReasonCode::MAXIMUM_CONNECT_TIME,
+                control_rx,
+            )
+            .await;
         }
     };
     let admitted = match connect::admit(&ctx, &link, &connect).await {
@@ -228,7 +249,10 @@ struct Driver {
     /// Per data stream whose reader runs: asks it to forward what it has and end (`drain`).
     readers: HashMap<StreamId, oneshot::Sender<()>>,
     /// The control stream's reader (its task returns the read half) and its stop signal.
-    control_reader: Option<(tokio::task::JoinHandle<Box<dyn PacketRead>>, oneshot::Sender<()>)>,
+    control_reader: Option<(
+        tokio::task::JoinHandle<Box<dyn PacketRead>>,
+        oneshot::Sender<()>,
+    )>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     ft_done_tx: mpsc::Sender<FtDone>,

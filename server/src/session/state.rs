@@ -184,7 +184,11 @@ impl Session {
             session_expiry: n.session_expiry,
             stash: VecDeque::new(),
             resend_pending: !state.outgoing.is_empty(),
-            data_order: if single_stream { vec![CONTROL] } else { Vec::new() },
+            data_order: if single_stream {
+                vec![CONTROL]
+            } else {
+                Vec::new()
+            },
             streams,
             env,
             client_id,
@@ -471,7 +475,10 @@ impl Session {
 /// client spoke single-stream MQTT over QUIC (or came over TCP) last time.
 fn resumed_on_control(state: &SessionState) -> bool {
     state.subscriptions.values().any(|s| s.stream == CONTROL)
-        || state.outgoing.values().any(|o| o.delivery.stream == CONTROL)
+        || state
+            .outgoing
+            .values()
+            .any(|o| o.delivery.stream == CONTROL)
 }
 
 /// An empty state to leave behind when the real one has been handed on.

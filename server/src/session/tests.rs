@@ -243,7 +243,10 @@ async fn the_will_is_published_after_an_abnormal_end_only() {
     let mut s = session(e.clone(), false, connect("a", Some(will()))).await;
     s.handle_stream_closed(CONTROL);
     let exit = s.actions().close.take().expect("closed");
-    let due = s.close(&exit).will.expect("a will after a broken connection");
+    let due = s
+        .close(&exit)
+        .will
+        .expect("a will after a broken connection");
     assert_eq!(due.delay, Duration::ZERO);
     assert_eq!(due.message(now).topic, "wills/c");
 
