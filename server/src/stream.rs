@@ -156,6 +156,14 @@ pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::Jo
 /// (a 64 KiB read could otherwise become 30 000 decoded PINGREQs).
 pub(crate) const MAX_BATCH: usize = 32;
 
+/// How a stream's bytes are cut into packets: the protocol version CONNECT settled and the largest
+/// packet accepted.
+#[derive(Clone, Copy)]
+pub(crate) struct Framing {
+    pub protocol: Protocol,
+    pub max_packet_size: usize,
+}
+
 /// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
 /// `buf`) and forwards them to the session until the stream ends or a packet is malformed. A data
 /// stream that may be mirrored gets its mirror through `mirror` (crate::mirror).
@@ -168,13 +176,16 @@ pub(crate) fn spawn_reader<R: PacketRead>(
     mut r: R,
     mut buf: BytesMut,
     stream: StreamId,
-    protocol: Protocol,
-    max_packet_size: usize,
+    framing: Framing,
     events: mpsc::Sender<Event>,
     mirror: Option<oneshot::Receiver<R>>,
     mut drain: oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<R> {
     use futures::FutureExt;
+    let Framing {
+        protocol,
+        max_packet_size,
+    } = framing;
     let mut merge = mirror.map(Merge::new);
     tokio::spawn(async move {
         let mut draining = false;

@@ -39,8 +39,10 @@ pub(super) async fn accept_data_streams(
                     io.wrap(recv),
                     BytesMut::new(),
                     stream,
-                    protocol,
-                    max,
+                    stream::Framing {
+                        protocol,
+                        max_packet_size: max,
+                    },
                     events.clone(),
                     Some(pairing.data_stream(stream)),
                     drain_rx,

@@ -238,6 +238,13 @@ async fn linger<R: PacketRead>(mut r: R) {
     .await;
 }
 
+/// The control stream's reader task, which returns the read half (kept past the session's end over
+/// TCP/TLS, for the linger), and the signal that stops it.
+struct ControlReader {
+    task: tokio::task::JoinHandle<Box<dyn PacketRead>>,
+    stop: oneshot::Sender<()>,
+}
+
 /// The task side of a session: its machine, the writers of its streams and the channels into it.
 struct Driver {
     ctx: Arc<Ctx>,
@@ -248,11 +255,8 @@ struct Driver {
     writers: HashMap<StreamId, Writer>,
     /// Per data stream whose reader runs: asks it to forward what it has and end (`drain`).
     readers: HashMap<StreamId, oneshot::Sender<()>>,
-    /// The control stream's reader (its task returns the read half) and its stop signal.
-    control_reader: Option<(
-        tokio::task::JoinHandle<Box<dyn PacketRead>>,
-        oneshot::Sender<()>,
-    )>,
+    /// The control stream's reader, once started.
+    control_reader: Option<ControlReader>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     ft_done_tx: mpsc::Sender<FtDone>,
@@ -326,13 +330,15 @@ impl Driver {
             control_rx,
             leftover,
             CONTROL,
-            protocol,
-            max,
+            stream::Framing {
+                protocol,
+                max_packet_size: max,
+            },
             self.events_tx.clone(),
             None,
             stop_rx,
         );
-        self.control_reader = Some((reader, stop));
+        self.control_reader = Some(ControlReader { task: reader, stop });
         if let Some(conn) = self.link.quic.clone() {
             self.tasks.push(tokio::spawn(accept::accept_data_streams(
                 conn,
@@ -579,15 +585,15 @@ impl Driver {
         // The readers stop; over TCP/TLS the read half comes back for the linger below.
         self.events_rx.close();
         let control_rx = match self.control_reader.take() {
-            Some((reader, stop)) if self.link.quic.is_none() => {
+            Some(ControlReader { task, stop }) if self.link.quic.is_none() => {
                 let _ = stop.send(());
-                tokio::time::timeout(Duration::from_secs(1), reader)
+                tokio::time::timeout(Duration::from_secs(1), task)
                     .await
                     .ok()
                     .and_then(Result::ok)
             }
-            Some((reader, _)) => {
-                reader.abort();
+            Some(ControlReader { task, .. }) => {
+                task.abort();
                 None
             }
             None => None,
