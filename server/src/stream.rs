@@ -32,6 +32,9 @@ pub(crate) enum Event {
     },
     /// The peer finished or reset the stream, or the connection broke.
     Closed { stream: StreamId },
+    /// The accept task has handed over every data stream the peer opened, and stopped (QUIC,
+    /// after a drain request).
+    NoMoreStreams,
     /// The peer opened a data stream (QUIC). `drain` asks its reader to forward what it has
     /// received and end ([`spawn_reader`]).
     Opened {

@@ -257,6 +257,8 @@ struct Driver {
     readers: HashMap<StreamId, oneshot::Sender<()>>,
     /// The control stream's reader, once started.
     control_reader: Option<ControlReader>,
+    /// Asks the QUIC accept task to hand over the streams already opened and stop (`drain`).
+    accept_drain: Option<oneshot::Sender<()>>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     ft_done_tx: mpsc::Sender<FtDone>,
@@ -287,6 +289,7 @@ impl Driver {
             writers: HashMap::from([(CONTROL, control)]),
             readers: HashMap::new(),
             control_reader: None,
+            accept_drain: None,
             events_tx,
             events_rx,
             ft_done_tx,
@@ -340,13 +343,18 @@ impl Driver {
         );
         self.control_reader = Some(ControlReader { task: reader, stop });
         if let Some(conn) = self.link.quic.clone() {
+            let (drain, drain_rx) = oneshot::channel();
             self.tasks.push(tokio::spawn(accept::accept_data_streams(
                 conn,
-                protocol,
-                max,
+                stream::Framing {
+                    protocol,
+                    max_packet_size: max,
+                },
                 self.events_tx.clone(),
                 self.conn.io().clone(),
+                drain_rx,
             )));
+            self.accept_drain = Some(drain);
         }
         self.machine.resend_inflight(Instant::now());
         // CONNACK and any re-sent deliveries
@@ -463,6 +471,7 @@ impl Driver {
                 self.readers.remove(&stream);
                 self.machine.handle_stream_closed(stream);
             }
+            Event::NoMoreStreams => {}
             Event::Opened {
                 stream,
                 writer,
@@ -485,20 +494,26 @@ impl Driver {
         for (_, drain) in self.readers.drain() {
             let _ = drain.send(());
         }
+        // Streams the peer opened that the accept task has not handed over yet count too.
+        let mut accepting = self.accept_drain.take().is_some_and(|d| d.send(()).is_ok());
         let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-        while !waiting.is_empty() {
+        while accepting || !waiting.is_empty() {
             let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events_rx.recv()).await
             else {
                 tracing::debug!(streams = waiting.len(), "data streams not drained in time");
                 break;
             };
             let stream = match &ev {
-                // Nothing on the control stream counts after DISCONNECT.
+                Event::NoMoreStreams => {
+                    accepting = false;
+                    continue;
+                }
                 Event::Packets { stream, .. }
                 | Event::Closed { stream }
                 | Event::Malformed { stream, .. }
                 | Event::Opened { stream, .. } => *stream,
             };
+            // Nothing on the control stream counts after DISCONNECT.
             if stream == CONTROL {
                 continue;
             }
