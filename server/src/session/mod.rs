@@ -95,18 +95,11 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
     )
     .await;
     let (writer, writer_task) = stream::spawn_writer(control_tx);
-    let (connect, leftover) = match first {
-        Ok(Ok((Packet::Connect(c), rest))) => (c, rest),
+    let first = match first {
+        Ok(Ok((Packet::Connect(c), rest))) => Ok((c, rest)),
         Ok(Ok((other, _))) => {
             tracing::info!(peer = %link.peer, packet = other.name(), "connection refused: first packet is not CONNECT");
-            return finish(
-                link,
-                writer,
-                writer_task,
-                ReasonCode::PROTOCOL_ERROR,
-                control_rx,
-            )
-            .await;
+            Err(ReasonCode::PROTOCOL_ERROR)
         }
         Ok(Err(stream::FirstPacketError::Decode(e))) => {
             tracing::info!(peer = %link.peer, reason = %e, "connection refused: bad CONNECT");
@@ -114,30 +107,20 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
                 // A 3.1.1-format CONNACK is what any client version can read (MQTT 5 §3.1.2.2).
                 refuse(&writer, e.reason_code(), Protocol::V311);
             }
-            return finish(link, writer, writer_task, e.reason_code(), control_rx).await;
+            Err(e.reason_code())
         }
         Ok(Err(e)) => {
             tracing::info!(peer = %link.peer, reason = %e, "connection refused: no CONNECT");
-            return finish(
-                link,
-                writer,
-                writer_task,
-                ReasonCode::PROTOCOL_ERROR,
-                control_rx,
-            )
-            .await;
+            Err(ReasonCode::PROTOCOL_ERROR)
         }
         Err(_) => {
             tracing::info!(peer = %link.peer, "connection refused: no CONNECT in time");
-            return finish(
-                link,
-                writer,
-                writer_task,
-                ReasonCode::MAXIMUM_CONNECT_TIME,
-                control_rx,
-            )
-            .await;
+            Err(ReasonCode::MAXIMUM_CONNECT_TIME)
         }
+    };
+    let (connect, leftover) = match first {
+        Ok(first) => first,
+        Err(code) => return finish(link, writer, writer_task, code, control_rx).await,
     };
     let admitted = match connect::admit(&ctx, &link, &connect).await {
         Ok(a) => a,
