@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub server_cert: Arc<tls::ServerCert>,
     /// The HTTP API's bearer token (a reload replaces it).
     pub http_token: Arc<http::Token>,
+    /// Wills waiting for their Will Delay Interval; a reconnect cancels them.
+    pub wills: Arc<crate::session::PendingWills>,
 }
 
 impl Ctx {

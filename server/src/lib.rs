@@ -104,6 +104,7 @@ impl Server {
             metrics: Arc::default(),
             http_token: http::Token::new(config.http.token.as_deref()),
             server_cert: server_cert.clone(),
+            wills: Arc::default(),
             config: config.clone(),
         });
         let mut tasks = JoinSet::new();

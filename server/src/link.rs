@@ -62,6 +62,13 @@ impl PacketWrite for quinn::SendStream {
     }
 }
 
+/// The control stream's read half, whatever the transport (the session keeps it past its end).
+impl PacketRead for Box<dyn PacketRead> {
+    fn stop(&mut self, code: u32) {
+        (**self).stop(code);
+    }
+}
+
 impl<T: AsyncRead + Send + 'static> PacketRead for tokio::io::ReadHalf<T> {}
 impl<T: AsyncWrite + Send + 'static> PacketWrite for tokio::io::WriteHalf<T> {}
 impl PacketRead for tokio::net::tcp::OwnedReadHalf {}

@@ -32,8 +32,16 @@ pub(crate) enum Event {
     },
     /// The peer finished or reset the stream, or the connection broke.
     Closed { stream: StreamId },
-    /// The peer opened a data stream (QUIC).
-    Opened { stream: StreamId, writer: Writer },
+    /// The accept task has handed over every data stream the peer opened, and stopped (QUIC,
+    /// after a drain request).
+    NoMoreStreams,
+    /// The peer opened a data stream (QUIC). `drain` asks its reader to forward what it has
+    /// received and end ([`spawn_reader`]).
+    Opened {
+        stream: StreamId,
+        writer: Writer,
+        drain: oneshot::Sender<()>,
+    },
 }
 
 enum WriteCmd {
@@ -151,20 +159,39 @@ pub(crate) fn spawn_writer<W: PacketWrite>(mut w: W) -> (Writer, tokio::task::Jo
 /// (a 64 KiB read could otherwise become 30 000 decoded PINGREQs).
 pub(crate) const MAX_BATCH: usize = 32;
 
+/// How a stream's bytes are cut into packets: the protocol version CONNECT settled and the largest
+/// packet accepted.
+#[derive(Clone, Copy)]
+pub(crate) struct Framing {
+    pub protocol: Protocol,
+    pub max_packet_size: usize,
+}
+
 /// Starts the reader task of a stream: decodes packets (starting with any bytes already read into
 /// `buf`) and forwards them to the session until the stream ends or a packet is malformed. A data
 /// stream that may be mirrored gets its mirror through `mirror` (crate::mirror).
+///
+/// When `drain` fires (or its sender is dropped) the reader stops waiting for the peer: it
+/// forwards the packets already received — what the transport holds now — then reports
+/// [`Event::Closed`] and ends. The task returns the stream's read half in every case, so that a
+/// caller may keep reading (and discarding) the peer's input after the session is over.
 pub(crate) fn spawn_reader<R: PacketRead>(
     mut r: R,
     mut buf: BytesMut,
     stream: StreamId,
-    protocol: Protocol,
-    max_packet_size: usize,
+    framing: Framing,
     events: mpsc::Sender<Event>,
     mirror: Option<oneshot::Receiver<R>>,
-) -> tokio::task::JoinHandle<()> {
+    mut drain: oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<R> {
+    use futures::FutureExt;
+    let Framing {
+        protocol,
+        max_packet_size,
+    } = framing;
     let mut merge = mirror.map(Merge::new);
     tokio::spawn(async move {
+        let mut draining = false;
         loop {
             let mut packets = Vec::new();
             let mut malformed = None;
@@ -185,7 +212,7 @@ pub(crate) fn spawn_reader<R: PacketRead>(
                     .await
                     .is_err()
             {
-                return;
+                return r;
             }
             if let Some(error) = malformed {
                 let code = u32::from(error.reason_code().0);
@@ -194,22 +221,46 @@ pub(crate) fn spawn_reader<R: PacketRead>(
                     m.stop(code);
                 }
                 let _ = events.send(Event::Malformed { stream, error }).await;
-                return;
+                return r;
             }
             if full {
                 continue; // more complete packets may wait in `buf`
             }
             grow(&mut buf, max_packet_size);
-            let more = match merge.as_mut() {
-                Some(m) => m.fill(&mut r, &mut buf).await == Fill::Read,
-                None => matches!(r.read_buf(&mut buf).await, Ok(n) if n > 0),
+            let more = if draining {
+                // Only what has arrived: a read that would wait ends the stream for the session.
+                read_more(&mut r, merge.as_mut(), &mut buf)
+                    .now_or_never()
+                    .unwrap_or(false)
+            } else {
+                tokio::select! {
+                    biased;
+                    more = read_more(&mut r, merge.as_mut(), &mut buf) => more,
+                    _ = &mut drain => {
+                        draining = true;
+                        continue;
+                    }
+                }
             };
             if !more {
                 let _ = events.send(Event::Closed { stream }).await;
-                return;
+                return r;
             }
         }
     })
+}
+
+/// Reads more of a stream (merged with its mirror, if it has one) into `buf`; false at its end.
+/// Cancel-safe: nothing is consumed unless it completes.
+async fn read_more<R: PacketRead>(
+    r: &mut R,
+    merge: Option<&mut Merge<R>>,
+    buf: &mut BytesMut,
+) -> bool {
+    match merge {
+        Some(m) => m.fill(r, buf).await == Fill::Read,
+        None => matches!(r.read_buf(buf).await, Ok(n) if n > 0),
+    }
 }
 
 /// Smallest growth of a reader's buffer.

@@ -3,6 +3,7 @@ first client-opened bidirectional stream), PUBLISH QoS 1 on a data stream, PUBAC
 data stream. Packets are encoded by hand here, so the Rust codec is not involved on this side.
 
 Usage: aioquic_mqtt.py HOST PORT CA_FILE TOPIC PAYLOAD ; prints one JSON line.
+The packet helpers are shared with aioquic_single_stream.py.
 """
 import asyncio
 import json
@@ -76,4 +77,5 @@ async def main():
     print(json.dumps(result))
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

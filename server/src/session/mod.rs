@@ -6,8 +6,17 @@
 //! shutdown and the keepalive timer, feeds each input to the machine with the time, and carries out
 //! what it asks: routing messages, running file commands in tasks, writing each stream's packets,
 //! dropping streams, closing. Deliveries are pulled from the bounded queue only as fast as the
-//! client's in-flight window allows. On a QUIC connection the control stream carries only CONNECT,
-//! PING, DISCONNECT and AUTH; over TCP/TLS the single stream carries everything.
+//! client's in-flight window allows. Over TCP/TLS the single stream carries everything; over QUIC
+//! the control stream carries CONNECT, PING, DISCONNECT and AUTH, and everything else too for a
+//! client that sends it there (single-stream mode, DESIGN §3: answers go back on the stream a
+//! packet came from, deliveries on the stream that subscribed).
+//!
+//! Ending: after a normal DISCONNECT on a QUIC connection, the data streams first forward what
+//! they have already received (a QoS 0 PUBLISH sent just before the DISCONNECT travels on another
+//! stream and may not have been read yet), within [`DRAIN_LIMIT`]. Over TCP/TLS the last packets
+//! (our DISCONNECT with its reason) are written, the sending side is shut down, and the client's
+//! input is read and discarded for up to [`LINGER_TIME`] / [`LINGER_BYTES`] before the socket
+//! closes: closing with unread input would send a TCP reset, and the client would lose the reason.
 //!
 //! Writer queues are bounded: a stream whose writer holds more than
 //! `limits.max_stream_backlog + limits.max_packet_size` bytes when the peer asks for more answers
@@ -33,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quicft_proto::{ConnAck, Packet, Properties, Protocol, ReasonCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::broker::{Control, Delivery, StreamId};
@@ -43,12 +52,23 @@ use crate::Ctx;
 use connect::Negotiated;
 use ft::FtDone;
 use state::{Env, Exit, Session, CONTROL};
+use will::DueWill;
+pub(crate) use will::PendingWills;
 
 /// Events (each up to [`stream::MAX_BATCH`] decoded packets) queued from a connection's stream
 /// readers to its session. With the batch size it bounds the decoded packets one connection can
 /// hold in memory (512, about 430 KB of `Packet`s plus their payloads) before its readers stop
 /// reading and flow control pushes back on the peer.
 const EVENT_QUEUE: usize = 16;
+
+/// Longest wait, after a normal DISCONNECT, for the data streams to forward what they have received.
+/// They read only what has already arrived, so this bounds a busy machine, not a slow peer.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long, and how much of its input, a TCP/TLS client is given to read our last packets after
+/// the server has shut down its sending side (module doc).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Finished file commands waiting to be answered. Their tasks wait for room, and the session
 /// takes every waiting answer each turn, so this only smooths bursts.
@@ -72,11 +92,11 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
     )
     .await;
     let (writer, writer_task) = stream::spawn_writer(control_tx);
-    let (connect, leftover) = match first {
-        Ok(Ok((Packet::Connect(c), rest))) => (c, rest),
+    let first = match first {
+        Ok(Ok((Packet::Connect(c), rest))) => Ok((c, rest)),
         Ok(Ok((other, _))) => {
             tracing::info!(peer = %link.peer, packet = other.name(), "connection refused: first packet is not CONNECT");
-            return finish(link, writer, writer_task, ReasonCode::PROTOCOL_ERROR).await;
+            Err(ReasonCode::PROTOCOL_ERROR)
         }
         Ok(Err(stream::FirstPacketError::Decode(e))) => {
             tracing::info!(peer = %link.peer, reason = %e, "connection refused: bad CONNECT");
@@ -84,23 +104,27 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
                 // A 3.1.1-format CONNACK is what any client version can read (MQTT 5 §3.1.2.2).
                 refuse(&writer, e.reason_code(), Protocol::V311);
             }
-            return finish(link, writer, writer_task, e.reason_code()).await;
+            Err(e.reason_code())
         }
         Ok(Err(e)) => {
             tracing::info!(peer = %link.peer, reason = %e, "connection refused: no CONNECT");
-            return finish(link, writer, writer_task, ReasonCode::PROTOCOL_ERROR).await;
+            Err(ReasonCode::PROTOCOL_ERROR)
         }
         Err(_) => {
             tracing::info!(peer = %link.peer, "connection refused: no CONNECT in time");
-            return finish(link, writer, writer_task, ReasonCode::MAXIMUM_CONNECT_TIME).await;
+            Err(ReasonCode::MAXIMUM_CONNECT_TIME)
         }
+    };
+    let (connect, leftover) = match first {
+        Ok(first) => first,
+        Err(code) => return finish(link, writer, writer_task, code, control_rx).await,
     };
     let admitted = match connect::admit(&ctx, &link, &connect).await {
         Ok(a) => a,
         Err(code) => {
             ctx.metrics.reason_sent(crate::metrics::Sent::ConnAck, code);
             refuse(&writer, code, connect.protocol);
-            return finish(link, writer, writer_task, code).await;
+            return finish(link, writer, writer_task, code, control_rx).await;
         }
     };
     let span = tracing::info_span!("conn", client_id = %admitted.client_id, transport = link.transport.as_str(), peer = %link.peer);
@@ -110,6 +134,11 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
             .broker
             .open_session(&client_id, connect.clean_start)
             .await;
+        // A connection for this client id within a will's delay cancels it (MQTT 5 §3.1.3.2.2);
+        // a connection it took over has registered its will before handing the session over.
+        if ctx.wills.cancel(&client_id) {
+            tracing::info!("delayed will cancelled: the client is back");
+        }
         let conn = ctx
             .clients
             .register(&client_id, link.transport, link.peer, io);
@@ -158,12 +187,43 @@ fn refuse(w: &Writer, code: ReasonCode, protocol: Protocol) {
 }
 
 /// Sends a final DISCONNECT-less close: for failures before a session exists.
-async fn finish(link: Link, writer: Writer, task: tokio::task::JoinHandle<()>, code: ReasonCode) {
+async fn finish<R: PacketRead>(
+    link: Link,
+    writer: Writer,
+    task: tokio::task::JoinHandle<()>,
+    code: ReasonCode,
+    control_rx: R,
+) {
     drop(writer);
     let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-    if let Some(conn) = link.quic {
-        conn.close(quinn::VarInt::from_u32(u32::from(code.0)), b"");
+    match link.quic {
+        Some(conn) => conn.close(quinn::VarInt::from_u32(u32::from(code.0)), b""),
+        None => linger(control_rx).await,
     }
+}
+
+/// Reads and discards a TCP/TLS client's input after our sending side is shut down, until it
+/// closes, or for [`LINGER_TIME`] / [`LINGER_BYTES`]: lets it read our last packets (module doc).
+async fn linger<R: PacketRead>(mut r: R) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while left > 0 {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// The control stream's reader task, which returns the read half (kept past the session's end over
+/// TCP/TLS, for the linger), and the signal that stops it.
+struct ControlReader {
+    task: tokio::task::JoinHandle<Box<dyn PacketRead>>,
+    stop: oneshot::Sender<()>,
 }
 
 /// The task side of a session: its machine, the writers of its streams and the channels into it.
@@ -171,11 +231,17 @@ struct Driver {
     ctx: Arc<Ctx>,
     link: Link,
     machine: Session,
-    /// This connection's ownership of the session: a delayed will checks it is still current.
+    /// This connection's ownership of the session (the broker ignores a stale hand-back).
     generation: u64,
     /// The accounts' generation its login was checked under (a reload may revoke it).
     auth_generation: u64,
     writers: HashMap<StreamId, Writer>,
+    /// Per data stream whose reader runs: asks it to forward what it has and end (`drain`).
+    readers: HashMap<StreamId, oneshot::Sender<()>>,
+    /// The control stream's reader, once started.
+    control_reader: Option<ControlReader>,
+    /// Asks the QUIC accept task to hand over the streams already opened and stop (`drain`).
+    accept_drain: Option<oneshot::Sender<()>>,
     events_tx: mpsc::Sender<Event>,
     events_rx: mpsc::Receiver<Event>,
     ft_done_tx: mpsc::Sender<FtDone>,
@@ -204,6 +270,9 @@ impl Driver {
             .saturating_add(limits.max_packet_size);
         Driver {
             writers: HashMap::from([(CONTROL, control)]),
+            readers: HashMap::new(),
+            control_reader: None,
+            accept_drain: None,
             events_tx,
             events_rx,
             ft_done_tx,
@@ -230,8 +299,22 @@ impl Driver {
         })
     }
 
-    /// Starts the readers and runs until the connection or session ends.
+    /// Starts the readers and runs until the connection or session ends; after a normal
+    /// DISCONNECT over QUIC, handles what the data streams had already received (module doc).
     async fn run<R: PacketRead>(
+        &mut self,
+        kick: mpsc::Receiver<Control>,
+        leftover: BytesMut,
+        control_rx: R,
+    ) -> Exit {
+        let exit = self.serve_packets(kick, leftover, control_rx).await;
+        if matches!(exit, Exit::Normal | Exit::NormalWithWill) && self.link.quic.is_some() {
+            self.drain_data_streams().await;
+        }
+        exit
+    }
+
+    async fn serve_packets<R: PacketRead>(
         &mut self,
         mut kick: mpsc::Receiver<Control>,
         leftover: BytesMut,
@@ -239,23 +322,34 @@ impl Driver {
     ) -> Exit {
         let max = self.ctx.config.limits.max_packet_size;
         let protocol = self.machine.protocol;
-        self.tasks.push(stream::spawn_reader(
+        let (stop, stop_rx) = oneshot::channel();
+        let control_rx: Box<dyn PacketRead> = Box::new(control_rx);
+        let reader = stream::spawn_reader(
             control_rx,
             leftover,
             CONTROL,
-            protocol,
-            max,
+            stream::Framing {
+                protocol,
+                max_packet_size: max,
+            },
             self.events_tx.clone(),
             None,
-        ));
+            stop_rx,
+        );
+        self.control_reader = Some(ControlReader { task: reader, stop });
         if let Some(conn) = self.link.quic.clone() {
+            let (drain, drain_rx) = oneshot::channel();
             self.tasks.push(tokio::spawn(accept::accept_data_streams(
                 conn,
-                protocol,
-                max,
+                stream::Framing {
+                    protocol,
+                    max_packet_size: max,
+                },
                 self.events_tx.clone(),
                 self.conn.io().clone(),
+                drain_rx,
             )));
+            self.accept_drain = Some(drain);
         }
         self.machine.resend_inflight(Instant::now());
         // CONNACK and any re-sent deliveries
@@ -370,17 +464,74 @@ impl Driver {
                 }
             }
             Event::Malformed { stream, error } => {
+                self.readers.remove(&stream);
                 tracing::info!(stream, error = %error, "malformed packet");
                 self.machine.handle_malformed(stream, error.reason_code());
             }
             Event::Closed { stream } => {
+                self.readers.remove(&stream);
                 self.machine.handle_stream_closed(stream);
             }
-            Event::Opened { stream, writer } => {
+            Event::NoMoreStreams => {}
+            Event::Opened {
+                stream,
+                writer,
+                drain,
+            } => {
+                self.readers.insert(stream, drain);
                 self.writers.insert(stream, writer);
                 self.conn.stream_opened();
                 self.machine.handle_stream_opened(stream, now);
             }
+        }
+    }
+
+    /// After a normal DISCONNECT: every data stream forwards what it has already received, without
+    /// waiting for more, and those packets are handled before the session closes (module doc).
+    /// Streams accepted meanwhile were opened before the DISCONNECT too, and are drained as well.
+    async fn drain_data_streams(&mut self) {
+        let mut waiting: std::collections::HashSet<StreamId> =
+            self.readers.keys().copied().collect();
+        for (_, drain) in self.readers.drain() {
+            let _ = drain.send(());
+        }
+        // Streams the peer opened that the accept task has not handed over yet count too.
+        let mut accepting = self.accept_drain.take().is_some_and(|d| d.send(()).is_ok());
+        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while accepting || !waiting.is_empty() {
+            let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events_rx.recv()).await
+            else {
+                tracing::debug!(streams = waiting.len(), "data streams not drained in time");
+                break;
+            };
+            let stream = match &ev {
+                Event::NoMoreStreams => {
+                    accepting = false;
+                    continue;
+                }
+                Event::Packets { stream, .. }
+                | Event::Closed { stream }
+                | Event::Malformed { stream, .. }
+                | Event::Opened { stream, .. } => *stream,
+            };
+            // Nothing on the control stream counts after DISCONNECT.
+            if stream == CONTROL {
+                continue;
+            }
+            let opened = matches!(ev, Event::Opened { .. });
+            if matches!(ev, Event::Closed { .. } | Event::Malformed { .. }) {
+                waiting.remove(&stream);
+            }
+            self.on_event(ev, Instant::now());
+            if opened {
+                if let Some(drain) = self.readers.remove(&stream) {
+                    let _ = drain.send(());
+                }
+                waiting.insert(stream);
+            }
+            // Routed; the session is ending normally whatever a late packet asks for.
+            self.apply_now();
+            self.machine.actions.close = None;
         }
     }
 
@@ -447,7 +598,27 @@ impl Driver {
         for t in &self.tasks {
             t.abort();
         }
-        let closing = self.machine.close(&exit, Instant::now());
+        // The readers stop; over TCP/TLS the read half comes back for the linger below.
+        self.events_rx.close();
+        let control_rx = match self.control_reader.take() {
+            Some(ControlReader { task, stop }) if self.link.quic.is_none() => {
+                let _ = stop.send(());
+                tokio::time::timeout(Duration::from_secs(1), task)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Some(ControlReader { task, .. }) => {
+                task.abort();
+                None
+            }
+            None => None,
+        };
+        let mut closing = self.machine.close(&exit);
+        // Before a taken-over session is handed on: the new connection then cancels a delayed will.
+        if let Some(will) = closing.will.take() {
+            self.publish_will(will);
+        }
         match exit {
             Exit::TakenOver(k) => {
                 let _ = k.reply.send(closing.state);
@@ -458,9 +629,6 @@ impl Driver {
                 closing.session_expiry,
             ),
         }
-        if let Some((msg, delay)) = closing.will {
-            self.publish_will(msg, delay);
-        }
         // What this last turn queued (acks of a batch that ended in DISCONNECT, our DISCONNECT)
         // still goes out before the writers finish their streams.
         self.machine.poll_transmit(|stream, bytes, _| {
@@ -470,6 +638,9 @@ impl Driver {
         });
         self.writers.clear();
         let _ = tokio::time::timeout(Duration::from_secs(1), control_task).await;
+        if let Some(r) = control_rx {
+            linger(r).await;
+        }
         if let Some(conn) = &self.link.quic {
             // Closing the connection discards stream data not yet acknowledged (our DISCONNECT):
             // give the client a moment to read it and close first.
@@ -483,18 +654,20 @@ impl Driver {
         }
     }
 
-    fn publish_will(&self, msg: crate::broker::Message, delay: Duration) {
+    /// Publishes the will now, or after its delay unless the client connects again meanwhile.
+    fn publish_will(&self, will: DueWill) {
         let broker = self.ctx.broker.clone();
-        if delay.is_zero() {
-            broker.publish(msg);
+        if will.delay.is_zero() {
+            broker.publish(will.message(Instant::now()));
             return;
         }
-        let (client_id, generation) = (self.machine.client_id.clone(), self.generation);
+        let (wills, client_id) = (self.ctx.wills.clone(), self.machine.client_id.clone());
+        let ticket = wills.schedule(&client_id);
+        tracing::info!(delay_s = will.delay.as_secs(), "will delayed");
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            // A reconnect within the delay cancels the will (MQTT 5 §3.1.3.2.2).
-            if !broker.superseded(&client_id, generation) {
-                broker.publish(msg);
+            tokio::time::sleep(will.delay).await;
+            if wills.fire(&client_id, ticket) {
+                broker.publish(will.message(Instant::now()));
             }
         });
     }

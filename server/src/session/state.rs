@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use super::connect::Negotiated;
 use super::ft::FileCommand;
 use super::ft_order::FileOrder;
+use super::will::DueWill;
 use crate::acl::Acl;
 use crate::broker::{Broker, Delivery, Kick, Message, SessionState, StreamId};
 use crate::config::Config;
@@ -111,7 +112,7 @@ pub(crate) struct Closing {
     pub state: SessionState,
     pub session_expiry: Option<Duration>,
     /// The will to publish, after its delay.
-    pub will: Option<(Message, Duration)>,
+    pub will: Option<DueWill>,
 }
 
 /// One connected client's session, without its sockets.
@@ -125,7 +126,9 @@ pub(crate) struct Session {
     pub(super) username: Option<String>,
     pub(super) state: SessionState,
     pub(super) streams: HashMap<StreamId, StreamOut>,
-    /// Data streams in the order they were opened: deliveries whose stream is gone use the first.
+    /// The streams that carry deliveries: data streams in the order they were opened, and the
+    /// control stream over TCP/TLS or in single-stream mode. Deliveries whose stream is gone use
+    /// the first.
     pub(super) data_order: Vec<StreamId>,
     pub(super) keep_alive: Option<Duration>,
     last_seen: Instant,
@@ -161,6 +164,11 @@ impl Session {
     ) -> Session {
         let mut streams = HashMap::new();
         streams.insert(CONTROL, StreamOut::default());
+        // Over TCP the one stream carries everything. Over QUIC the control stream carries
+        // deliveries once the client shows it speaks single-stream MQTT there (DESIGN §3): now, if
+        // the session it resumes subscribed or has messages in flight on it, or at its first
+        // PUBLISH, SUBSCRIBE or ack there.
+        let single_stream = !quic || resumed_on_control(&state);
         Session {
             quic,
             protocol: n.protocol,
@@ -176,7 +184,11 @@ impl Session {
             session_expiry: n.session_expiry,
             stash: VecDeque::new(),
             resend_pending: !state.outgoing.is_empty(),
-            data_order: if quic { Vec::new() } else { vec![CONTROL] },
+            data_order: if single_stream {
+                vec![CONTROL]
+            } else {
+                Vec::new()
+            },
             streams,
             env,
             client_id,
@@ -306,7 +318,6 @@ impl Session {
         packet: Packet,
         now: Instant,
     ) -> &mut Actions {
-        let control_only = self.quic && stream == CONTROL;
         match packet {
             Packet::PingReq => self.send(stream, &Packet::PingResp),
             Packet::Disconnect(d) => {
@@ -348,9 +359,11 @@ impl Session {
                     ReasonCode::PROTOCOL_ERROR,
                     "server-to-client packet from the client",
                 ),
-            p if control_only => {
-                let what = format!("{} on the control stream", p.name());
-                self.violation(stream, ReasonCode::PROTOCOL_ERROR, &what)
+            // Single-stream mode on the control stream: everything else, as over TCP.
+            p if stream == CONTROL && !self.data_order.contains(&CONTROL) => {
+                self.data_order.push(CONTROL);
+                self.resend_inflight(now);
+                self.handle_packet(stream, p, now);
             }
             Packet::Publish(p) => self.on_publish(stream, p, now),
             Packet::PubAck(r) => self.on_puback(r),
@@ -425,7 +438,7 @@ impl Session {
 impl Session {
     /// Ends the session: queues the last words (a v5 DISCONNECT with the reason, unless the
     /// client ended it or the connection is gone), and gives up the state and the will due.
-    pub fn close(&mut self, exit: &Exit, now: Instant) -> Closing {
+    pub fn close(&mut self, exit: &Exit) -> Closing {
         let code = match exit {
             Exit::Normal | Exit::NormalWithWill => None,
             Exit::Error(code) => Some(*code),
@@ -447,7 +460,7 @@ impl Session {
                 }
             }
         }
-        let will = self.take_will(exit, now);
+        let will = self.take_will(exit);
         let state = std::mem::replace(&mut self.state, placeholder_state(&self.client_id));
         Closing {
             code,
@@ -456,6 +469,16 @@ impl Session {
             will,
         }
     }
+}
+
+/// Whether a resumed session subscribed, or has deliveries in flight, on the control stream: its
+/// client spoke single-stream MQTT over QUIC (or came over TCP) last time.
+fn resumed_on_control(state: &SessionState) -> bool {
+    state.subscriptions.values().any(|s| s.stream == CONTROL)
+        || state
+            .outgoing
+            .values()
+            .any(|o| o.delivery.stream == CONTROL)
 }
 
 /// An empty state to leave behind when the real one has been handed on.

@@ -202,7 +202,7 @@ async fn publishing_past_the_receive_maximum_is_disconnect_0x93() {
         exit,
         Exit::Error(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
     ));
-    let closing = s.close(&exit, now);
+    let closing = s.close(&exit);
     assert_eq!(closing.code, Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
     let last = on(&mut s, CONTROL);
     assert!(
@@ -243,11 +243,12 @@ async fn the_will_is_published_after_an_abnormal_end_only() {
     let mut s = session(e.clone(), false, connect("a", Some(will()))).await;
     s.handle_stream_closed(CONTROL);
     let exit = s.actions().close.take().expect("closed");
-    let (msg, delay) = s
-        .close(&exit, now)
+    let due = s
+        .close(&exit)
         .will
         .expect("a will after a broken connection");
-    assert_eq!((msg.topic.as_str(), delay), ("wills/c", Duration::ZERO));
+    assert_eq!(due.delay, Duration::ZERO);
+    assert_eq!(due.message(now).topic, "wills/c");
 
     for (code, due) in [
         (ReasonCode::SUCCESS, false),
@@ -260,7 +261,7 @@ async fn the_will_is_published_after_an_abnormal_end_only() {
         };
         s.handle_packet(CONTROL, Packet::Disconnect(d), now);
         let exit = s.actions().close.take().expect("closed");
-        assert_eq!(s.close(&exit, now).will.is_some(), due, "{code}");
+        assert_eq!(s.close(&exit).will.is_some(), due, "{code}");
     }
 }
 
@@ -330,4 +331,189 @@ async fn file_commands_run_in_order_and_their_acks_leave_in_publish_order() {
         topics.iter().filter(|t| *t == "$file-response/f").count(),
         4
     );
+}
+
+/// Every packet the session wrote this turn on `stream`, with delivered PUBLISHes reduced to
+/// (topic, qos) for comparison.
+fn published(packets: &[Packet]) -> Vec<(String, QoS)> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.clone(), p.qos)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_quic_client_may_speak_single_stream_mqtt_on_the_control_stream() {
+    let e = env(Config::default());
+    let mut s = session(e.clone(), true, connect("one", None)).await;
+    let now = Instant::now();
+    // A multi-stream client's control stream carries no deliveries: nothing to pull yet.
+    assert!(!s.wants_deliveries());
+    s.handle_packet(CONTROL, subscribe("t/#", QoS::ExactlyOnce, 1), now);
+    let out = on(&mut s, CONTROL);
+    assert!(
+        matches!(&out[..], [Packet::SubAck(a)] if a.codes == [ReasonCode(2)]),
+        "SUBACK on the control stream: {out:?}"
+    );
+    assert!(s.wants_deliveries());
+    // QoS 1 and 2 from the client, answered where they came from.
+    s.handle_packet(CONTROL, publish("t/1", QoS::AtLeastOnce, 2), now);
+    s.handle_packet(CONTROL, publish("t/2", QoS::ExactlyOnce, 3), now);
+    assert_eq!(route(&mut s, &e.broker), 2);
+    assert_eq!(
+        on(&mut s, CONTROL),
+        vec![Packet::PubAck(resp(2)), Packet::PubRec(resp(3))]
+    );
+    s.handle_packet(CONTROL, Packet::PubRel(resp(3)), now);
+    assert_eq!(on(&mut s, CONTROL), vec![Packet::PubComp(resp(3))]);
+    // QoS 1 and 2 to the client, on the stream that subscribed.
+    for _ in 0..2 {
+        let d = s.state.mailbox.try_recv().expect("routed to ourselves");
+        s.handle_delivery(d, now, &no_backlog);
+    }
+    let out = on(&mut s, CONTROL);
+    assert_eq!(
+        published(&out),
+        vec![
+            ("t/1".to_string(), QoS::AtLeastOnce),
+            ("t/2".to_string(), QoS::ExactlyOnce)
+        ]
+    );
+    let pkids: Vec<u16> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.pkid),
+            _ => None,
+        })
+        .collect();
+    s.handle_packet(CONTROL, Packet::PubAck(resp(pkids[0])), now);
+    s.handle_packet(CONTROL, Packet::PubRec(resp(pkids[1])), now);
+    assert_eq!(on(&mut s, CONTROL), vec![Packet::PubRel(resp(pkids[1]))]);
+    s.handle_packet(CONTROL, Packet::PubComp(resp(pkids[1])), now);
+    assert!(s.state.outgoing.is_empty(), "both flows complete");
+    s.handle_packet(CONTROL, Packet::PingReq, now);
+    assert_eq!(on(&mut s, CONTROL), vec![Packet::PingResp]);
+    assert!(s.actions().close.is_none());
+    // A protocol violation there costs the connection, as over TCP.
+    s.handle_packet(CONTROL, Packet::PingResp, now);
+    assert!(matches!(
+        s.actions().close,
+        Some(Exit::Error(ReasonCode::PROTOCOL_ERROR))
+    ));
+}
+
+#[tokio::test]
+async fn single_and_multi_stream_mix_on_one_connection() {
+    let e = env(Config::default());
+    let mut s = session(e.clone(), true, connect("mix", None)).await;
+    let now = Instant::now();
+    s.handle_stream_opened(4, now);
+    s.handle_packet(4, subscribe("on/data", QoS::AtLeastOnce, 1), now);
+    s.handle_packet(CONTROL, subscribe("on/control", QoS::AtLeastOnce, 2), now);
+    let out = written(&mut s);
+    assert!(matches!(&out[&4][..], [Packet::SubAck(a)] if a.pkid == 1));
+    assert!(matches!(&out[&CONTROL][..], [Packet::SubAck(a)] if a.pkid == 2));
+    deliver(&mut s, &e.broker, "on/data", QoS::AtLeastOnce, now);
+    deliver(&mut s, &e.broker, "on/control", QoS::AtLeastOnce, now);
+    let out = written(&mut s);
+    assert_eq!(
+        published(&out[&4]),
+        vec![("on/data".to_string(), QoS::AtLeastOnce)]
+    );
+    assert_eq!(
+        published(&out[&CONTROL]),
+        vec![("on/control".to_string(), QoS::AtLeastOnce)]
+    );
+    // The data stream goes: its subscription's messages fall back to the oldest stream left.
+    s.handle_stream_closed(4);
+    deliver(&mut s, &e.broker, "on/data", QoS::AtMostOnce, now);
+    assert_eq!(
+        published(&on(&mut s, CONTROL)),
+        vec![("on/data".to_string(), QoS::AtMostOnce)]
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_single_stream_session_delivers_on_the_control_stream_at_once() {
+    let e = env(Config::default());
+    let id: Arc<str> = "back".into();
+    let mut opened = e.broker.open_session(&id, true).await;
+    let filter = quicft_proto::topic::TopicFilter::parse("q/#").expect("filter");
+    let sub = crate::broker::Subscription {
+        filter,
+        options: SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..Default::default()
+        },
+        sub_id: None,
+        stream: CONTROL,
+    };
+    opened.state.subscriptions.insert("q/#".into(), sub.clone());
+    e.broker.subscribe(&id, sub);
+    let n = Negotiated::new(connect("back", None), &e.config.limits);
+    let mut s = Session::new(e.clone(), true, n, id, None, opened.state, Instant::now());
+    // It only pings: the control stream it subscribed on carries its messages anyway.
+    assert!(s.wants_deliveries());
+    deliver(&mut s, &e.broker, "q/1", QoS::AtLeastOnce, Instant::now());
+    assert_eq!(
+        published(&on(&mut s, CONTROL)),
+        vec![("q/1".to_string(), QoS::AtLeastOnce)]
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_will_leaves_its_delay_out_of_the_publish_and_ends_with_the_session() {
+    let now = Instant::now();
+    let e = env(Config::default());
+    let mut w = will();
+    w.properties.will_delay_interval = Some(30);
+    w.properties.message_expiry_interval = Some(60);
+    w.properties.content_type = Some("text/plain".into());
+    for (expiry, delay) in [(None, 0), (Some(3600), 30), (Some(5), 5)] {
+        let mut c = connect("w", Some(w.clone()));
+        c.properties.session_expiry_interval = expiry;
+        let mut s = session(e.clone(), false, c).await;
+        s.handle_stream_closed(CONTROL);
+        let exit = s.actions().close.take().expect("closed");
+        let due = s.close(&exit).will.expect("a will");
+        assert_eq!(due.delay, Duration::from_secs(delay), "expiry {expiry:?}");
+        // Published later: the expiry interval counts from then, and the PUBLISH encodes.
+        let later = now + Duration::from_secs(delay);
+        let msg = due.message(later);
+        assert_eq!(msg.properties.will_delay_interval, None);
+        assert_eq!(msg.properties.content_type.as_deref(), Some("text/plain"));
+        let d = crate::broker::Delivery {
+            msg: Arc::new(msg),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+            stream: CONTROL,
+        };
+        let p = d.msg.to_publish(&d, 1, later);
+        assert_eq!(p.properties.message_expiry_interval, Some(60));
+        let mut buf = BytesMut::new();
+        Packet::Publish(p)
+            .encode(Protocol::V5, &mut buf)
+            .expect("the will PUBLISH encodes");
+    }
+}
+
+#[test]
+fn a_reconnect_cancels_a_delayed_will_and_only_the_latest_will_fires() {
+    let wills = super::PendingWills::default();
+    let a: Arc<str> = "a".into();
+    let first = wills.schedule(&a);
+    assert!(wills.cancel("a"), "the client came back within the delay");
+    assert!(!wills.fire("a", first), "a cancelled will is not published");
+    // It went again: a new will; the old timer (had it not been cancelled) is stale.
+    let second = wills.schedule(&a);
+    let third = wills.schedule(&a);
+    assert!(!wills.fire("a", second));
+    assert!(wills.fire("a", third));
+    assert!(!wills.fire("a", third), "published once");
+    assert!(!wills.cancel("a"));
+    assert_eq!(wills.len(), 0, "nothing left behind");
 }
