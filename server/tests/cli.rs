@@ -40,6 +40,10 @@ fn quiet_flags(dir: &str) -> Vec<String> {
         "off",
         "--http",
         "off",
+        "--ws",
+        "off",
+        "--wss",
+        "off",
         "--tcp",
         "127.0.0.1:0",
     ]
@@ -240,6 +244,10 @@ fn bind_errors_name_the_listener_once() {
         "off",
         "--http",
         "off",
+        "--ws",
+        "off",
+        "--wss",
+        "off",
         "--tls",
         &addr,
     ];
@@ -267,6 +275,10 @@ fn refused_connections_are_logged_with_their_reason() {
         "127.0.0.1:0",
         "--tls",
         "127.0.0.1:0",
+        "--ws",
+        "off",
+        "--wss",
+        "off",
         "--log-format",
         "json",
     ];
