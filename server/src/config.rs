@@ -594,9 +594,13 @@ mod tests {
             .expect("allow_anonymous = false with plain TCP on loopback");
         // Plain WebSocket follows the same rule.
         cfg.listeners.ws = Some("0.0.0.0:8083".parse().expect("addr"));
-        assert!(matches!(cfg.validate(), Err(ConfigError::PlainWsExposed(_))));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::PlainWsExposed(_))
+        ));
         cfg.listeners.insecure_tcp = true;
-        cfg.validate().expect("plain WebSocket accepted in so many words");
+        cfg.validate()
+            .expect("plain WebSocket accepted in so many words");
     }
 
     #[test]
@@ -652,11 +656,17 @@ mod tests {
             off.listeners.tls.is_some(),
             "keys left out keep their defaults"
         );
-        std::fs::write(&path, "[listeners]\nws = \"off\"\nwss = \"127.0.0.1:9084\"\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "[listeners]\nws = \"off\"\nwss = \"127.0.0.1:9084\"\n",
+        )
+        .expect("write");
         let ws = Config::from_toml(&path).expect("ws keys parse");
         assert_eq!(ws.listeners.ws, None);
-        assert_eq!(ws.listeners.wss, Some("127.0.0.1:9084".parse().expect("addr")));
+        assert_eq!(
+            ws.listeners.wss,
+            Some("127.0.0.1:9084".parse().expect("addr"))
+        );
         assert_eq!(
             Config::default().listeners.ws,
             Some("127.0.0.1:8083".parse().expect("addr"))

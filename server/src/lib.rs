@@ -90,9 +90,13 @@ impl Server {
         // listeners are bound to, so that clients can reach them by IP (e.g. 198.18.0.2 in the
         // benchmark namespaces) without overriding the server name.
         let mut tls_cfg = config.tls.clone();
-        for a in [config.listeners.quic, config.listeners.tls, config.listeners.wss]
-            .into_iter()
-            .flatten()
+        for a in [
+            config.listeners.quic,
+            config.listeners.tls,
+            config.listeners.wss,
+        ]
+        .into_iter()
+        .flatten()
         {
             let ip = a.ip().to_string();
             if !a.ip().is_unspecified() && !tls_cfg.dev_cert_names.contains(&ip) {
@@ -177,11 +181,8 @@ impl Server {
             ));
         }
         if let Some(addr) = config.listeners.wss {
-            let l = transport::tcp_listener(
-                "secure WebSocket",
-                addr,
-                config.limits.max_connections,
-            )?;
+            let l =
+                transport::tcp_listener("secure WebSocket", addr, config.limits.max_connections)?;
             server.wss_addr = l.local_addr().ok();
             let acceptor =
                 tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&identity, false)?));

@@ -59,7 +59,10 @@ pub(crate) fn snapshot(ctx: &Ctx, uptime: Duration) -> Vec<(&'static str, String
             "$SYS/broker/version",
             format!("quicft-server {}", env!("CARGO_PKG_VERSION")),
         ),
-        ("$SYS/broker/uptime", format!("{} seconds", uptime.as_secs())),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", uptime.as_secs()),
+        ),
         (
             "$SYS/broker/clients/connected",
             ctx.clients.len().to_string(),

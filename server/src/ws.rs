@@ -67,6 +67,8 @@ where
 }
 
 /// The upgrade request's checks: path `/mqtt` and subprotocol `mqtt` among those offered.
+// The signature is tungstenite's `Callback`; its error type is an HTTP response.
+#[allow(clippy::result_large_err)]
 fn check(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
     if req.uri().path() != PATH {
         return Err(refuse(

@@ -237,10 +237,10 @@ impl Broker {
         expiry: Option<Duration>,
     ) {
         let mut st = self.lock();
-        if !st
+        if st
             .sessions
             .get(&state.client_id)
-            .is_some_and(|e| e.generation == generation)
+            .is_none_or(|e| e.generation != generation)
         {
             return;
         }

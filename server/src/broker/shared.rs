@@ -198,15 +198,21 @@ mod tests {
         let oa = broker.open_session(&a, true).await;
         let mut ob = broker.open_session(&b, true).await;
         let mut sa = oa.state;
-        sa.subscriptions
-            .insert("$share/g/jobs/a".into(), sub("$share/g/jobs/a", QoS::AtLeastOnce));
+        sa.subscriptions.insert(
+            "$share/g/jobs/a".into(),
+            sub("$share/g/jobs/a", QoS::AtLeastOnce),
+        );
         broker.subscribe(&a, sub("$share/g/jobs/a", QoS::AtLeastOnce));
         broker.subscribe(&b, sub("$share/g/jobs/a", QoS::AtLeastOnce));
         broker.close_session(sa, oa.generation, None);
         for _ in 0..4 {
             broker.publish(msg("x"));
         }
-        assert_eq!(drain(&mut ob.state.mailbox).len(), 4, "all to the online member");
+        assert_eq!(
+            drain(&mut ob.state.mailbox).len(),
+            4,
+            "all to the online member"
+        );
         broker.close_session(ob.state, ob.generation, Some(std::time::Duration::ZERO));
         assert_eq!(
             broker.publish(msg("y")),
@@ -235,31 +241,73 @@ mod tests {
         // ordinary one, and is acknowledged for 3 only.
         let mut queue = drain(&mut oa.state.mailbox);
         assert_eq!(queue.len(), 6);
-        let shared: Vec<Delivery> = queue.iter().filter(|d| d.shared.is_some()).cloned().collect();
+        let shared: Vec<Delivery> = queue
+            .iter()
+            .filter(|d| d.shared.is_some())
+            .cloned()
+            .collect();
         assert_eq!(shared.len(), 2);
-        let ordinary = queue.iter().position(|d| d.shared.is_none()).expect("ordinary");
+        let ordinary = queue
+            .iter()
+            .position(|d| d.shared.is_none())
+            .expect("ordinary");
         let ordinary = queue.remove(ordinary);
-        oa.state.outgoing.insert(1, Outgoing { delivery: shared[0].clone(), awaiting_ack: true });
-        oa.state.outgoing.insert(2, Outgoing { delivery: ordinary, awaiting_ack: true });
+        oa.state.outgoing.insert(
+            1,
+            Outgoing {
+                delivery: shared[0].clone(),
+                awaiting_ack: true,
+            },
+        );
+        oa.state.outgoing.insert(
+            2,
+            Outgoing {
+                delivery: ordinary,
+                awaiting_ack: true,
+            },
+        );
         // Put what was not "sent" back into a's queue: 3 ordinary ones, none shared.
         for d in queue.into_iter().filter(|d| d.shared.is_none()) {
-            broker.lock().sessions.get(&a).expect("a").mailbox.try_send(d).expect("room");
+            broker
+                .lock()
+                .sessions
+                .get(&a)
+                .expect("a")
+                .mailbox
+                .try_send(d)
+                .expect("room");
         }
         // A fifth message: the group's turn is a's again; it waits in a's queue.
         broker.publish(msg("5"));
         let before = drain(&mut ob.state.mailbox).len();
         assert_eq!(before, 2, "b's turns: 2 and 4");
-        broker.close_session(oa.state, oa.generation, Some(std::time::Duration::from_secs(60)));
+        broker.close_session(
+            oa.state,
+            oa.generation,
+            Some(std::time::Duration::from_secs(60)),
+        );
         let moved = drain(&mut ob.state.mailbox);
         let payloads: Vec<&[u8]> = moved.iter().map(|d| &d.msg.payload[..]).collect();
         assert_eq!(payloads, [b"1", b"5"], "unacked 1 and queued 5 moved to b");
-        assert!(moved.iter().all(|d| d.qos == QoS::AtLeastOnce && d.stream == 4));
+        assert!(moved
+            .iter()
+            .all(|d| d.qos == QoS::AtLeastOnce && d.stream == 4));
         let mut back = broker.open_session(&a, false).await;
-        assert!(back.state.outgoing.contains_key(&2), "ordinary in-flight stays");
-        assert!(!back.state.outgoing.contains_key(&1), "shared in-flight moved");
+        assert!(
+            back.state.outgoing.contains_key(&2),
+            "ordinary in-flight stays"
+        );
+        assert!(
+            !back.state.outgoing.contains_key(&1),
+            "shared in-flight moved"
+        );
         let left = drain(&mut back.state.mailbox);
         let order: Vec<&[u8]> = left.iter().map(|d| &d.msg.payload[..]).collect();
-        assert_eq!(order, [b"2", b"3", b"4", b"5"], "ordinary queued stay, in order");
+        assert_eq!(
+            order,
+            [b"2", b"3", b"4", b"5"],
+            "ordinary queued stay, in order"
+        );
         assert!(left.iter().all(|d| d.shared.is_none()));
     }
 }

@@ -207,7 +207,10 @@ mod tests {
         assert!(t.remove("a", "$share/g/x/+"));
         assert!(!t.remove("a", "$share/g/x/+"));
         assert!(t.remove("b", "$share/h/x/y"));
-        assert!(t.share_group("$share/h/x/y").is_none(), "empty group removed");
+        assert!(
+            t.share_group("$share/h/x/y").is_none(),
+            "empty group removed"
+        );
         assert_eq!(t.len(), 1);
     }
 }
