@@ -66,7 +66,7 @@ impl BrokerProc {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
-        cmd.args(["--http", "off"]);
+        cmd.args(["--http", "off", "--ws", "off", "--wss", "off"]);
         if !with_tls {
             cmd.args(["--tls", "off"]); // quicft listens on TLS by default
         }

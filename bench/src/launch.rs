@@ -201,7 +201,9 @@ impl FtServer {
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         ports.args(&mut cmd, data_dir);
-        cmd.args(["--tls", "off", "--http", "off"]);
+        cmd.args([
+            "--tls", "off", "--http", "off", "--ws", "off", "--wss", "off",
+        ]);
         let process = Launched::spawn(
             &mut cmd,
             "quicft-server",

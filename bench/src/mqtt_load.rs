@@ -1,4 +1,5 @@
-//! MQTT 5 load generator for `broker_bench`: N QoS 1 publishers → 1 QoS 1 subscriber, over TCP, TLS
+//! MQTT 5 load generator for `broker_bench`: N QoS 1 publishers → 1 QoS 1 subscriber (or M members of
+//! the shared subscription `$share/bench/bench/#`: fan-in to a consumer group), over TCP, TLS
 //! or QUIC, written directly on the `quicft_proto` codec (not the SDK) so that it speaks to quicft and
 //! to mosquitto alike and costs as little CPU as possible.
 //!
@@ -93,6 +94,9 @@ pub struct LoadConfig {
     /// QUIC: initial and largest UDP payload of the generator's packets (quinn's default 1200,
     /// discovering up to 1452). Larger values show how much of QUIC's cost is per packet.
     pub quic_mtu: Option<u16>,
+    /// Consumers: 1 subscribes to `bench/#`; more each subscribe to `$share/bench/bench/#` and
+    /// every message goes to one of them (MQTT 5 §4.8.2).
+    pub subscribers: usize,
 }
 
 /// What the subscriber saw between [`Load::begin_window`] and [`Load::end_window`].
@@ -210,7 +214,7 @@ pub struct Load {
     quic_stats: Arc<Mutex<QuicStats>>,
     pub_stats: Vec<Arc<PublisherStats>>,
     publishers: Vec<JoinHandle<Result<()>>>,
-    subscriber: JoinHandle<Result<()>>,
+    subscribers: Vec<JoinHandle<Result<()>>>,
 }
 
 impl Load {
@@ -246,22 +250,31 @@ impl Load {
         let quic_stats = Arc::new(Mutex::new(QuicStats::default()));
         let outstanding = cfg.max_outstanding.map(|n| Arc::new(Semaphore::new(n)));
 
-        let sub_id = format!("bench-sub-{}", cfg.tag);
-        let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id)
-            .await
-            .context("subscriber connect")?;
-        sub.subscribe("bench/#").await.context("subscribe")?;
-        let subscriber = tokio::spawn(subscribe_loop(
-            sub,
-            base,
-            cfg.publishers,
-            recorder.clone(),
-            delivered.clone(),
-            dups.clone(),
-            outstanding.clone(),
-            sub_stop_rx,
-            quic_stats.clone(),
-        ));
+        let filter = match cfg.subscribers {
+            0 | 1 => "bench/#",
+            _ => "$share/bench/bench/#",
+        };
+        let mut subscribers = Vec::new();
+        for j in 0..cfg.subscribers.max(1) {
+            let sub_id = format!("bench-sub-{}-{j}", cfg.tag);
+            let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id)
+                .await
+                .with_context(|| format!("subscriber {j} connect"))?;
+            sub.subscribe(filter).await.context("subscribe")?;
+            // Each consumer sees an increasing subsequence of every publisher's sequence, so the
+            // duplicate check per consumer still holds.
+            subscribers.push(tokio::spawn(subscribe_loop(
+                sub,
+                base,
+                cfg.publishers,
+                recorder.clone(),
+                delivered.clone(),
+                dups.clone(),
+                outstanding.clone(),
+                sub_stop_rx.clone(),
+                quic_stats.clone(),
+            )));
+        }
 
         let mut clients = Vec::with_capacity(cfg.publishers);
         for i in 0..cfg.publishers {
@@ -309,7 +322,7 @@ impl Load {
             quic_stats,
             pub_stats,
             publishers,
-            subscriber,
+            subscribers,
         })
     }
 
@@ -321,7 +334,7 @@ impl Load {
     /// True when a client failed (connection error, unexpected packet).
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
-            || self.subscriber.is_finished()
+            || self.subscribers.iter().any(|s| s.is_finished())
             || self.publishers.iter().any(|p| p.is_finished())
     }
 
@@ -375,18 +388,20 @@ impl Load {
         let deadline = Instant::now() + DRAIN;
         while self.delivered.load(Ordering::Relaxed) < published
             && Instant::now() < deadline
-            && !self.subscriber.is_finished()
+            && !self.subscribers.iter().any(|s| s.is_finished())
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let delivered = self.delivered.load(Ordering::Relaxed);
         // Everything has arrived (or will not): the subscriber disconnects.
         let _ = self.sub_stop_tx.send(true);
-        match tokio::time::timeout(DRAIN, self.subscriber).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => errors.push(format!("subscriber: {e:#}")),
-            Ok(Err(e)) => errors.push(format!("subscriber task: {e}")),
-            Err(_) => errors.push("subscriber did not finish".into()),
+        for s in self.subscribers {
+            match tokio::time::timeout(DRAIN, s).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => errors.push(format!("subscriber: {e:#}")),
+                Ok(Err(e)) => errors.push(format!("subscriber task: {e}")),
+                Err(_) => errors.push("subscriber did not finish".into()),
+            }
         }
         let totals = Totals {
             published,

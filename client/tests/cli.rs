@@ -40,6 +40,8 @@ async fn server(dir: &Path) -> Result<quicft_server::Server> {
     cfg.listeners.quic = Some(any);
     cfg.listeners.tcp = Some(any);
     cfg.listeners.tls = Some(any);
+    cfg.listeners.ws = None;
+    cfg.listeners.wss = None;
     cfg.listeners.http = None;
     cfg.file_transfer.min_free_disk = 0;
     Ok(quicft_server::Server::start(cfg).await?)
@@ -242,6 +244,8 @@ async fn passwords_from_env_or_file_and_refusals_with_a_hint() -> Result<()> {
         quic: None,
         tcp: Some(any),
         tls: None,
+        ws: None,
+        wss: None,
         http: None,
         insecure_tcp: false,
     };

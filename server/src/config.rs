@@ -25,6 +25,8 @@ pub struct Config {
     pub quic: QuicConfig,
     pub file_transfer: FtConfig,
     pub http: HttpConfig,
+    /// Seconds between publications of the `$SYS/broker/…` topics (retained); 0: none.
+    pub sys_interval: u64,
 }
 
 /// The HTTP API (listening on `listeners.http`).
@@ -65,10 +67,18 @@ pub struct Listeners {
     /// MQTT over TLS over TCP.
     #[serde(deserialize_with = "listen_addr")]
     pub tls: Option<SocketAddr>,
+    /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`), plain: like `tcp`, only for
+    /// loopback or trusted networks.
+    #[serde(deserialize_with = "listen_addr")]
+    pub ws: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS, with the server's certificate.
+    #[serde(deserialize_with = "listen_addr")]
+    pub wss: Option<SocketAddr>,
     /// REST API and metrics.
     #[serde(deserialize_with = "listen_addr")]
     pub http: Option<SocketAddr>,
-    /// Accept a plain-TCP listener off loopback (passwords cross the network in the clear).
+    /// Accept a plain-TCP (or plain WebSocket) listener off loopback (passwords cross the network
+    /// in the clear).
     pub insecure_tcp: bool,
 }
 
@@ -79,6 +89,9 @@ impl Default for Listeners {
             quic: lo(14567),
             tcp: lo(1883),
             tls: lo(8883),
+            // The ports mosquitto and EMQX users expect for MQTT over WebSocket.
+            ws: lo(8083),
+            wss: lo(8084),
             http: lo(8080),
             insecure_tcp: false,
         }
@@ -315,6 +328,12 @@ pub enum ConfigError {
          or set [listeners] insecure_tcp = true (or allow_anonymous = true on a trusted network)"
     )]
     PlainTcpExposed(SocketAddr),
+    #[error(
+        "plain WebSocket listener on non-loopback address {0} would carry passwords in the clear: \
+         use wss, or set [listeners] insecure_tcp = true (or allow_anonymous = true on a trusted \
+         network)"
+    )]
+    PlainWsExposed(SocketAddr),
     #[error("tls.cert and tls.key must be given together")]
     HalfTls,
     #[error("invalid limit: {0}")]
@@ -354,6 +373,7 @@ impl Config {
             quic: QuicConfig::default(),
             file_transfer: FtConfig::default(),
             http: HttpConfig::default(),
+            sys_interval: 10,
         };
         cfg.set_data_dir(data_dir);
         cfg
@@ -404,7 +424,9 @@ impl Config {
     /// Every listener address that is configured.
     pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let l = &self.listeners;
-        [l.quic, l.tcp, l.tls, l.http].into_iter().flatten()
+        [l.quic, l.tcp, l.tls, l.ws, l.wss, l.http]
+            .into_iter()
+            .flatten()
     }
 
     /// Checks the secure-default rules before anything binds.
@@ -462,6 +484,11 @@ impl Config {
         if let Some(a) = self.listeners.tcp.filter(exposed) {
             if self.auth.allow_anonymous != Some(true) && !self.listeners.insecure_tcp {
                 open.push(ConfigError::PlainTcpExposed(a));
+            }
+        }
+        if let Some(a) = self.listeners.ws.filter(exposed) {
+            if self.auth.allow_anonymous != Some(true) && !self.listeners.insecure_tcp {
+                open.push(ConfigError::PlainWsExposed(a));
             }
         }
         match open.len() {
@@ -565,6 +592,15 @@ mod tests {
         cfg.listeners.insecure_tcp = false;
         cfg.validate()
             .expect("allow_anonymous = false with plain TCP on loopback");
+        // Plain WebSocket follows the same rule.
+        cfg.listeners.ws = Some("0.0.0.0:8083".parse().expect("addr"));
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::PlainWsExposed(_))
+        ));
+        cfg.listeners.insecure_tcp = true;
+        cfg.validate()
+            .expect("plain WebSocket accepted in so many words");
     }
 
     #[test]
@@ -619,6 +655,21 @@ mod tests {
         assert!(
             off.listeners.tls.is_some(),
             "keys left out keep their defaults"
+        );
+        std::fs::write(
+            &path,
+            "[listeners]\nws = \"off\"\nwss = \"127.0.0.1:9084\"\n",
+        )
+        .expect("write");
+        let ws = Config::from_toml(&path).expect("ws keys parse");
+        assert_eq!(ws.listeners.ws, None);
+        assert_eq!(
+            ws.listeners.wss,
+            Some("127.0.0.1:9084".parse().expect("addr"))
+        );
+        assert_eq!(
+            Config::default().listeners.ws,
+            Some("127.0.0.1:8083".parse().expect("addr"))
         );
         std::fs::write(&path, "[listeners]\nhttp = \"of\"\n").expect("write");
         let err = Config::from_toml(&path)

@@ -20,8 +20,10 @@ pub mod metrics;
 mod mirror;
 mod session;
 mod stream;
+mod sys;
 pub mod tls;
 mod transport;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +67,9 @@ pub struct Server {
     pub quic_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
+    /// Bound MQTT-over-WebSocket addresses (`ws`, `wss`), if enabled.
+    pub ws_addr: Option<SocketAddr>,
+    pub wss_addr: Option<SocketAddr>,
     /// Bound HTTP API address, if that listener is enabled.
     pub http_addr: Option<SocketAddr>,
     ctx: Arc<Ctx>,
@@ -112,6 +117,8 @@ impl Server {
             quic_addr: None,
             tcp_addr: None,
             tls_addr: None,
+            ws_addr: None,
+            wss_addr: None,
             http_addr: None,
             ctx: ctx.clone(),
             shutdown: shutdown_tx,
@@ -130,7 +137,12 @@ impl Server {
             let l = transport::tcp_listener("TCP", addr, config.limits.max_connections)?;
             server.tcp_addr = l.local_addr().ok();
             tracing::info!(addr = ?server.tcp_addr, "MQTT over TCP listening");
-            tasks.spawn(transport::serve_tcp(l, None, ctx.clone()));
+            tasks.spawn(transport::serve_tcp(
+                l,
+                None,
+                transport::Framing::Mqtt,
+                ctx.clone(),
+            ));
         }
         if let Some(addr) = config.listeners.tls {
             let l = transport::tcp_listener("TLS", addr, config.limits.max_connections)?;
@@ -141,7 +153,40 @@ impl Server {
                 false,
             )?));
             tracing::info!(addr = ?server.tls_addr, "MQTT over TLS listening");
-            tasks.spawn(transport::serve_tcp(l, Some(acceptor), ctx.clone()));
+            tasks.spawn(transport::serve_tcp(
+                l,
+                Some(acceptor),
+                transport::Framing::Mqtt,
+                ctx.clone(),
+            ));
+        }
+        if let Some(addr) = config.listeners.ws {
+            let l = transport::tcp_listener("WebSocket", addr, config.limits.max_connections)?;
+            server.ws_addr = l.local_addr().ok();
+            tracing::info!(addr = ?server.ws_addr, path = ws::PATH, "MQTT over WebSocket listening");
+            tasks.spawn(transport::serve_tcp(
+                l,
+                None,
+                transport::Framing::WebSocket,
+                ctx.clone(),
+            ));
+        }
+        if let Some(addr) = config.listeners.wss {
+            let l =
+                transport::tcp_listener("secure WebSocket", addr, config.limits.max_connections)?;
+            server.wss_addr = l.local_addr().ok();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config_with(
+                &identity,
+                server_cert.clone(),
+                false,
+            )?));
+            tracing::info!(addr = ?server.wss_addr, path = ws::PATH, "MQTT over secure WebSocket listening");
+            tasks.spawn(transport::serve_tcp(
+                l,
+                Some(acceptor),
+                transport::Framing::WebSocket,
+                ctx.clone(),
+            ));
         }
         if let Some(addr) = config.listeners.http {
             let l = transport::tcp_listener("HTTP API", addr, config.limits.max_connections)?;
@@ -167,6 +212,10 @@ impl Server {
             let _ = shutdown.changed().await;
             gc.abort();
         });
+        if config.sys_interval > 0 {
+            let every = Duration::from_secs(config.sys_interval);
+            tasks.spawn(sys::run(ctx.clone(), every));
+        }
         // Offline sessions end when their expiry interval has passed.
         let (broker, mut shutdown) = (ctx.broker.clone(), ctx.shutdown.clone());
         tasks.spawn(async move {
@@ -293,9 +342,13 @@ pub struct Reloaded {
 /// overriding the server name.
 fn identity(config: &Config) -> Result<tls::Identity, tls::TlsError> {
     let mut tls_cfg = config.tls.clone();
-    for a in [config.listeners.quic, config.listeners.tls]
-        .into_iter()
-        .flatten()
+    for a in [
+        config.listeners.quic,
+        config.listeners.tls,
+        config.listeners.wss,
+    ]
+    .into_iter()
+    .flatten()
     {
         let ip = a.ip().to_string();
         if !a.ip().is_unspecified() && !tls_cfg.dev_cert_names.contains(&ip) {

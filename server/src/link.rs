@@ -16,6 +16,10 @@ pub enum Transport {
     Quic,
     Tcp,
     Tls,
+    /// MQTT over WebSocket (`ws`), plain.
+    Ws,
+    /// MQTT over WebSocket over TLS (`wss`).
+    Wss,
 }
 
 impl Transport {
@@ -24,6 +28,8 @@ impl Transport {
             Transport::Quic => "quic",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
         }
     }
 }

@@ -10,7 +10,8 @@ use quicft_server::config::{Config, Congestion};
 
 /// MQTT 5 server over QUIC, TCP and TLS with durable, resumable file transfer.
 ///
-/// With no arguments it listens on loopback only (QUIC 127.0.0.1:14567, TCP :1883, TLS :8883),
+/// With no arguments it listens on loopback only (QUIC 127.0.0.1:14567, TCP :1883, TLS :8883,
+/// WebSocket :8083 and :8084),
 /// accepts anonymous clients there, keeps its data in ./quicft-data and creates a development CA in
 /// ./quicft-data/certs/ (clients trust ca.pem).
 #[derive(Parser, Debug)]
@@ -31,6 +32,12 @@ struct Args {
     /// TLS listen address, or "off".
     #[arg(long, value_parser = parse_listen)]
     tls: Option<Listen>,
+    /// MQTT over WebSocket listen address (path /mqtt, subprotocol mqtt), or "off".
+    #[arg(long, value_parser = parse_listen)]
+    ws: Option<Listen>,
+    /// MQTT over secure WebSocket (TLS) listen address, or "off".
+    #[arg(long, value_parser = parse_listen)]
+    wss: Option<Listen>,
     /// HTTP API listen address, or "off".
     #[arg(long, value_parser = parse_listen)]
     http: Option<Listen>,
@@ -159,6 +166,8 @@ fn effective_config(args: &Args) -> anyhow::Result<Config> {
         (args.quic, &mut l.quic),
         (args.tcp, &mut l.tcp),
         (args.tls, &mut l.tls),
+        (args.ws, &mut l.ws),
+        (args.wss, &mut l.wss),
         (args.http, &mut l.http),
     ] {
         if let Some(Listen(addr)) = flag {

@@ -13,13 +13,21 @@ use std::sync::Arc;
 use crate::ft::{commit_stats, TransferInfo, TransferState, FSYNC_BUCKETS};
 use crate::link::Transport;
 
-const TRANSPORTS: [Transport; 3] = [Transport::Quic, Transport::Tcp, Transport::Tls];
+const TRANSPORTS: [Transport; 5] = [
+    Transport::Quic,
+    Transport::Tcp,
+    Transport::Tls,
+    Transport::Ws,
+    Transport::Wss,
+];
 
 fn tix(t: Transport) -> usize {
     match t {
         Transport::Quic => 0,
         Transport::Tcp => 1,
         Transport::Tls => 2,
+        Transport::Ws => 3,
+        Transport::Wss => 4,
     }
 }
 
@@ -60,10 +68,10 @@ const PACKET_TYPES: [&str; 15] = [
 
 /// The counters of one server.
 pub struct Metrics {
-    connections_open: [AtomicU64; 3],
-    connections_accepted: [AtomicU64; 3],
-    bytes_in: [AtomicU64; 3],
-    bytes_out: [AtomicU64; 3],
+    connections_open: [AtomicU64; TRANSPORTS.len()],
+    connections_accepted: [AtomicU64; TRANSPORTS.len()],
+    bytes_in: [AtomicU64; TRANSPORTS.len()],
+    bytes_out: [AtomicU64; TRANSPORTS.len()],
     packets_in: [AtomicU64; PACKET_TYPES.len()],
     /// `[kind][reason code]`.
     reasons: [[AtomicU64; 256]; SENT.len()],
@@ -132,6 +140,17 @@ impl Metrics {
     /// A `$file` command was answered.
     pub(crate) fn ft_result(&self, reason: quicft_proto::ft::FtReason) {
         self.ft_results[usize::from(reason.code())].fetch_add(1, Relaxed);
+    }
+
+    /// MQTT bytes (received, sent) over all transports (`$SYS/broker/bytes/…`).
+    pub(crate) fn bytes_total(&self) -> (u64, u64) {
+        let sum = |a: &[AtomicU64]| a.iter().map(|v| v.load(Relaxed)).sum::<u64>();
+        (sum(&self.bytes_in), sum(&self.bytes_out))
+    }
+
+    /// MQTT packets received, all types (`$SYS/broker/messages/received`).
+    pub(crate) fn packets_in_total(&self) -> u64 {
+        self.packets_in.iter().map(|v| v.load(Relaxed)).sum()
     }
 
     /// Open connections by transport (for tests and the API).

@@ -1,5 +1,6 @@
-//! Listeners: QUIC (quinn), TCP and TLS (tokio-rustls). Each accepted connection becomes a
-//! `session::serve` task; all three feed the same broker and sessions.
+//! Listeners: QUIC (quinn), TCP and TLS (tokio-rustls), and WebSocket on either of the latter two
+//! (`ws`). Each accepted connection becomes a `session::serve` task; all feed the same broker and
+//! sessions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -281,12 +282,23 @@ fn quic_cert_name(conn: &quinn::Connection) -> Option<Arc<str>> {
     chain.first().and_then(tls::cert_name).map(Arc::from)
 }
 
+/// What a TCP (or TLS) listener's connections carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// MQTT bytes directly.
+    Mqtt,
+    /// MQTT in WebSocket binary frames (`crate::ws`).
+    WebSocket,
+}
+
 /// Accepts TCP connections (TLS when an acceptor is given) until shutdown.
 pub(crate) async fn serve_tcp(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    framing: Framing,
     ctx: Arc<Ctx>,
 ) {
+    let ws = framing == Framing::WebSocket;
     let mut shutdown = ctx.shutdown.clone();
     let local = match listener.local_addr() {
         Ok(a) => a,
@@ -315,15 +327,19 @@ pub(crate) async fn serve_tcp(
         tokio::spawn(async move {
             match tls {
                 None => {
-                    let (r, w) = stream.into_split();
                     let link = Link {
-                        transport: Transport::Tcp,
+                        transport: if ws { Transport::Ws } else { Transport::Tcp },
                         peer,
                         listener: local,
                         quic: None,
                         cert_name: None,
                     };
-                    session::serve(ctx, link, r, w).await;
+                    if ws {
+                        crate::ws::serve(ctx, link, stream).await;
+                    } else {
+                        let (r, w) = stream.into_split();
+                        session::serve(ctx, link, r, w).await;
+                    }
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(
@@ -340,15 +356,19 @@ pub(crate) async fn serve_tcp(
                                 .and_then(|c| c.first())
                                 .and_then(tls::cert_name)
                                 .map(Arc::from);
-                            let (r, w) = tokio::io::split(tls);
                             let link = Link {
-                                transport: Transport::Tls,
+                                transport: if ws { Transport::Wss } else { Transport::Tls },
                                 peer,
                                 listener: local,
                                 quic: None,
                                 cert_name,
                             };
-                            session::serve(ctx, link, r, w).await;
+                            if ws {
+                                crate::ws::serve(ctx, link, tls).await;
+                            } else {
+                                let (r, w) = tokio::io::split(tls);
+                                session::serve(ctx, link, r, w).await;
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::info!(%peer, reason = %e, "TLS connection refused: handshake failed")

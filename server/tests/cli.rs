@@ -42,6 +42,10 @@ fn quiet_flags(dir: &str) -> Vec<String> {
         "off",
         "--http",
         "off",
+        "--ws",
+        "off",
+        "--wss",
+        "off",
         "--tcp",
         "127.0.0.1:0",
     ]
@@ -217,6 +221,10 @@ fn bind_errors_name_the_listener_once() {
         "off",
         "--http",
         "off",
+        "--ws",
+        "off",
+        "--wss",
+        "off",
         "--tls",
         &addr,
     ];
@@ -244,6 +252,10 @@ fn refused_connections_are_logged_with_their_reason() {
         "127.0.0.1:0",
         "--tls",
         "127.0.0.1:0",
+        "--ws",
+        "off",
+        "--wss",
+        "off",
     ]);
     let (tcp, tls) = (
         Some(server.listening("MQTT over TCP listening")),

@@ -42,6 +42,8 @@ quic = "off"
 tcp = "127.0.0.1:0"
 tls = "127.0.0.1:0"
 http = "127.0.0.1:0"
+ws = "off"
+wss = "off"
 [tls]
 cert = "{d}/{cert}.pem"
 key = "{d}/{cert}.key"

@@ -152,7 +152,7 @@ def run(args, work):
     data_dir = os.path.join(work, "data")
     log = open(os.path.join(work, "server.log"), "w")
     server = subprocess.Popen(
-        [args.server, "--data-dir", data_dir, "--quic", "off", "--tls", "off",
+        [args.server, "--data-dir", data_dir, "--quic", "off", "--tls", "off", "--ws", "off", "--wss", "off",
          "--tcp", f"127.0.0.1:{tcp_port}", "--http", f"127.0.0.1:{http_port}",
          "--http-token-file", token_file, "--log-format", "text"],
         stdout=log, stderr=subprocess.STDOUT,

@@ -1,7 +1,8 @@
 """paho-mqtt (an independent MQTT 5 client) against quicft over TCP.
 
 Subscribes, publishes at QoS 0/1/2, and prints one JSON line with what it saw, for the Rust test
-(tests/tests/interop.rs) to check. Usage: paho_pubsub.py HOST PORT
+(tests/tests/interop.rs, tests/tests/websocket.rs) to check.
+Usage: paho_pubsub.py HOST PORT [tcp|websockets]   (websockets: MQTT over WebSocket at /mqtt)
 """
 import json
 import sys
@@ -12,6 +13,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 host, port = sys.argv[1], int(sys.argv[2])
+transport = sys.argv[3] if len(sys.argv) > 3 else "tcp"
 got = []
 done = threading.Event()
 acks = {}
@@ -41,7 +43,10 @@ def on_message(client, userdata, msg):
         done.set()
 
 
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-interop", protocol=mqtt.MQTTv5)
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-interop", protocol=mqtt.MQTTv5,
+                transport=transport)
+if transport == "websockets":
+    c.ws_set_options(path="/mqtt")
 c.on_connect, c.on_subscribe, c.on_publish, c.on_message = on_connect, on_subscribe, on_publish, on_message
 c.connect(host, port, keepalive=30)
 c.loop_start()

@@ -17,6 +17,8 @@ use quicft_proto::{
 use quicft_server::{Config, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub mod peers;
+
 /// How long a test waits for an expected packet before failing.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -193,6 +195,8 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     cfg.listeners.quic = Some(any);
     cfg.listeners.tcp = Some(any);
     cfg.listeners.tls = Some(any);
+    cfg.listeners.ws = Some(any);
+    cfg.listeners.wss = Some(any);
     cfg.listeners.http = None;
     // The machine's free disk is not ours to judge in tests.
     cfg.file_transfer.min_free_disk = 0;

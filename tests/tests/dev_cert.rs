@@ -16,6 +16,8 @@ async fn dev_certificate_names_the_listener_address() -> Result<()> {
     cfg.listeners.tls = Some(addr);
     cfg.listeners.quic = Some(addr);
     cfg.listeners.tcp = None;
+    cfg.listeners.ws = None;
+    cfg.listeners.wss = None;
     let server = quicft_server::Server::start(cfg).await?;
     let ca = dir.path().join("certs/ca.pem");
     let ip = rustls::pki_types::ServerName::IpAddress(addr.ip().into());

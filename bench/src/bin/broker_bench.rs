@@ -13,6 +13,7 @@
 //! cargo build --release -p quicft-server -p quicft-bench
 //! cargo run --release -p quicft-bench --bin broker_bench -- [--publishers 4,16] [--rounds 3]
 //! cargo run --release -p quicft-bench --bin broker_bench -- --smoke      # CI: exits 1 if nothing arrives
+//! cargo run --release -p quicft-bench --bin broker_bench -- --shared 8   # fan-in to 8 $share members
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,10 @@ struct Args {
     /// Keep the brokers' logs and configs (printed path) instead of deleting them.
     #[arg(long)]
     keep_logs: bool,
+    /// Consumers: 1 (the default) subscribes to `bench/#`; N ≥ 2 join the shared subscription
+    /// `$share/bench/bench/#`, each message going to one of them (shared-subscription fan-in).
+    #[arg(long, default_value_t = 1)]
+    shared: usize,
     /// CI smoke test: 1 publisher, 1 s, quicft TCP and QUIC only; exit 1 unless both deliver.
     #[arg(long)]
     smoke: bool,
@@ -305,6 +310,7 @@ async fn run(args: Args) -> Result<()> {
                 "publishers": args.publishers, "window": args.window, "payload": args.payload,
                 "max_outstanding": args.max_outstanding, "warmup_s": args.warmup, "duration_s": args.duration,
                 "rounds": args.rounds, "mosquitto_inflight": args.mosquitto_inflight, "gen_threads": args.gen_threads,
+                "shared_consumers": args.shared,
                 "cpus": cpus(),
             },
             "rows": rows,
@@ -375,6 +381,7 @@ async fn scenario(
         max_outstanding: (args.max_outstanding > 0).then_some(args.max_outstanding),
         tag: label.to_owned(),
         quic_mtu: args.quic_mtu,
+        subscribers: args.shared,
     };
     let result = measure(args, &broker, &t, &cfg, base, tck).await;
     let rss = broker
@@ -561,6 +568,12 @@ fn print_header(
         args.gen_threads,
         udp.unwrap_or_else(|e| e.to_string())
     );
+    if args.shared > 1 {
+        println!(
+            "- consumers: {} members of the shared subscription $share/bench/bench/# (each message to one of them; msg/s counts deliveries to all)",
+            args.shared
+        );
+    }
     let n = cpus();
     println!(
         "- CPU % is of one core ({n} cores = {} %), measured over the window from /proc; softirq, other (= busy − broker − generator − softirq: the rest of a shared machine) and idle are machine-wide",

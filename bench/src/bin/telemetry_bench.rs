@@ -81,6 +81,8 @@ async fn main() -> Result<()> {
             cfg.listeners.quic = Some(any);
             cfg.listeners.tcp = Some(any);
             cfg.listeners.tls = Some(any);
+            cfg.listeners.ws = None;
+            cfg.listeners.wss = None;
             cfg.listeners.http = None;
             cfg.file_transfer.min_free_disk = 0;
             let server = quicft_server::Server::start(cfg).await?;

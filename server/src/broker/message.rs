@@ -106,4 +106,7 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// Stream the matching subscription came from.
     pub stream: StreamId,
+    /// The shared subscription (`$share/{group}/{filter}`) this delivery was chosen for, if any: if
+    /// its session goes away before acknowledging, another member of the group gets it.
+    pub shared: Option<Arc<str>>,
 }

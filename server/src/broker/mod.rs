@@ -10,6 +10,7 @@
 //! filling (up to its bound) and is handed to the next connection that resumes the session.
 
 mod message;
+mod shared;
 mod subscriptions;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -237,15 +238,25 @@ impl Broker {
     /// Returns a session when its connection ends. With `expiry` zero the session ends now; otherwise
     /// it stays (collecting messages) until it expires (`None`: never) or a client resumes it.
     /// Ignored if another connection took the session over meanwhile.
-    pub fn close_session(&self, state: SessionState, generation: u64, expiry: Option<Duration>) {
+    pub fn close_session(
+        &self,
+        mut state: SessionState,
+        generation: u64,
+        expiry: Option<Duration>,
+    ) {
         let mut st = self.lock();
+        if st
+            .sessions
+            .get(&state.client_id)
+            .is_none_or(|e| e.generation != generation)
+        {
+            return;
+        }
+        shared::hand_back(&mut st, &mut state);
         let State { sessions, subs, .. } = &mut *st;
         let Some(entry) = sessions.get_mut(&state.client_id) else {
             return;
         };
-        if entry.generation != generation {
-            return;
-        }
         if expiry == Some(Duration::ZERO) {
             for f in state.subscriptions.keys() {
                 subs.remove(&state.client_id, f);
@@ -359,11 +370,12 @@ impl Broker {
                         retain,
                         sub_ids: sub.sub_id.into_iter().collect(),
                         stream: sub.stream,
+                        shared: None,
                     },
                 )),
             }
         });
-        let mut queued = 0;
+        let mut queued = shared::route(&mut st, &msg, &self.stats);
         for (client, d) in targets {
             let Some(entry) = st.sessions.get(&client) else {
                 continue;

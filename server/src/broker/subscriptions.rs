@@ -3,6 +3,10 @@
 //! Filters without wildcards (the common case for devices: `$file-response/{id}`, `cmd/{id}`) are a
 //! hash lookup; wildcard filters are matched one by one. A trie would route faster with many wildcard
 //! subscriptions; this keeps the code obvious until a benchmark asks for more.
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 §4.8.2) live apart from the others, one
+//! [`ShareGroup`] per full filter string: a message goes to one member of a group, chosen by the
+//! broker (`broker::shared`), not to each of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +26,21 @@ pub struct Subscription {
 }
 
 #[derive(Debug, Clone)]
-struct Entry {
-    client: Arc<str>,
-    sub: Subscription,
+pub(super) struct Entry {
+    pub(super) client: Arc<str>,
+    pub(super) sub: Subscription,
+}
+
+/// The members of one shared subscription `$share/{group}/{filter}`, in the order they joined.
+#[derive(Debug)]
+pub(super) struct ShareGroup {
+    /// The full `$share/…` filter; [`TopicFilter::matches`] matches its inner filter.
+    pub(super) filter: TopicFilter,
+    /// The same string, shared by every delivery made for the group (`Delivery::shared`).
+    pub(super) key: Arc<str>,
+    pub(super) members: Vec<Entry>,
+    /// Round-robin cursor: the member to try first for the next message.
+    pub(super) next: usize,
 }
 
 /// All subscriptions of all sessions.
@@ -32,6 +48,8 @@ struct Entry {
 pub struct SubscriptionTable {
     exact: HashMap<String, Vec<Entry>>,
     wild: Vec<Entry>,
+    /// Shared subscriptions by their full `$share/{group}/{filter}` string.
+    shared: HashMap<String, ShareGroup>,
 }
 
 impl SubscriptionTable {
@@ -42,7 +60,18 @@ impl SubscriptionTable {
             client: client.clone(),
             sub,
         };
-        if entry.sub.filter.has_wildcards() {
+        if entry.sub.filter.shared().is_some() {
+            self.shared
+                .entry(entry.sub.filter.as_str().to_owned())
+                .or_insert_with(|| ShareGroup {
+                    filter: entry.sub.filter.clone(),
+                    key: entry.sub.filter.as_str().into(),
+                    members: Vec::new(),
+                    next: 0,
+                })
+                .members
+                .push(entry);
+        } else if entry.sub.filter.has_wildcards() {
             self.wild.push(entry);
         } else {
             self.exact
@@ -56,6 +85,15 @@ impl SubscriptionTable {
     /// Removes `client`'s subscription to `filter`; true if there was one.
     pub fn remove(&mut self, client: &str, filter: &str) -> bool {
         let before;
+        if let Some(group) = self.shared.get_mut(filter) {
+            before = group.members.len();
+            group.members.retain(|e| &*e.client != client);
+            let removed = group.members.len() != before;
+            if group.members.is_empty() {
+                self.shared.remove(filter);
+            }
+            return removed;
+        }
         if let Some(list) = self.exact.get_mut(filter) {
             before = list.len();
             list.retain(|e| &*e.client != client);
@@ -85,9 +123,26 @@ impl SubscriptionTable {
         }
     }
 
+    /// The shared subscription groups whose (inner) filter matches `topic`.
+    pub(super) fn shared_matches<'a>(
+        &'a mut self,
+        topic: &'a str,
+    ) -> impl Iterator<Item = &'a mut ShareGroup> + 'a {
+        self.shared
+            .values_mut()
+            .filter(move |g| g.filter.matches(topic))
+    }
+
+    /// The group of the shared subscription `filter` (a full `$share/…` string), if it has members.
+    pub(super) fn share_group(&mut self, filter: &str) -> Option<&mut ShareGroup> {
+        self.shared.get_mut(filter)
+    }
+
     /// Number of subscriptions (for metrics and tests).
     pub fn len(&self) -> usize {
-        self.exact.values().map(Vec::len).sum::<usize>() + self.wild.len()
+        self.exact.values().map(Vec::len).sum::<usize>()
+            + self.wild.len()
+            + self.shared.values().map(|g| g.members.len()).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,5 +185,32 @@ mod tests {
         assert!(!t.remove("b", "x/+"));
         assert!(t.remove("a", "x/y"));
         assert_eq!(matches(&t, "x/y"), ["b:#"]);
+    }
+
+    #[test]
+    fn shared_subscriptions_are_kept_apart() {
+        let mut t = SubscriptionTable::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        t.insert(&a, sub("$share/g/x/+"));
+        t.insert(&b, sub("$share/g/x/+"));
+        t.insert(&b, sub("$share/h/x/y"));
+        assert!(matches(&t, "x/y").is_empty(), "not routed as ordinary ones");
+        let groups: Vec<(String, usize)> = t
+            .shared_matches("x/y")
+            .map(|g| (g.filter.as_str().to_owned(), g.members.len()))
+            .collect();
+        assert_eq!(groups.len(), 2);
+        assert!(groups.contains(&("$share/g/x/+".into(), 2)));
+        assert!(t.shared_matches("$share/g/x/y").next().is_none());
+        assert!(t.insert(&a, sub("$share/g/x/+")), "resubscribe replaces");
+        assert_eq!(t.len(), 3);
+        assert!(t.remove("a", "$share/g/x/+"));
+        assert!(!t.remove("a", "$share/g/x/+"));
+        assert!(t.remove("b", "$share/h/x/y"));
+        assert!(
+            t.share_group("$share/h/x/y").is_none(),
+            "empty group removed"
+        );
+        assert_eq!(t.len(), 1);
     }
 }

@@ -39,7 +39,13 @@ pub fn report(cfg: &Config) -> anyhow::Result<String> {
     let l = &cfg.listeners;
     writeln!(out, "configuration is valid")?;
     writeln!(out, "data dir        {}", cfg.data_dir.display())?;
-    for (name, a) in [("QUIC", l.quic), ("TCP", l.tcp), ("TLS", l.tls)] {
+    for (name, a) in [
+        ("QUIC", l.quic),
+        ("TCP", l.tcp),
+        ("TLS", l.tls),
+        ("WebSocket", l.ws),
+        ("WebSocket TLS", l.wss),
+    ] {
         let who = a.map(|a| auth_on(cfg, a)).unwrap_or_default();
         let who = if who.is_empty() {
             String::new()

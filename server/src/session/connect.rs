@@ -208,7 +208,7 @@ impl Session {
             properties.retain_available = Some(1);
             properties.wildcard_subscription_available = Some(1);
             properties.subscription_identifier_available = Some(1);
-            properties.shared_subscription_available = Some(0);
+            properties.shared_subscription_available = Some(1);
             if assigned {
                 properties.assigned_client_identifier = Some(self.client_id.to_string());
             }

@@ -2,7 +2,10 @@
 //!
 //! Promise: a subscription remembers the stream it was made on, so its messages (and the retained
 //! messages it asks for, queued right behind its SUBACK) are delivered on that stream (DESIGN §3).
-//! Shared subscriptions are refused (0x9E), as are filters the topic rules do not allow (0x87).
+//! Filters the topic rules do not allow are refused (0x87). Shared subscriptions
+//! (`$share/{group}/{filter}`, MQTT 5 §4.8.2) are checked against the ACL by their inner filter,
+//! get no retained messages, and may not set No Local (a protocol error); routing among the
+//! members is the broker's (`broker::shared`).
 
 use quicft_proto::topic::TopicFilter;
 use quicft_proto::{Packet, Properties, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe};
@@ -16,12 +19,21 @@ impl Session {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in s.filters {
-            let code = match TopicFilter::parse(&f.filter) {
+            let parsed = TopicFilter::parse(&f.filter);
+            let shared = parsed.as_ref().is_ok_and(|p| p.shared().is_some());
+            if shared && f.options.no_local {
+                // MQTT 5 §3.8.3.1: "It is a Protocol Error to set the No Local bit to 1 on a Shared
+                // Subscription".
+                self.violation(
+                    stream,
+                    ReasonCode::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                );
+                return;
+            }
+            let code = match parsed {
                 Err(_) => ReasonCode::TOPIC_FILTER_INVALID,
-                Ok(filter) if filter.shared().is_some() => {
-                    ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-                }
-                Ok(filter) if !self.env.acl.subscribe(self.who(), &filter) => {
+                Ok(filter) if !self.may_subscribe(&filter) => {
                     tracing::info!(client_id = %self.client_id, filter = %f.filter, "subscription refused");
                     ReasonCode::NOT_AUTHORIZED
                 }
@@ -38,7 +50,9 @@ impl Session {
                         .insert(f.filter.clone(), sub.clone())
                         .is_some();
                     self.env.broker.subscribe(&self.client_id, sub);
+                    // MQTT 5 §4.8.2: no retained messages for a shared subscription.
                     let send_retained = match f.options.retain_handling {
+                        _ if shared => false,
                         0 => true,
                         1 => !existed,
                         _ => false,
@@ -53,6 +67,7 @@ impl Session {
                                 retain: true,
                                 sub_ids: sub_id.into_iter().collect(),
                                 stream,
+                                shared: None,
                                 msg: m,
                             });
                         }
@@ -71,6 +86,15 @@ impl Session {
             }),
         );
         self.stash.extend(retained);
+    }
+
+    /// The ACL decides on the filter topics are matched against: a shared subscription's inner one.
+    fn may_subscribe(&self, filter: &TopicFilter) -> bool {
+        match filter.shared() {
+            None => self.env.acl.subscribe(self.who(), filter),
+            Some((_, inner)) => TopicFilter::parse(inner)
+                .is_ok_and(|inner| self.env.acl.subscribe(self.who(), &inner)),
+        }
     }
 
     pub(super) fn on_unsubscribe(&mut self, stream: StreamId, u: Unsubscribe) {

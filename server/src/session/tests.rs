@@ -491,6 +491,7 @@ async fn a_delayed_will_leaves_its_delay_out_of_the_publish_and_ends_with_the_se
             retain: false,
             sub_ids: Vec::new(),
             stream: CONTROL,
+            shared: None,
         };
         let p = d.msg.to_publish(&d, 1, later);
         assert_eq!(p.properties.message_expiry_interval, Some(60));

@@ -83,6 +83,8 @@ impl Restartable {
             quic: server.quic_addr,
             tcp: server.tcp_addr,
             tls: server.tls_addr,
+            ws: None,
+            wss: None,
             http: None,
             insecure_tcp: false,
         };
