@@ -106,4 +106,7 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// Stream the matching subscription came from.
     pub stream: StreamId,
+    /// Its number in the broker's store (a QoS 1/2 delivery to a persistent session while
+    /// persistence is on); 0: not stored. Tell [`super::Broker::finished`] when it is done with.
+    pub seq: u64,
 }

@@ -124,6 +124,8 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
             ft_memory: ctx.ft_memory.clone(),
         };
         let negotiated = Negotiated::new(connect, &ctx.config.limits);
+        ctx.broker
+            .session_opened(&client_id, opened.generation, negotiated.session_expiry);
         let mut machine = Session::new(
             env,
             link.quic.is_some(),
@@ -185,6 +187,8 @@ struct Driver {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// This connection in the client registry (HTTP API): streams, packets; unregisters on drop.
     conn: crate::clients::Registration,
+    /// With `persist_interval = 0`: the broker-store change this turn's acks wait for.
+    durable: Option<u64>,
 }
 
 impl Driver {
@@ -215,6 +219,7 @@ impl Driver {
             machine,
             generation,
             conn,
+            durable: None,
         }
     }
 
@@ -326,6 +331,7 @@ impl Driver {
             let writers = &self.writers;
             let backlog = |id| writers.get(&id).map_or(0, Writer::backlog);
             self.machine.drain_stash(now, &backlog);
+            self.wait_durable().await;
             if let Some(exit) = self.flush() {
                 return exit;
             }
@@ -370,7 +376,8 @@ impl Driver {
     fn apply_now(&mut self) -> bool {
         let a = &mut self.machine.actions;
         for m in a.route.drain(..) {
-            self.ctx.broker.publish(m);
+            let routed = self.ctx.broker.route(m);
+            self.durable = routed.ticket.or(self.durable);
         }
         for c in a.commands.drain(..) {
             let (ft, tx) = (self.ctx.ft.clone(), self.ft_done_tx.clone());
@@ -401,6 +408,14 @@ impl Driver {
         self.machine.actions.close.take()
     }
 
+    /// With `persist_interval = 0`, waits until what this turn's messages changed in the broker's
+    /// store is on disk, so that no PUBACK/PUBREC leaves before it.
+    async fn wait_durable(&mut self) {
+        if let Some(ticket) = self.durable.take() {
+            self.ctx.broker.wait_durable(ticket).await;
+        }
+    }
+
     /// Hands every stream's packets of this turn to its writer, one write per stream; closes what
     /// overflows (module doc).
     fn flush(&mut self) -> Option<Exit> {
@@ -429,6 +444,7 @@ impl Driver {
         for t in &self.tasks {
             t.abort();
         }
+        self.wait_durable().await;
         let closing = self.machine.close(&exit, Instant::now());
         match exit {
             Exit::TakenOver(k) => {

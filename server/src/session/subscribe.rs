@@ -54,6 +54,7 @@ impl Session {
                                 sub_ids: sub_id.into_iter().collect(),
                                 stream,
                                 msg: m,
+                                seq: 0,
                             });
                         }
                     }
