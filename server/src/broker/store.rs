@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::message::{Delivery, Message};
 use super::record::{self, SessionMeta};
@@ -102,12 +102,21 @@ impl Store {
             path: path.clone(),
             detail,
         };
-        let db = match Database::create(&path) {
+        // Every page's checksum is verified at open: a file altered behind redb's back (a
+        // truncated copy, a bad disk, a stray write) is refused rather than trusted, where a plain
+        // open may panic on it. This reads the whole file once per start.
+        let db = match Builder::new()
+            .set_check_integrity_on_open(true)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse { path });
             }
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+            // Not a redb file at all is reported as invalid data: that is damage too.
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
                 return Err(StoreError::Io {
                     path,
                     detail: e.to_string(),
