@@ -93,6 +93,10 @@ pub struct LoadConfig {
     /// QUIC: initial and largest UDP payload of the generator's packets (quinn's default 1200,
     /// discovering up to 1452). Larger values show how much of QUIC's cost is per packet.
     pub quic_mtu: Option<u16>,
+    /// Exercise the brokers' persistence: the subscriber's session outlives its connection
+    /// (Session Expiry 3600 s, so every QoS 1 delivery to it belongs to a persistent session) and
+    /// every PUBLISH is retained (each one replaces its topic's retained message).
+    pub persistent: bool,
 }
 
 /// What the subscriber saw between [`Load::begin_window`] and [`Load::end_window`].
@@ -247,7 +251,8 @@ impl Load {
         let outstanding = cfg.max_outstanding.map(|n| Arc::new(Semaphore::new(n)));
 
         let sub_id = format!("bench-sub-{}", cfg.tag);
-        let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id)
+        let expiry = cfg.persistent.then_some(3600);
+        let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id, expiry)
             .await
             .context("subscriber connect")?;
         sub.subscribe("bench/#").await.context("subscribe")?;
@@ -267,7 +272,7 @@ impl Load {
         for i in 0..cfg.publishers {
             let id = format!("bench-pub-{}-{i}", cfg.tag);
             clients.push(
-                Client::connect(target, quic.as_deref(), tls.as_ref(), &id)
+                Client::connect(target, quic.as_deref(), tls.as_ref(), &id, None)
                     .await
                     .with_context(|| format!("publisher {i} connect"))?,
             );
@@ -285,6 +290,7 @@ impl Load {
             let p = Publisher {
                 index: i as u32,
                 topic: format!("bench/{i}"),
+                retain: cfg.persistent,
                 filler: payload.clone(),
                 window,
                 base,
@@ -447,6 +453,7 @@ impl Client {
         quic: Option<&quinn::ClientConfig>,
         tls: Option<&tokio_rustls::TlsConnector>,
         client_id: &str,
+        session_expiry: Option<u32>,
     ) -> Result<Client> {
         let connect = Packet::Connect(Connect {
             protocol: Protocol::V5,
@@ -458,6 +465,7 @@ impl Client {
             password: None,
             properties: Properties {
                 receive_maximum: Some(u16::MAX),
+                session_expiry_interval: session_expiry,
                 ..Properties::default()
             },
         });
@@ -606,6 +614,7 @@ async fn disconnect(mut wr: Writer, quic: Option<QuicControl>) -> Option<quinn::
 struct Publisher {
     index: u32,
     topic: String,
+    retain: bool,
     filler: Bytes,
     window: usize,
     base: Instant,
@@ -690,7 +699,7 @@ impl Publisher {
                     let p = Publish {
                         dup: false,
                         qos: QoS::AtLeastOnce,
-                        retain: false,
+                        retain: self.retain,
                         topic: self.topic.clone(),
                         pkid,
                         properties: Properties::default(),
