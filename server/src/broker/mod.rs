@@ -603,10 +603,14 @@ impl Broker {
             return;
         }
         let mut st = self.lock();
-        let Some(j) = st.journal.as_mut() else { return };
-        // The session may have ended meanwhile; the change is harmless then.
-        let id: Arc<str> = Arc::from(client_id);
-        j.finished(&id, d.seq);
+        // Without an entry the session has ended, and all it stored goes with it anyway.
+        let Some((id, _)) = st.sessions.get_key_value(client_id) else {
+            return;
+        };
+        let id = id.clone();
+        if let Some(j) = st.journal.as_mut() {
+            j.finished(&id, d.seq);
+        }
     }
 
     /// Waits until the change numbered `ticket` (from [`Broker::route`]) is on disk.
@@ -622,24 +626,22 @@ impl Broker {
     /// Does nothing with persistence off.
     pub async fn run_flusher(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let Some(p) = &self.persist else { return };
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            if p.synchronous() {
-                tokio::select! {
-                    _ = p.wake.notified() => {}
-                    _ = stop.changed() => {}
+        // Only `true` is ever sent; a dropped sender (a server dropped without `shutdown`) stops too.
+        let mut stopped = *stop.borrow();
+        while !stopped {
+            let wait = async {
+                if p.synchronous() {
+                    p.wake.notified().await;
+                } else {
+                    tokio::time::sleep(p.interval).await;
                 }
-            } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(p.interval) => {}
-                    _ = stop.changed() => {}
-                }
-            }
+            };
+            stopped = tokio::select! {
+                _ = wait => false,
+                _ = stop.changed() => true,
+            };
             self.write_changes().await;
         }
-        self.write_changes().await;
         tracing::info!("broker state written");
     }
 
