@@ -100,8 +100,11 @@ impl BrokerProc {
         let persistence = if persist {
             let db = dir.join(label);
             fs::create_dir_all(&db).with_context(|| format!("mkdir {}", db.display()))?;
+            // `user root`: started as root, mosquitto would switch to its own user, which cannot
+            // write under the bench's private temporary folder (and says so only in its log).
+            // Started as another user it is ignored.
             format!(
-                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                "persistence true\npersistence_location {}/\nautosave_interval 1\nuser root\n",
                 db.display()
             )
         } else {
