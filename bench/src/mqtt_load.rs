@@ -97,6 +97,10 @@ pub struct LoadConfig {
     /// Consumers: 1 subscribes to `bench/#`; more each subscribe to `$share/bench/bench/#` and
     /// every message goes to one of them (MQTT 5 §4.8.2).
     pub subscribers: usize,
+    /// Exercise the brokers' persistence: the subscriber's session outlives its connection
+    /// (Session Expiry 3600 s, so every QoS 1 delivery to it belongs to a persistent session) and
+    /// every PUBLISH is retained (each one replaces its topic's retained message).
+    pub persistent: bool,
 }
 
 /// What the subscriber saw between [`Load::begin_window`] and [`Load::end_window`].
@@ -254,10 +258,11 @@ impl Load {
             0 | 1 => "bench/#",
             _ => "$share/bench/bench/#",
         };
+        let expiry = cfg.persistent.then_some(3600);
         let mut subscribers = Vec::new();
         for j in 0..cfg.subscribers.max(1) {
             let sub_id = format!("bench-sub-{}-{j}", cfg.tag);
-            let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id)
+            let mut sub = Client::connect(target, quic.as_deref(), tls.as_ref(), &sub_id, expiry)
                 .await
                 .with_context(|| format!("subscriber {j} connect"))?;
             sub.subscribe(filter).await.context("subscribe")?;
@@ -280,7 +285,7 @@ impl Load {
         for i in 0..cfg.publishers {
             let id = format!("bench-pub-{}-{i}", cfg.tag);
             clients.push(
-                Client::connect(target, quic.as_deref(), tls.as_ref(), &id)
+                Client::connect(target, quic.as_deref(), tls.as_ref(), &id, None)
                     .await
                     .with_context(|| format!("publisher {i} connect"))?,
             );
@@ -298,6 +303,7 @@ impl Load {
             let p = Publisher {
                 index: i as u32,
                 topic: format!("bench/{i}"),
+                retain: cfg.persistent,
                 filler: payload.clone(),
                 window,
                 base,
@@ -462,6 +468,7 @@ impl Client {
         quic: Option<&quinn::ClientConfig>,
         tls: Option<&tokio_rustls::TlsConnector>,
         client_id: &str,
+        session_expiry: Option<u32>,
     ) -> Result<Client> {
         let connect = Packet::Connect(Connect {
             protocol: Protocol::V5,
@@ -473,6 +480,7 @@ impl Client {
             password: None,
             properties: Properties {
                 receive_maximum: Some(u16::MAX),
+                session_expiry_interval: session_expiry,
                 ..Properties::default()
             },
         });
@@ -621,6 +629,7 @@ async fn disconnect(mut wr: Writer, quic: Option<QuicControl>) -> Option<quinn::
 struct Publisher {
     index: u32,
     topic: String,
+    retain: bool,
     filler: Bytes,
     window: usize,
     base: Instant,
@@ -705,7 +714,7 @@ impl Publisher {
                     let p = Publish {
                         dup: false,
                         qos: QoS::AtLeastOnce,
-                        retain: false,
+                        retain: self.retain,
                         topic: self.topic.clone(),
                         pkid,
                         properties: Properties::default(),

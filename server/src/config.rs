@@ -27,6 +27,30 @@ pub struct Config {
     pub http: HttpConfig,
     /// Seconds between publications of the `$SYS/broker/…` topics (retained); 0: none.
     pub sys_interval: u64,
+    pub persistence: PersistenceConfig,
+}
+
+/// Broker state that survives a restart: retained messages and persistent sessions (their
+/// subscriptions and queued QoS 1/2 messages), in `<data_dir>/broker.redb`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// On by default: a server that promises not to lose an acknowledged file segment should not
+    /// lose an acknowledged message queued for a device either (as EMQX; mosquitto defaults off).
+    pub enabled: bool,
+    /// Seconds (fractions allowed) between writes of what changed: a crash loses at most the last
+    /// interval. 0: every message is on disk before its PUBACK/PUBREC (costs a disk sync per batch).
+    #[serde(with = "secs_f64")]
+    pub persist_interval: Duration,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            enabled: true,
+            persist_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The HTTP API (listening on `listeners.http`).
@@ -374,6 +398,7 @@ impl Config {
             file_transfer: FtConfig::default(),
             http: HttpConfig::default(),
             sys_interval: 10,
+            persistence: PersistenceConfig::default(),
         };
         cfg.set_data_dir(data_dir);
         cfg
@@ -512,6 +537,20 @@ pub fn parse_listen(s: &str) -> Result<Option<SocketAddr>, String> {
 fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let s = String::deserialize(d)?;
     parse_listen(&s).map_err(serde::de::Error::custom)
+}
+
+/// Durations written as seconds in TOML, fractions allowed (`0.5`).
+mod secs_f64 {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(s).map_err(|_| {
+            serde::de::Error::custom(format!("{s}: expected a number of seconds, 0 or more"))
+        })
+    }
 }
 
 /// Durations written as whole seconds in TOML.
@@ -696,5 +735,19 @@ mod tests {
         assert!("reno".parse::<Congestion>().is_err());
         let q: QuicConfig = toml::from_str("congestion = \"delay\"").expect("parse");
         assert_eq!(q.congestion, Congestion::Delay);
+    }
+
+    #[test]
+    fn persistence_section() {
+        let d = PersistenceConfig::default();
+        assert!(d.enabled);
+        assert_eq!(d.persist_interval, Duration::from_secs(1));
+        let p: PersistenceConfig =
+            toml::from_str("enabled = false\npersist_interval = 0.25").expect("parse");
+        assert!(!p.enabled);
+        assert_eq!(p.persist_interval, Duration::from_millis(250));
+        let p: PersistenceConfig = toml::from_str("persist_interval = 0").expect("parse");
+        assert!(p.persist_interval.is_zero());
+        assert!(toml::from_str::<PersistenceConfig>("persist_interval = -1").is_err());
     }
 }

@@ -54,6 +54,8 @@ pub enum StartError {
     Auth(#[from] auth::AuthError),
     #[error("file transfer store: {0}")]
     Ft(String),
+    #[error(transparent)]
+    Store(#[from] broker::store::StoreError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -76,6 +78,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     endpoint: Option<quinn::Endpoint>,
+    /// Stops the broker-state flusher, which then writes what is left (after sessions closed).
+    flusher: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Server {
@@ -91,9 +95,19 @@ impl Server {
         let server_cert = tls::ServerCert::new(&identity)?;
         let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
             .map_err(|e| StartError::Ft(e.to_string()))?;
+        let broker = if config.persistence.enabled {
+            Broker::open(
+                config.limits.max_queued_messages,
+                &config.data_dir,
+                config.persistence.persist_interval,
+            )?
+        } else {
+            Broker::new(config.limits.max_queued_messages)
+        };
+        let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ctx = Arc::new(Ctx {
-            broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
+            broker,
             ft,
             auth: auth::Auth::new(&config.auth)?,
             acl: Arc::new(acl::Acl::new(&config.auth.acl)),
@@ -124,6 +138,7 @@ impl Server {
             shutdown: shutdown_tx,
             tasks: JoinSet::new(),
             endpoint: None,
+            flusher: None,
         };
 
         if let Some(addr) = config.listeners.quic {
@@ -227,6 +242,10 @@ impl Server {
                 }
             }
         });
+        // Started last, so that a start that fails leaves no task holding the store open.
+        let (stop, stop_rx) = watch::channel(false);
+        let flusher = tokio::spawn(ctx.broker.clone().run_flusher(stop_rx));
+        server.flusher = Some((stop, flusher));
         server.tasks = tasks;
         Ok(server)
     }
@@ -317,6 +336,11 @@ impl Server {
         // Listeners have stopped on the signal; background loops (event forwarding, GC, session
         // expiry) are simply cancelled.
         self.tasks.shutdown().await;
+        // Sessions have handed their state back: the broker's last changes go to disk.
+        if let Some((stop, flusher)) = self.flusher.take() {
+            let _ = stop.send(true);
+            let _ = flusher.await;
+        }
         if let Some(ep) = self.endpoint.take() {
             ep.close(quinn::VarInt::from_u32(0), b"server shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;

@@ -120,9 +120,20 @@ impl ProcessServer {
         data_dir: &std::path::Path,
         quic: Option<SocketAddr>,
     ) -> Result<ProcessServer> {
+        Self::start_with_env(bin, data_dir, quic, &[]).await
+    }
+
+    /// Like [`ProcessServer::start_with_quic`], with environment variables for the server.
+    pub async fn start_with_env(
+        bin: &str,
+        data_dir: &std::path::Path,
+        quic: Option<SocketAddr>,
+        env: &[(&str, &str)],
+    ) -> Result<ProcessServer> {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.arg(data_dir);
+        cmd.envs(env.iter().copied());
         if let Some(a) = quic {
             cmd.arg(a.to_string());
         }
@@ -154,6 +165,18 @@ impl ProcessServer {
             data_dir: data_dir.to_owned(),
             addrs,
         })
+    }
+
+    /// SIGTERM, and waits for the clean stop; fails unless the server exits 0.
+    pub async fn terminate(mut self) -> Result<()> {
+        let pid = self.child.id().context("server already gone")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await??;
+        anyhow::ensure!(exit.success(), "server exited with {exit} after SIGTERM");
+        Ok(())
     }
 
     /// SIGKILL: no shutdown, no flush, nothing.

@@ -5,6 +5,13 @@
 //! ratios compare runs made side by side. Each scenario gets a fresh broker process, so its CPU and
 //! peak RSS are its own. See bench/BROKER.md for how to read the table.
 //!
+//! Persistence: the plain targets run both brokers with it off. `mosquitto-tcp-persist`,
+//! `quicft-tcp-persist` and `quicft-quic-persist` turn it on (quicft: `[persistence]
+//! persist_interval = 1`; mosquitto: `persistence true`, `autosave_interval 1`) and make the load
+//! use it: the subscriber's session is persistent (Session Expiry 3600 s), so every QoS 1 delivery
+//! is one the broker must keep across a restart, and every PUBLISH is retained. `quicft-tcp-sync`
+//! and `quicft-quic-sync` use `persist_interval = 0` (each message on disk before its PUBACK).
+//!
 //! `--targets …,relay-tcp,relay-quic` adds the ceiling: `relay_broker` (src/bin/relay_broker.rs), the
 //! least work any broker must do, over the same TCP and QUIC setups (and TLS: `relay-tls`); the
 //! ratio table then shows relay QUIC / relay TCP next to quicft QUIC / quicft TCP.
@@ -121,23 +128,54 @@ enum TargetKind {
     RelayQuic,
     /// Not in the default set: the minimal relay (ceiling) over TLS, quicft's TLS settings.
     RelayTls,
+    /// Not in the default set: mosquitto with `persistence true` (saved every second) and a
+    /// persistent, retained load.
+    MosquittoTcpPersist,
+    /// Not in the default set: quicft with persistence on (`persist_interval = 1`) and a
+    /// persistent, retained load.
+    QuicftTcpPersist,
+    QuicftQuicPersist,
+    /// Not in the default set: as `quicft-*-persist` with `persist_interval = 0`.
+    QuicftTcpSync,
+    QuicftQuicSync,
 }
 
 impl TargetKind {
     fn server(self) -> Kind {
+        use TargetKind::*;
         match self {
-            TargetKind::MosquittoTcp => Kind::Mosquitto,
-            TargetKind::QuicftTcp | TargetKind::QuicftQuic | TargetKind::QuicftTls => Kind::Quicft,
-            TargetKind::RelayTcp | TargetKind::RelayQuic | TargetKind::RelayTls => Kind::Relay,
+            MosquittoTcp | MosquittoTcpPersist => Kind::Mosquitto,
+            QuicftTcp | QuicftQuic | QuicftTls | QuicftTcpPersist | QuicftQuicPersist
+            | QuicftTcpSync | QuicftQuicSync => Kind::Quicft,
+            RelayTcp | RelayQuic | RelayTls => Kind::Relay,
         }
     }
     fn transport(self) -> Transport {
+        use TargetKind::*;
         match self {
-            TargetKind::QuicftQuic | TargetKind::RelayQuic => Transport::Quic,
-            TargetKind::QuicftTls | TargetKind::RelayTls => Transport::Tls,
-            TargetKind::MosquittoTcp | TargetKind::QuicftTcp | TargetKind::RelayTcp => {
-                Transport::Tcp
-            }
+            QuicftQuic | RelayQuic | QuicftQuicPersist | QuicftQuicSync => Transport::Quic,
+            QuicftTls | RelayTls => Transport::Tls,
+            MosquittoTcp | QuicftTcp | RelayTcp | MosquittoTcpPersist | QuicftTcpPersist
+            | QuicftTcpSync => Transport::Tcp,
+        }
+    }
+    /// The broker's persistence: `None` off, else the write interval in seconds.
+    fn persist_interval(self) -> Option<f64> {
+        use TargetKind::*;
+        match self {
+            MosquittoTcpPersist | QuicftTcpPersist | QuicftQuicPersist => Some(1.0),
+            QuicftTcpSync | QuicftQuicSync => Some(0.0),
+            _ => None,
+        }
+    }
+    /// The persistence column of the tables.
+    fn persistence(self) -> &'static str {
+        match (self.server(), self.persist_interval()) {
+            (Kind::Relay, _) => "–",
+            (_, None) => "off",
+            (Kind::Mosquitto, Some(_)) => "autosave 1 s",
+            (_, Some(i)) if i == 0.0 => "0 (before ack)",
+            (_, Some(_)) => "1 s",
         }
     }
 }
@@ -243,12 +281,18 @@ async fn run(args: Args) -> Result<()> {
                     target.server().as_str(),
                     target.transport().as_str()
                 );
+                let quicft_config = match target.server() {
+                    Kind::Quicft => Some(quicft_config(&args, target, work.path(), &label)?),
+                    _ => None,
+                };
+                // Each quicft scenario starts without the broker state of the previous one.
+                let _ = std::fs::remove_file(data_dir.join("broker.redb"));
                 let started = match target.server() {
                     Kind::Quicft => BrokerProc::start_quicft(
                         quicft_bin.as_deref().context("no quicft binary")?,
                         broker_cpus.as_deref(),
                         target == TargetKind::QuicftTls,
-                        args.quicft_config.as_deref(),
+                        quicft_config.as_deref(),
                         &data_dir,
                         work.path(),
                         &label,
@@ -268,6 +312,7 @@ async fn run(args: Args) -> Result<()> {
                         args.mosquitto_inflight,
                         &args.mosquitto_conf,
                         &label,
+                        target.persist_interval().is_some(),
                     ),
                 };
                 if let Ok(b) = &started {
@@ -382,6 +427,7 @@ async fn scenario(
         tag: label.to_owned(),
         quic_mtu: args.quic_mtu,
         subscribers: args.shared,
+        persistent: target.persist_interval().is_some(),
     };
     let result = measure(args, &broker, &t, &cfg, base, tck).await;
     let rss = broker
@@ -467,6 +513,24 @@ async fn measure(
         killed: false,
         error: None,
     })
+}
+
+/// quicft's configuration for `target`: `--quicft-config` (if given) with a `[persistence]`
+/// section that turns persistence off or sets its interval (so that file must not have one).
+fn quicft_config(args: &Args, target: TargetKind, dir: &Path, label: &str) -> Result<PathBuf> {
+    let mut text = match &args.quicft_config {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
+        None => String::new(),
+    };
+    match target.persist_interval() {
+        None => text.push_str("\n[persistence]\nenabled = false\n"),
+        Some(i) => text.push_str(&format!(
+            "\n[persistence]\nenabled = true\npersist_interval = {i}\n"
+        )),
+    }
+    let path = dir.join(format!("{label}.toml"));
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
 }
 
 fn failed_row(round: usize, target: TargetKind, publishers: usize, error: String) -> Row {
@@ -586,8 +650,8 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 }
 
 fn print_rows(args: &Args, rows: &[Row]) {
-    println!("| round | server | transport | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | msgs per server CPU-s | server peak RSS MiB | generator CPU % | softirq % | other % | idle % | lost |");
-    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| round | server | transport | persistence | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | msgs per server CPU-s | server peak RSS MiB | generator CPU % | softirq % | other % | idle % | lost |");
+    println!("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let per_cpu = if r.server_cpu > 0.0 {
             format!("{:.0}", r.msgs_per_s / (r.server_cpu / 100.0))
@@ -595,10 +659,11 @@ fn print_rows(args: &Args, rows: &[Row]) {
             "–".into()
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             r.round,
             r.target.server().as_str(),
             r.target.transport().as_str(),
+            r.target.persistence(),
             r.publishers,
             if r.error.is_some() { "FAILED".into() } else { format!("{:.0}", r.msgs_per_s) },
             fmt_opt(r.p50_ms, 2),
@@ -617,8 +682,8 @@ fn print_rows(args: &Args, rows: &[Row]) {
         println!();
         println!("Median over {} rounds:", args.rounds);
         println!();
-        println!("| server | transport | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | server peak RSS MiB | generator CPU % |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("| server | transport | persistence | publishers | msgs/s delivered | p50 ms | p99 ms | server CPU % | server peak RSS MiB | generator CPU % |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &args.publishers {
             for &t in &args.targets {
                 let sel: Vec<&Row> = rows
@@ -632,9 +697,10 @@ fn print_rows(args: &Args, rows: &[Row]) {
                     median(sel.iter().filter_map(|r| f(r)).collect())
                 };
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     t.server().as_str(),
                     t.transport().as_str(),
+                    t.persistence(),
                     n,
                     fmt_opt(m(&|r| Some(r.msgs_per_s)), 0),
                     fmt_opt(m(&|r| r.p50_ms), 2),
@@ -725,6 +791,43 @@ fn print_ratios(args: &Args, rows: &[Row]) -> serde_json::Value {
             Some(0.8),
         ),
     ];
+    // Persistence: what it costs quicft, and quicft against mosquitto with it on.
+    for (head, key, a, b) in [
+        (
+            "quicft TCP persist / quicft TCP",
+            "quicft_tcp_persist_over_off",
+            QuicftTcpPersist,
+            QuicftTcp,
+        ),
+        (
+            "quicft QUIC persist / quicft QUIC",
+            "quicft_quic_persist_over_off",
+            QuicftQuicPersist,
+            QuicftQuic,
+        ),
+        (
+            "quicft TCP persist / mosquitto persist",
+            "quicft_tcp_persist_over_mosquitto_persist",
+            QuicftTcpPersist,
+            MosquittoTcpPersist,
+        ),
+        (
+            "quicft TCP sync / quicft TCP persist",
+            "quicft_tcp_sync_over_persist",
+            QuicftTcpSync,
+            QuicftTcpPersist,
+        ),
+        (
+            "quicft QUIC sync / quicft QUIC persist",
+            "quicft_quic_sync_over_persist",
+            QuicftQuicSync,
+            QuicftQuicPersist,
+        ),
+    ] {
+        if has(a) && has(b) {
+            cols.push((head, key, a, b, None));
+        }
+    }
     if has(QuicftTls) {
         cols.push((
             "quicft QUIC / quicft TLS (no target)",

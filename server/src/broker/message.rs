@@ -109,4 +109,7 @@ pub struct Delivery {
     /// The shared subscription (`$share/{group}/{filter}`) this delivery was chosen for, if any: if
     /// its session goes away before acknowledging, another member of the group gets it.
     pub shared: Option<Arc<str>>,
+    /// Its number in the broker's store (a QoS 1/2 delivery to a persistent session while
+    /// persistence is on); 0: not stored. Tell [`super::Broker::finished`] when it is done with.
+    pub seq: u64,
 }

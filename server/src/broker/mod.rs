@@ -8,9 +8,16 @@
 //! A session's mailbox is its bounded queue: the broker pushes deliveries in, the connection task
 //! pulls them out as its in-flight window allows. While a client is offline the mailbox keeps
 //! filling (up to its bound) and is handed to the next connection that resumes the session.
+//!
+//! With persistence on ([`Broker::open`]), retained messages and persistent sessions are also
+//! kept in a store on disk (`store.rs`), written in batches by a flusher (`persist.rs`); the hooks
+//! here only note what changed.
 
 mod message;
+mod persist;
+mod record;
 mod shared;
+pub mod store;
 mod subscriptions;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use quicft_proto::topic::TopicFilter;
 use quicft_proto::QoS;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use message::{Delivery, Message, StreamId};
 pub use subscriptions::{Subscription, SubscriptionTable};
@@ -100,12 +107,28 @@ struct Entry {
     mailbox: mpsc::Sender<Delivery>,
     generation: u64,
     slot: Slot,
+    /// Outlives its connection (session expiry > 0): kept in the store when persistence is on.
+    persist: bool,
 }
 
 struct State {
     sessions: HashMap<Arc<str>, Entry>,
     subs: SubscriptionTable,
     retained: HashMap<String, Arc<Message>>,
+    /// Changes not yet written to the store; `None` with persistence off.
+    journal: Option<persist::Journal>,
+}
+
+impl State {
+    /// The journal, for a change to `client_id`'s session if that session is persistent.
+    fn journal_for(&mut self, client_id: &str) -> Option<(&mut persist::Journal, Arc<str>)> {
+        let (id, entry) = self.sessions.get_key_value(client_id)?;
+        if !entry.persist {
+            return None;
+        }
+        let id = id.clone();
+        Some((self.journal.as_mut()?, id))
+    }
 }
 
 /// Counters for metrics and tests.
@@ -117,12 +140,21 @@ pub struct BrokerStats {
     pub dropped_queue_full: AtomicU64,
 }
 
+/// What [`Broker::route`] did with a message.
+pub struct Routed {
+    /// Sessions it was queued for.
+    pub queued: usize,
+    /// With `persist_interval = 0`: the change to wait for before acknowledging it.
+    pub ticket: Option<u64>,
+}
+
 /// The broker. Cheap to share behind an `Arc`.
 pub struct Broker {
     state: Mutex<State>,
     queue_capacity: usize,
     generations: AtomicU64,
     pub stats: BrokerStats,
+    persist: Option<persist::Persist>,
 }
 
 impl Broker {
@@ -133,11 +165,93 @@ impl Broker {
                 sessions: HashMap::new(),
                 subs: SubscriptionTable::default(),
                 retained: HashMap::new(),
+                journal: None,
             }),
             queue_capacity: queue_capacity.max(1),
             generations: AtomicU64::new(1),
             stats: BrokerStats::default(),
+            persist: None,
         }
+    }
+
+    /// A broker whose retained messages and persistent sessions are kept in `data_dir` and
+    /// restored from there; changes are written every `interval` (zero: before each ack, see
+    /// `persist.rs`) by [`Broker::run_flusher`].
+    pub fn open(
+        queue_capacity: usize,
+        data_dir: &std::path::Path,
+        interval: Duration,
+    ) -> Result<Broker, store::StoreError> {
+        let (store, restored) = store::Store::open(data_dir)?;
+        let mut broker = Broker::new(queue_capacity);
+        broker.persist = Some(persist::Persist::new(store, interval));
+        broker.restore(restored);
+        Ok(broker)
+    }
+
+    /// Puts what the store held back in place: sessions offline, their expiry counting from the
+    /// stored deadline, queues cut to `queue_capacity`.
+    fn restore(&self, r: store::Restored) {
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        let mut st = self.lock();
+        let mut journal = persist::Journal::default();
+        journal.seq = r.max_seq;
+        let retained = r.retained.len();
+        for m in r.retained {
+            if !m.expired(now) {
+                st.retained.insert(m.topic.clone(), Arc::new(m));
+            }
+        }
+        let (mut sessions, mut queued, mut dropped) = (0, 0, 0);
+        for s in r.sessions {
+            let id: Arc<str> = s.client_id.into();
+            let expires_at = match (s.meta.expiry, s.meta.deadline) {
+                (None, _) => None,
+                (Some(d), None) => Some(now + d),
+                (Some(_), Some(t)) => Some(record::wall_to_instant(t, now, wall)),
+            };
+            if expires_at.is_some_and(|t| t <= now) {
+                journal.wipe(&id);
+                continue;
+            }
+            if s.meta.deadline.is_none() {
+                // It was online when the server stopped: its expiry starts now.
+                let deadline = expires_at.map(|t| record::instant_to_wall(t, now, wall));
+                let meta = record::SessionMeta { deadline, ..s.meta };
+                journal.meta(&id, meta);
+            }
+            let (mut state, tx) = self.fresh_session(&id);
+            for sub in s.subscriptions {
+                st.subs.insert(&id, sub.clone());
+                state
+                    .subscriptions
+                    .insert(sub.filter.as_str().to_owned(), sub);
+            }
+            for d in s.queue {
+                let seq = d.seq;
+                if d.msg.expired(now) || tx.try_send(d).is_err() {
+                    journal.finished(&id, seq);
+                    dropped += 1;
+                } else {
+                    queued += 1;
+                }
+            }
+            sessions += 1;
+            st.sessions.insert(
+                id,
+                Entry {
+                    mailbox: tx,
+                    generation: self.generations.fetch_add(1, Ordering::Relaxed),
+                    slot: Slot::Offline {
+                        state: Box::new(state),
+                        expires_at,
+                    },
+                    persist: true,
+                },
+            );
+        }
+        st.journal = Some(journal);
+        tracing::info!(retained, sessions, queued, dropped, "broker state restored");
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -166,11 +280,13 @@ impl Broker {
         let (kick_tx, kick_rx) = mpsc::channel(1);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         // Take whatever exists out of the table, marking the slot as ours.
+        let mut was_persistent = false;
         let previous = {
             let mut st = self.lock();
             match st.sessions.get_mut(client_id) {
                 None => None,
                 Some(entry) => {
+                    was_persistent = entry.persist;
                     entry.generation = generation;
                     match std::mem::replace(&mut entry.slot, Slot::Transition) {
                         Slot::Offline { state, .. } => Some(Ok(*state)),
@@ -201,7 +317,12 @@ impl Broker {
         };
 
         let mut st = self.lock();
-        let State { sessions, subs, .. } = &mut *st;
+        let State {
+            sessions,
+            subs,
+            journal,
+            ..
+        } = &mut *st;
         let (state, session_present) = match previous {
             Some(state) if !clean_start => (state, true),
             other => {
@@ -210,6 +331,9 @@ impl Broker {
                         subs.remove(client_id, f);
                     }
                 }
+                if let Some(j) = journal.as_mut().filter(|_| was_persistent) {
+                    j.wipe(client_id);
+                }
                 let (state, tx) = self.fresh_session(client_id);
                 sessions.insert(
                     client_id.clone(),
@@ -217,6 +341,7 @@ impl Broker {
                         mailbox: tx,
                         generation,
                         slot: Slot::Transition,
+                        persist: false,
                     },
                 );
                 (state, false)
@@ -232,6 +357,37 @@ impl Broker {
             session_present,
             generation,
             kick: kick_rx,
+        }
+    }
+
+    /// Tells the session expiry the connection of `generation` asked for: a session that outlives
+    /// its connection is persistent (kept in the store, when persistence is on).
+    pub fn session_opened(&self, client_id: &Arc<str>, generation: u64, expiry: Option<Duration>) {
+        let mut st = self.lock();
+        let State {
+            sessions, journal, ..
+        } = &mut *st;
+        let Some(entry) = sessions.get_mut(client_id) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let persist = expiry != Some(Duration::ZERO);
+        let was = std::mem::replace(&mut entry.persist, persist);
+        if let Some(j) = journal {
+            if persist {
+                j.meta(
+                    client_id,
+                    record::SessionMeta {
+                        expiry,
+                        deadline: None,
+                    },
+                );
+            } else if was {
+                // Resumed with expiry 0: it ends with this connection, or with a crash.
+                j.wipe(client_id);
+            }
         }
     }
 
@@ -253,17 +409,31 @@ impl Broker {
             return;
         }
         shared::hand_back(&mut st, &mut state);
-        let State { sessions, subs, .. } = &mut *st;
+        let State {
+            sessions,
+            subs,
+            journal,
+            ..
+        } = &mut *st;
         let Some(entry) = sessions.get_mut(&state.client_id) else {
             return;
         };
+        let persist = entry.persist;
+        let journal = journal.as_mut().filter(|_| persist);
         if expiry == Some(Duration::ZERO) {
             for f in state.subscriptions.keys() {
                 subs.remove(&state.client_id, f);
             }
             sessions.remove(&state.client_id);
+            if let Some(j) = journal {
+                j.wipe(&state.client_id);
+            }
         } else {
             let expires_at = expiry.map(|d| Instant::now() + d);
+            if let Some(j) = journal {
+                let deadline = expiry.map(|d| std::time::SystemTime::now() + d);
+                j.meta(&state.client_id, record::SessionMeta { expiry, deadline });
+            }
             entry.slot = Slot::Offline {
                 state: Box::new(state),
                 expires_at,
@@ -290,7 +460,12 @@ impl Broker {
     /// Ends offline sessions whose expiry has passed. Returns how many ended.
     pub fn expire_sessions(&self, now: Instant) -> usize {
         let mut st = self.lock();
-        let State { sessions, subs, .. } = &mut *st;
+        let State {
+            sessions,
+            subs,
+            journal,
+            ..
+        } = &mut *st;
         let expired: Vec<Arc<str>> = sessions
             .iter()
             .filter(
@@ -308,18 +483,29 @@ impl Broker {
                     subs.remove(id, f);
                 }
             }
+            if let Some(j) = journal.as_mut() {
+                j.wipe(id);
+            }
         }
         expired.len()
     }
 
     /// Adds a subscription to the routing table.
     pub fn subscribe(&self, client_id: &Arc<str>, sub: Subscription) -> bool {
-        self.lock().subs.insert(client_id, sub)
+        let mut st = self.lock();
+        if let Some((j, id)) = st.journal_for(client_id) {
+            j.subscribe(&id, &sub);
+        }
+        st.subs.insert(client_id, sub)
     }
 
     /// Removes a subscription from the routing table.
     pub fn unsubscribe(&self, client_id: &str, filter: &str) -> bool {
-        self.lock().subs.remove(client_id, filter)
+        let mut st = self.lock();
+        if let Some((j, id)) = st.journal_for(client_id) {
+            j.unsubscribe(&id, filter);
+        }
+        st.subs.remove(client_id, filter)
     }
 
     /// Retained messages matching `filter`.
@@ -337,13 +523,23 @@ impl Broker {
     /// several matching subscriptions gets one delivery at the highest granted QoS carrying all the
     /// matching subscription identifiers. Returns the number of sessions it was queued for.
     pub fn publish(&self, msg: Message) -> usize {
+        self.route(msg).queued
+    }
+
+    /// [`Broker::publish`], also telling whether the message changed persistent state that the
+    /// publisher's ack must wait for (`persist_interval = 0`).
+    pub fn route(&self, msg: Message) -> Routed {
         let msg = Arc::new(msg);
         let mut st = self.lock();
+        let ticket_before = st.journal.as_ref().map(|j| j.ticket);
         if msg.retain {
             if msg.payload.is_empty() {
                 st.retained.remove(&msg.topic);
             } else {
                 st.retained.insert(msg.topic.clone(), msg.clone());
+            }
+            if let Some(j) = st.journal.as_mut() {
+                j.retain(&msg.topic, (!msg.payload.is_empty()).then(|| msg.clone()));
             }
         }
         let mut targets: Vec<(Arc<str>, Delivery)> = Vec::new();
@@ -371,18 +567,32 @@ impl Broker {
                         sub_ids: sub.sub_id.into_iter().collect(),
                         stream: sub.stream,
                         shared: None,
+                        seq: 0,
                     },
                 )),
             }
         });
         let mut queued = shared::route(&mut st, &msg, &self.stats);
-        for (client, d) in targets {
-            let Some(entry) = st.sessions.get(&client) else {
+        let State {
+            sessions, journal, ..
+        } = &mut *st;
+        for (client, mut d) in targets {
+            let Some(entry) = sessions.get(&client) else {
                 continue;
             };
+            let mut journal = journal
+                .as_mut()
+                .filter(|_| entry.persist && d.qos != QoS::AtMostOnce);
+            if let Some(j) = journal.as_deref_mut() {
+                j.queue(&client, &mut d);
+            }
+            let seq = d.seq;
             match entry.mailbox.try_send(d) {
                 Ok(()) => queued += 1,
                 Err(_) => {
+                    if let Some(j) = journal {
+                        j.finished(&client, seq);
+                    }
                     self.stats
                         .dropped_queue_full
                         .fetch_add(1, Ordering::Relaxed);
@@ -394,7 +604,72 @@ impl Broker {
         self.stats
             .delivered
             .fetch_add(queued as u64, Ordering::Relaxed);
-        queued
+        let mut ticket = None;
+        if let (Some(p), Some(j)) = (&self.persist, journal.as_ref()) {
+            if Some(j.ticket) != ticket_before && p.synchronous() {
+                ticket = Some(j.ticket);
+                p.wake.notify_one();
+            }
+        }
+        Routed { queued, ticket }
+    }
+
+    /// A stored delivery (`seq` set) is done with: acknowledged by the client, expired or dropped.
+    pub fn finished(&self, client_id: &str, d: &Delivery) {
+        if d.seq == 0 {
+            return;
+        }
+        let mut st = self.lock();
+        // Without an entry the session has ended, and all it stored goes with it anyway.
+        let Some((id, _)) = st.sessions.get_key_value(client_id) else {
+            return;
+        };
+        let id = id.clone();
+        if let Some(j) = st.journal.as_mut() {
+            j.finished(&id, d.seq);
+        }
+    }
+
+    /// Waits until the change numbered `ticket` (from [`Broker::route`]) is on disk.
+    pub async fn wait_durable(&self, ticket: u64) {
+        if let Some(p) = &self.persist {
+            let mut rx = p.written.subscribe();
+            let _ = rx.wait_for(|w| *w >= ticket).await;
+        }
+    }
+
+    /// Writes the changes to the store every `persist_interval` (at once when it is zero) until
+    /// `stop` turns true, then writes what is left (after the sessions have closed, on shutdown).
+    /// Does nothing with persistence off.
+    pub async fn run_flusher(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(p) = &self.persist else { return };
+        // Only `true` is ever sent; a dropped sender (a server dropped without `shutdown`) stops too.
+        let mut stopped = *stop.borrow();
+        while !stopped {
+            let wait = async {
+                if p.synchronous() {
+                    p.wake.notified().await;
+                } else {
+                    tokio::time::sleep(p.interval).await;
+                }
+            };
+            stopped = tokio::select! {
+                _ = wait => false,
+                _ = stop.changed() => true,
+            };
+            self.write_changes().await;
+        }
+        tracing::info!("broker state written");
+    }
+
+    /// Writes what changed since the last write (one transaction).
+    async fn write_changes(&self) {
+        let Some(p) = &self.persist else { return };
+        let taken = match self.lock().journal.as_mut() {
+            Some(j) => j.take(),
+            None => return,
+        };
+        persist::write_once(p, taken).await;
     }
 
     /// Asks every connected session to check its login again (after the accounts are reloaded). A

@@ -20,16 +20,24 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use quicft_proto::QoS;
+
+use super::persist::Journal;
 use super::subscriptions::ShareGroup;
 use super::{BrokerStats, Delivery, Entry, Message, SessionState, Slot, State};
 
 /// Queues `msg` with one member of every shared group whose filter matches its topic. Returns the
 /// number of deliveries queued.
 pub(super) fn route(st: &mut State, msg: &Arc<Message>, stats: &BrokerStats) -> usize {
-    let State { sessions, subs, .. } = st;
+    let State {
+        sessions,
+        subs,
+        journal,
+        ..
+    } = st;
     let mut queued = 0;
     for group in subs.shared_matches(&msg.topic) {
-        if deliver_one(sessions, group, msg, None) {
+        if deliver_one(sessions, journal, group, msg, None) {
             queued += 1;
         } else {
             stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
@@ -39,9 +47,12 @@ pub(super) fn route(st: &mut State, msg: &Arc<Message>, stats: &BrokerStats) -> 
     queued
 }
 
-/// Queues `msg` with one member of `group` other than `exclude`: online members first, in turn.
+/// Queues `msg` with one member of `group` other than `exclude`: online members first, in turn. A
+/// QoS 1/2 delivery to a persistent session is recorded in the journal (persistence on), as
+/// ordinary deliveries are.
 fn deliver_one(
     sessions: &HashMap<Arc<str>, Entry>,
+    journal: &mut Option<Journal>,
     group: &mut ShareGroup,
     msg: &Arc<Message>,
     exclude: Option<&str>,
@@ -62,17 +73,28 @@ fn deliver_one(
             if online_only && matches!(entry.slot, Slot::Offline { .. }) {
                 continue;
             }
-            let d = Delivery {
+            let mut d = Delivery {
                 msg: msg.clone(),
                 qos: msg.qos.min(m.sub.options.qos),
                 retain: msg.retain && m.sub.options.retain_as_published,
                 sub_ids: m.sub.sub_id.into_iter().collect(),
                 stream: m.sub.stream,
                 shared: Some(group.key.clone()),
+                seq: 0,
             };
+            let mut journal = journal
+                .as_mut()
+                .filter(|_| entry.persist && d.qos != QoS::AtMostOnce);
+            if let Some(j) = journal.as_deref_mut() {
+                j.queue(&m.client, &mut d);
+            }
+            let seq = d.seq;
             if entry.mailbox.try_send(d).is_ok() {
                 group.next = (idx + 1) % n;
                 return true;
+            }
+            if let Some(j) = journal {
+                j.finished(&m.client, seq);
             }
         }
     }
@@ -82,19 +104,30 @@ fn deliver_one(
 /// Gives the shared deliveries of a session whose connection ended, unacknowledged or still
 /// queued, to other members of their groups (see the module's promise).
 pub(super) fn hand_back(st: &mut State, state: &mut SessionState) {
-    let State { sessions, subs, .. } = st;
+    let State {
+        sessions,
+        subs,
+        journal,
+        ..
+    } = st;
     let Some(own) = sessions.get(&state.client_id) else {
         return;
     };
     let client = state.client_id.clone();
+    let persist = own.persist;
     let mut redeliver = |d: &Delivery| -> bool {
         let Some(key) = d.shared.as_deref() else {
             return false;
         };
-        match subs.share_group(key) {
-            Some(group) => deliver_one(sessions, group, &d.msg, Some(&client)),
+        let given = match subs.share_group(key) {
+            Some(group) => deliver_one(sessions, journal, group, &d.msg, Some(&client)),
             None => false,
+        };
+        // Handed on: this session's stored copy is done with.
+        if let Some(j) = journal.as_mut().filter(|_| given && persist && d.seq != 0) {
+            j.finished(&client, d.seq);
         }
+        given
     };
     let unacked: Vec<u16> = state
         .outgoing

@@ -53,6 +53,7 @@ impl Session {
         backlog: &dyn Fn(StreamId) -> usize,
     ) {
         if d.msg.expired(now) {
+            self.env.broker.finished(&self.client_id, &d);
             return;
         }
         let Some(stream) = self.delivery_stream(d.stream) else {
@@ -74,6 +75,7 @@ impl Session {
         let (protocol, max) = (self.protocol, self.client_max_packet);
         let backlog_limit = self.env.config.limits.max_stream_backlog;
         let Some(s) = self.streams.get_mut(&stream) else {
+            self.env.broker.finished(&self.client_id, &d);
             return;
         };
         if d.qos == QoS::AtMostOnce && backlog(stream) + s.out.len() > backlog_limit {
@@ -87,6 +89,7 @@ impl Session {
         let start = s.out.len();
         if let Err(e) = Packet::Publish(publish).encode(protocol, &mut s.out) {
             tracing::warn!(error = %e, "cannot encode delivery");
+            self.env.broker.finished(&self.client_id, &d);
             return;
         }
         if s.out.len() - start > max {
@@ -95,6 +98,7 @@ impl Session {
                 "delivery larger than the client's maximum packet size dropped"
             );
             s.out.truncate(start);
+            self.env.broker.finished(&self.client_id, &d);
             return;
         }
         if d.qos == QoS::AtMostOnce {

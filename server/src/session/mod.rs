@@ -150,6 +150,8 @@ pub(crate) async fn serve<R: PacketRead, W: PacketWrite>(
             ft_memory: ctx.ft_memory.clone(),
         };
         let negotiated = Negotiated::new(connect, &ctx.config.limits);
+        ctx.broker
+            .session_opened(&client_id, opened.generation, negotiated.session_expiry);
         let mut machine = Session::new(
             env,
             link.quic.is_some(),
@@ -251,6 +253,8 @@ struct Driver {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// This connection in the client registry (HTTP API): streams, packets; unregisters on drop.
     conn: crate::clients::Registration,
+    /// With `persist_interval = 0`: the broker-store change this turn's acks wait for.
+    durable: Option<u64>,
 }
 
 impl Driver {
@@ -285,6 +289,7 @@ impl Driver {
             generation,
             auth_generation: 0,
             conn,
+            durable: None,
         }
     }
 
@@ -438,6 +443,7 @@ impl Driver {
             let writers = &self.writers;
             let backlog = |id| writers.get(&id).map_or(0, Writer::backlog);
             self.machine.drain_stash(now, &backlog);
+            self.wait_durable().await;
             if let Some(exit) = self.flush() {
                 return exit;
             }
@@ -539,7 +545,8 @@ impl Driver {
     fn apply_now(&mut self) -> bool {
         let a = &mut self.machine.actions;
         for m in a.route.drain(..) {
-            self.ctx.broker.publish(m);
+            let routed = self.ctx.broker.route(m);
+            self.durable = routed.ticket.or(self.durable);
         }
         for c in a.commands.drain(..) {
             let (ft, tx) = (self.ctx.ft.clone(), self.ft_done_tx.clone());
@@ -568,6 +575,14 @@ impl Driver {
     fn apply(&mut self) -> Option<Exit> {
         self.apply_now();
         self.machine.actions.close.take()
+    }
+
+    /// With `persist_interval = 0`, waits until what this turn's messages changed in the broker's
+    /// store is on disk, so that no PUBACK/PUBREC leaves before it.
+    async fn wait_durable(&mut self) {
+        if let Some(ticket) = self.durable.take() {
+            self.ctx.broker.wait_durable(ticket).await;
+        }
     }
 
     /// Hands every stream's packets of this turn to its writer, one write per stream; closes what
@@ -614,6 +629,7 @@ impl Driver {
             }
             None => None,
         };
+        self.wait_durable().await;
         let mut closing = self.machine.close(&exit);
         // Before a taken-over session is handed on: the new connection then cancels a delayed will.
         if let Some(will) = closing.will.take() {

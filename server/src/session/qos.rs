@@ -45,7 +45,7 @@ impl Session {
             .get(&r.pkid)
             .is_some_and(|o| o.delivery.qos == QoS::AtLeastOnce)
         {
-            self.state.outgoing.remove(&r.pkid);
+            self.outgoing_done(r.pkid);
         }
     }
 
@@ -58,7 +58,7 @@ impl Session {
             return;
         };
         if r.code.is_error() {
-            self.state.outgoing.remove(&r.pkid);
+            self.outgoing_done(r.pkid);
         } else {
             o.awaiting_ack = false;
             self.send(
@@ -75,7 +75,14 @@ impl Session {
             .get(&r.pkid)
             .is_some_and(|o| !o.awaiting_ack)
         {
-            self.state.outgoing.remove(&r.pkid);
+            self.outgoing_done(r.pkid);
+        }
+    }
+
+    /// An outgoing QoS 1/2 flow is complete: the broker's store may forget the message.
+    fn outgoing_done(&mut self, pkid: u16) {
+        if let Some(o) = self.state.outgoing.remove(&pkid) {
+            self.env.broker.finished(&self.client_id, &o.delivery);
         }
     }
 

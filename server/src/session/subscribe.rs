@@ -69,6 +69,7 @@ impl Session {
                                 stream,
                                 shared: None,
                                 msg: m,
+                                seq: 0,
                             });
                         }
                     }

@@ -492,6 +492,7 @@ async fn a_delayed_will_leaves_its_delay_out_of_the_publish_and_ends_with_the_se
             sub_ids: Vec::new(),
             stream: CONTROL,
             shared: None,
+            seq: 0,
         };
         let p = d.msg.to_publish(&d, 1, later);
         assert_eq!(p.properties.message_expiry_interval, Some(60));

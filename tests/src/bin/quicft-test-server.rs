@@ -3,7 +3,8 @@
 //! line on stdout. Stops on SIGTERM/SIGINT (or dies on SIGKILL, which is the point).
 //!
 //! Usage: quicft-test-server DATA_DIR [QUIC_ADDR]   (QUIC_ADDR: to come back on a port a killed
-//! server had, as a restarted production server does)
+//! server had, as a restarted production server does). `QUICFT_TEST_PERSIST_INTERVAL` (seconds)
+//! sets `[persistence] persist_interval`.
 
 use anyhow::{Context, Result};
 
@@ -17,6 +18,10 @@ async fn main() -> Result<()> {
     if let Some(quic) = std::env::args().nth(2) {
         config.listeners.quic = Some(quic.parse().context("QUIC_ADDR")?);
     }
+    if let Ok(s) = std::env::var("QUICFT_TEST_PERSIST_INTERVAL") {
+        let secs: f64 = s.parse().context("QUICFT_TEST_PERSIST_INTERVAL")?;
+        config.persistence.persist_interval = std::time::Duration::from_secs_f64(secs);
+    }
     let server = quicft_server::Server::start(config).await?;
     let addrs = serde_json::json!({
         "quic": server.quic_addr.map(|a| a.to_string()),
@@ -24,7 +29,11 @@ async fn main() -> Result<()> {
         "tls": server.tls_addr.map(|a| a.to_string()),
     });
     println!("{addrs}");
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     server.shutdown().await;
     Ok(())
 }
