@@ -281,6 +281,71 @@ mod tests {
         );
     }
 
+    /// Shared subscriptions: a message queued for an offline persistent member is stored like any
+    /// delivery, and one handed on from a member that went away moves in the store too.
+    #[tokio::test]
+    async fn shared_deliveries_are_stored_with_the_member_that_has_them() {
+        use super::super::Outgoing;
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let expiry = Some(Duration::from_secs(3600));
+        {
+            let br = Broker::open(8, dir.path(), Duration::from_secs(1)).expect("open");
+            // a: online; b: offline, both persistent members of $share/g/t.
+            let mut oa = br.open_session(&a, true).await;
+            br.session_opened(&a, oa.generation, expiry);
+            br.subscribe(&a, sub("$share/g/t"));
+            oa.state
+                .subscriptions
+                .insert("$share/g/t".into(), sub("$share/g/t"));
+            let mut ob = br.open_session(&b, true).await;
+            br.session_opened(&b, ob.generation, expiry);
+            br.subscribe(&b, sub("$share/g/t"));
+            ob.state
+                .subscriptions
+                .insert("$share/g/t".into(), sub("$share/g/t"));
+            br.close_session(ob.state, ob.generation, expiry);
+            // Online members first: a gets it, sends it, and goes away unacknowledged.
+            assert_eq!(br.publish(msg("t", b"one")), 1);
+            let d = oa.state.mailbox.try_recv().expect("a has it");
+            assert_ne!(d.seq, 0, "stored for a persistent member");
+            oa.state.outgoing.insert(
+                1,
+                Outgoing {
+                    delivery: d,
+                    awaiting_ack: true,
+                },
+            );
+            br.close_session(oa.state, oa.generation, expiry);
+            // Now nobody is online: the next one is queued for an offline member.
+            assert_eq!(br.publish(msg("t", b"two")), 1);
+            br.write_changes().await;
+        }
+        let br = Broker::open(8, dir.path(), Duration::from_secs(1)).expect("reopen");
+        let mut got = Vec::new();
+        for id in [&a, &b] {
+            let mut o = br.open_session(id, false).await;
+            assert!(o.session_present);
+            while let Ok(d) = o.state.mailbox.try_recv() {
+                got.push((id.to_string(), d.msg.payload.clone()));
+            }
+            got.extend(
+                o.state
+                    .outgoing
+                    .values()
+                    .map(|x| (id.to_string(), x.delivery.msg.payload.clone())),
+            );
+        }
+        got.sort();
+        let payloads: Vec<&[u8]> = got.iter().map(|(_, p)| &p[..]).collect();
+        assert_eq!(payloads.len(), 2, "each message once, none lost: {got:?}");
+        assert!(payloads.contains(&&b"one"[..]) && payloads.contains(&&b"two"[..]));
+        assert!(
+            got.iter().any(|(id, p)| id == "b" && &p[..] == b"one"),
+            "the unacknowledged one went to b, in the store too: {got:?}"
+        );
+    }
+
     #[tokio::test]
     async fn ended_sessions_and_expired_deadlines_are_gone() {
         let dir = tempfile::tempdir().expect("dir");
