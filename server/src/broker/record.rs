@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use quicft_proto::topic::TopicFilter;
 use quicft_proto::{Packet, Protocol, QoS, SubscriptionOptions};
 
@@ -253,7 +253,7 @@ impl<'a> Reader<'a> {
         self.rest = &[];
         Ok(Message {
             topic: p.topic,
-            payload: Bytes::from(p.payload),
+            payload: p.payload,
             qos: p.qos,
             retain: p.retain,
             properties: p.properties,
