@@ -267,6 +267,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn delivery_round_trips_and_keeps_its_deadline() {
