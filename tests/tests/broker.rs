@@ -583,9 +583,14 @@ async fn quic_qos0_publish_just_before_disconnect_is_not_lost() -> Result<()> {
         .await?;
     for i in 0..ROUNDS {
         let mut c = srv.connect(Transport::Quic, &format!("drain-{i}")).await?;
-        c.data()
-            .await?
-            .send(&publish("drain/t", &i.to_be_bytes(), QoS::AtMostOnce, 0))
+        let data = c.data().await?;
+        // Half the rounds on a data stream the server already reads (a PINGREQ answered on it),
+        // half on one the PUBLISH opens.
+        if i % 2 == 0 {
+            data.send(&Packet::PingReq).await?;
+            assert_eq!(data.recv().await?, Packet::PingResp);
+        }
+        data.send(&publish("drain/t", &i.to_be_bytes(), QoS::AtMostOnce, 0))
             .await?;
         c.disconnect().await?;
     }
@@ -600,57 +605,46 @@ async fn quic_qos0_publish_just_before_disconnect_is_not_lost() -> Result<()> {
     Ok(())
 }
 
-/// A TCP client that breaks the Receive Maximum (0x93) while it is still sending must be able to
-/// read the DISCONNECT that says so: the server finishes writing, shuts down its sending side and
-/// reads what is still coming for a moment, instead of closing with unread input (a reset).
+/// A TCP or TLS client that breaks the Receive Maximum (0x93) while it is still sending must be
+/// able to read the DISCONNECT that says so: the server finishes writing, shuts down its sending
+/// side and reads what is still coming for a moment, instead of closing with unread input (a
+/// reset, and the client's next write fails with EPIPE before it reads the reason).
 #[tokio::test]
 async fn tcp_client_reads_disconnect_0x93_not_a_reset() -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let srv = TestServer::start_with(|c| c.limits.inflight_window = 2).await?;
-    for round in 0..20 {
-        let mut sock = tokio::net::TcpStream::connect(srv.addr(Transport::Tcp)).await?;
-        let mut out = bytes::BytesMut::new();
-        Packet::Connect(connect_packet(&format!("greedy-{round}"), Protocol::V5))
-            .encode(Protocol::V5, &mut out)?;
-        // Three QoS 2 messages never released against a window of 2, and the client goes on
-        // sending for a while (about 100 ms, 50 KB) as a busy device would.
-        for pkid in 1..=3 {
-            publish("greedy", b"x", QoS::ExactlyOnce, pkid).encode(Protocol::V5, &mut out)?;
-        }
-        sock.write_all(&out).await?;
-        let mut filler = bytes::BytesMut::new();
-        publish("greedy", &[0u8; 1000], QoS::AtMostOnce, 0).encode(Protocol::V5, &mut filler)?;
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            if let Err(e) = sock.write_all(&filler).await {
-                panic!("round {round}: the server reset the connection while we wrote: {e}");
+    let mut filler = bytes::BytesMut::new();
+    publish("greedy", &[0u8; 1000], QoS::AtMostOnce, 0).encode(Protocol::V5, &mut filler)?;
+    for t in [Transport::Tcp, Transport::Tls] {
+        for round in 0..10 {
+            let id = format!("greedy-{round}");
+            let (mut conn, _) = Conn::open(&srv, t, connect_packet(&id, Protocol::V5)).await?;
+            // Three QoS 2 messages never released against a window of 2, and the client goes on
+            // sending for a while (about 100 ms, 50 KB) as a busy device would.
+            for pkid in 1..=3 {
+                conn.ctl
+                    .send(&publish("greedy", b"x", QoS::ExactlyOnce, pkid))
+                    .await?;
             }
-        }
-        let mut buf = bytes::BytesMut::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match sock.read_buf(&mut buf).await {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                if let Err(e) = conn.ctl.send_bytes(&filler).await {
+                    panic!(
+                        "{t:?} round {round}: the server reset the connection while we wrote: {e}"
+                    );
                 }
             }
-        })
-        .await?;
-        let mut seen = Vec::new();
-        while let Ok(Some(p)) = Packet::decode(&mut buf, Protocol::V5, usize::MAX) {
-            seen.push(p);
+            let (seen, end) = conn.ctl.recv_end().await?;
+            let last = seen.last();
+            assert!(
+                matches!(last, Some(Packet::Disconnect(d)) if d.code == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+                "{t:?} round {round}: last packet {last:?}"
+            );
+            assert_eq!(
+                end,
+                StreamEnd::Finished,
+                "{t:?} round {round}: a clean close"
+            );
         }
-        let last = seen.last();
-        assert!(
-            matches!(last, Some(Packet::Disconnect(d)) if d.code == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
-            "round {round}: read {:?}, last packet {last:?}",
-            read.as_ref().err()
-        );
-        assert!(
-            read.is_ok(),
-            "round {round}: the connection ended with {read:?}, not a clean close"
-        );
     }
     Ok(())
 }
