@@ -13,6 +13,7 @@ pub mod broker;
 pub mod clients;
 pub mod config;
 mod ctx;
+pub mod delivery;
 pub mod ft;
 pub mod http;
 mod link;
@@ -98,9 +99,18 @@ impl Server {
         let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
             .map_err(|e| StartError::Ft(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let broker = Arc::new(Broker::new(config.limits.max_queued_messages));
+        let clients: Arc<clients::Clients> = Arc::default();
+        let deliveries =
+            delivery::DeliveryService::open(&config.data_dir, broker.clone(), clients.clone())
+                .map_err(|source| StartError::DataDir {
+                    path: config.data_dir.join("deliveries"),
+                    source,
+                })?;
         let ctx = Arc::new(Ctx {
-            broker: Arc::new(Broker::new(config.limits.max_queued_messages)),
+            broker,
             ft,
+            deliveries,
             auth: auth::Auth::new(&config.auth)?,
             acl: Arc::new(acl::Acl::new(&config.auth.acl)),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -111,7 +121,7 @@ impl Server {
                     .min(Semaphore::MAX_PERMITS),
             )),
             shutdown: shutdown_rx,
-            clients: Arc::default(),
+            clients,
             metrics: Arc::default(),
             config: config.clone(),
         });
@@ -166,6 +176,7 @@ impl Server {
                 broker.publish(Message::server(ev.topic, ev.payload, QoS::AtLeastOnce));
             }
         });
+        tasks.spawn(ctx.deliveries.clone().saver());
         let gc = ctx.ft.run_gc();
         let mut shutdown = ctx.shutdown.clone();
         tasks.spawn(async move {
@@ -202,6 +213,7 @@ impl Server {
         let c = &self.ctx;
         http::ApiState::new(
             c.ft.clone(),
+            c.deliveries.clone(),
             c.clients.clone(),
             c.metrics.clone(),
             c.config.http.token.as_deref(),
@@ -222,6 +234,8 @@ impl Server {
         // Listeners have stopped on the signal; background loops (event forwarding, GC, session
         // expiry) are simply cancelled.
         self.tasks.shutdown().await;
+        // Device states changed since the saver last ran.
+        self.ctx.deliveries.flush().await;
         if let Some(ep) = self.endpoint.take() {
             ep.close(quinn::VarInt::from_u32(0), b"server shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
