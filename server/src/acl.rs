@@ -211,7 +211,7 @@ mod tests {
             client_id: "dev-1",
             username: None,
         };
-        let sub = |f: &str| acl.subscribe(who, &TopicFilter::parse(f).unwrap());
+        let sub = |f: &str| acl.subscribe(who, &TopicFilter::parse(f).expect("filter"));
         assert!(sub("$aws/things/dev-1/streams/abc/data/json"));
         assert!(sub("$aws/things/dev-1/streams/#"));
         assert!(!sub("$aws/things/dev-2/streams/abc/data/json"));

@@ -430,3 +430,75 @@ async fn devices_are_notified_and_report_their_state() -> Result<()> {
     srv.shutdown().await;
     Ok(())
 }
+
+/// A device that floods `get`s and does not read its answers: past 4 requests in flight they are
+/// rejected, the answers queued for it stay within its budget, and it is still served afterwards.
+#[tokio::test]
+async fn a_flood_of_gets_is_cut_off_and_the_device_still_served() -> Result<()> {
+    use bytes::BytesMut;
+    use quicft_proto::{Packet, Protocol, QoS, ReasonCode};
+    let dir = tempfile::tempdir()?;
+    let data = content(1 << 20, 4);
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, &data)?;
+    let srv = start(dir.path()).await?;
+    let v = create(&srv, &file, "name=big.bin&targets=flooder").await?;
+    let id = v["id"].as_str().context("id")?.to_owned();
+    let target = Target(&srv, dir.path().to_path_buf());
+    let mut conn = quicft_tests::connect(&target, quicft_tests::Transport::Tcp, "flooder").await?;
+    let dev = &mut conn.ctl;
+    let base = format!("$aws/things/flooder/streams/{id}");
+    for (pkid, action) in [(1, "data"), (2, "rejected")] {
+        let codes = dev
+            .subscribe(&format!("{base}/{action}/json"), QoS::AtMostOnce, pkid)
+            .await?;
+        assert_eq!(codes, vec![ReasonCode::SUCCESS]);
+    }
+    // 300 requests for a 128 KiB block each (~175 KB of JSON per answer, 52 MB in all), in one write.
+    const FLOOD: usize = 300;
+    let mut burst = BytesMut::new();
+    for i in 0..FLOOD {
+        let body = format!(r#"{{"c":"{i}","f":0,"l":131072,"o":{},"n":1}}"#, i % 8);
+        quicft_tests::publish(
+            &format!("{base}/get/json"),
+            body.as_bytes(),
+            QoS::AtMostOnce,
+            0,
+        )
+        .encode(Protocol::V5, &mut burst)?;
+    }
+    dev.send_bytes(&burst).await?;
+    // Not reading for a while: what the server holds for us is bounded meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut blocks, mut rejected) = (0usize, 0usize);
+    while let Some(p) = dev.try_recv(Duration::from_secs(3)).await? {
+        let Packet::Publish(p) = p else { continue };
+        if p.topic.ends_with("/data/json") {
+            blocks += 1;
+        } else if p.topic.ends_with("/rejected/json") {
+            let m: Value = serde_json::from_slice(&p.payload)?;
+            assert_eq!(m["o"], "InvalidRequest", "{m}");
+            rejected += 1;
+        }
+    }
+    eprintln!("flood of {FLOOD}: {blocks} blocks sent, {rejected} rejected");
+    assert_eq!(blocks + rejected, FLOOD, "every request answered once");
+    assert!(
+        rejected >= FLOOD / 2,
+        "the flood was cut off: {blocks} blocks, {rejected} rejected"
+    );
+    // Still served.
+    dev.send(&quicft_tests::publish(
+        &format!("{base}/get/json"),
+        br#"{"c":"after","f":0,"l":1024,"o":3,"n":1}"#,
+        QoS::AtMostOnce,
+        0,
+    ))
+    .await?;
+    let p = dev.next_publish_on(&format!("{base}/data/json")).await?;
+    let m: Value = serde_json::from_slice(&p.payload)?;
+    assert_eq!((m["c"].as_str(), m["i"].as_u64()), (Some("after"), Some(3)));
+    drop(conn);
+    srv.shutdown().await;
+    Ok(())
+}
