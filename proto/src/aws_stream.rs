@@ -309,6 +309,112 @@ impl DataBlock<'_> {
     }
 }
 
+impl GetRequest {
+    /// The request as a device sends it.
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        let mut m = Out::default();
+        if let Some(c) = &self.client_token {
+            m.text("c", c);
+        }
+        if let Some(s) = self.version {
+            m.int("s", s);
+        }
+        m.int("f", self.file_id);
+        m.int("l", self.block_size);
+        m.int("o", self.block_offset);
+        if let Some(n) = self.block_count {
+            m.int("n", n);
+        }
+        if let Some(b) = &self.bitmap {
+            match format {
+                Format::Json => m.text("b", &format!("0x{}", hex_encode(b))),
+                Format::Cbor => {
+                    m.0.insert("b", V::Bytes(b.clone()));
+                }
+            }
+        }
+        m.encode(format)
+    }
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A received block (the device's side of [`DataBlock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedBlock {
+    pub client_token: Option<String>,
+    pub file_id: u64,
+    pub block_id: u64,
+    pub payload: Vec<u8>,
+}
+
+/// Decodes a `data` message.
+pub fn decode_data(format: Format, payload: &[u8]) -> Result<ReceivedBlock, Rejection> {
+    let map = In::decode(format, payload)?;
+    let need = |k: &str| {
+        map.uint(k)?
+            .ok_or_else(|| invalid(&format!("missing \"{k}\"")))
+    };
+    let data = match map.get("p") {
+        Some(In::Bytes(b)) => b.clone(),
+        Some(In::Text(t)) => base64::engine::general_purpose::STANDARD
+            .decode(t)
+            .map_err(|_| invalid("\"p\" is not base64"))?,
+        _ => return Err(invalid("missing \"p\"")),
+    };
+    Ok(ReceivedBlock {
+        client_token: map.token().ok().flatten(),
+        file_id: need("f")?,
+        block_id: need("i")?,
+        payload: data,
+    })
+}
+
+/// Decodes a `description` message: (version, description, files).
+pub fn decode_description(format: Format, payload: &[u8]) -> Result<Description, Rejection> {
+    let v: serde_json::Value = match format {
+        Format::Json => serde_json::from_slice(payload)
+            .map_err(|e| Rejection::new(ErrorCode::InvalidJson, e.to_string()))?,
+        Format::Cbor => {
+            let c: ciborium::Value = ciborium::from_reader(payload)
+                .map_err(|e| Rejection::new(ErrorCode::InvalidCbor, e.to_string()))?;
+            c.deserialized()
+                .map_err(|e| Rejection::new(ErrorCode::InvalidCbor, e.to_string()))?
+        }
+    };
+    let files = v["r"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|f| {
+                    Some(StreamFile {
+                        file_id: f["f"].as_u64()?,
+                        size: f["z"].as_u64()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Description {
+        client_token: v["c"].as_str().map(str::to_owned),
+        version: v["s"].as_u64().unwrap_or(0),
+        description: v["d"].as_str().unwrap_or_default().to_owned(),
+        files,
+    })
+}
+
+/// Decodes a `rejected` message: (code, message).
+pub fn decode_rejected(format: Format, payload: &[u8]) -> Result<(String, String), Rejection> {
+    let map = In::decode(format, payload)?;
+    let text = |k: &str| match map.get(k) {
+        Some(In::Text(t)) => t.clone(),
+        _ => String::new(),
+    };
+    Ok((text("o"), text("m")))
+}
+
 /// Decodes a DescribeStream request (an empty payload is a request without a token).
 pub fn decode_describe(format: Format, payload: &[u8]) -> Result<DescribeRequest, Rejection> {
     if payload.is_empty() {
@@ -813,6 +919,45 @@ mod tests {
             code(Format::Json, huge.as_bytes()),
             ErrorCode::BlockBitmapLimitExceeded
         );
+    }
+
+    #[test]
+    fn device_side_round_trip() {
+        for format in [Format::Json, Format::Cbor] {
+            let req = GetRequest {
+                client_token: Some("t".into()),
+                version: Some(1),
+                file_id: 0,
+                block_size: 1024,
+                block_offset: 2,
+                block_count: Some(3),
+                bitmap: Some(vec![0x05, 0x80]),
+            };
+            assert_eq!(decode_get(format, &req.encode(format)).unwrap(), req);
+            let block = DataBlock {
+                client_token: Some("t"),
+                file_id: 0,
+                block_id: 9,
+                payload: b"xyz",
+            };
+            let got = decode_data(format, &block.encode(format)).unwrap();
+            assert_eq!((got.block_id, got.payload.as_slice()), (9, &b"xyz"[..]));
+            let d = Description {
+                client_token: None,
+                version: 1,
+                description: "d".into(),
+                files: vec![StreamFile {
+                    file_id: 0,
+                    size: 7,
+                }],
+            };
+            assert_eq!(decode_description(format, &d.encode(format)).unwrap(), d);
+            let r = Rejection::new(ErrorCode::OffsetOutOfBounds, "m");
+            assert_eq!(
+                decode_rejected(format, &r.encode(format)).unwrap(),
+                ("OffsetOutOfBounds".to_owned(), "m".to_owned())
+            );
+        }
     }
 
     #[test]

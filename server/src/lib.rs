@@ -208,6 +208,11 @@ impl Server {
         &self.ctx.ft
     }
 
+    /// Cloud-to-device deliveries (for tests and the HTTP API).
+    pub fn deliveries(&self) -> &delivery::DeliveryService {
+        &self.ctx.deliveries
+    }
+
     /// What the HTTP API serves from (`http::router(server.api_state())` is the app, without a socket).
     pub fn api_state(&self) -> http::ApiState {
         let c = &self.ctx;

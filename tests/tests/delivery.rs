@@ -278,7 +278,11 @@ async fn an_aws_iot_device_fetches_its_delivery() -> Result<()> {
     assert_eq!(v["size"], data.len(), "{v}");
     assert_eq!(v["sha256"], sha256_hex(&data), "reassembled file");
     assert_eq!(v["describe_json"]["r"][0]["z"], data.len());
-    assert_eq!(v["describe_json"]["d"], "fw.bin 7");
+    let d: Value = serde_json::from_str(v["describe_json"]["d"].as_str().context("d")?)?;
+    assert_eq!(
+        d,
+        serde_json::json!({"name": "fw.bin", "version": "7", "sha256": sha256_hex(&data)})
+    );
     assert_eq!(
         v["limit_blocks"],
         serde_json::json!((0..32).collect::<Vec<u32>>()),

@@ -184,7 +184,14 @@ impl DeliveryService {
                         let desc = Description {
                             client_token: d.client_token,
                             version: STREAM_VERSION,
-                            description: format!("{} {}", record.name, record.version),
+                            // Free text in AWS's protocol; here JSON a device can use to
+                            // verify the file (AWS's own stream has no checksum field).
+                            description: serde_json::json!({
+                                "name": record.name,
+                                "version": record.version,
+                                "sha256": record.sha256,
+                            })
+                            .to_string(),
                             files: vec![StreamFile {
                                 file_id: 0,
                                 size: record.size,
