@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use quicft_server::Server;
-use quicft_tests::ft::sha256_hex;
+use quicft_tests::ft::{content, sha256_hex};
 use quicft_tests::{init_tracing, test_config};
 use serde_json::Value;
 use tokio::process::Command;
@@ -58,16 +58,9 @@ async fn curl(method: &str, url: &str, body: Option<&Path>, token: bool) -> Resu
     Ok((code.trim().parse()?, v))
 }
 
-fn content(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+/// `METHOD path` with the token and no body.
+async fn api(srv: &Server, method: &str, path: &str) -> Result<(u16, Value)> {
+    curl(method, &url(srv, path)?, None, true).await
 }
 
 async fn create(srv: &Server, file: &Path, query: &str) -> Result<Value> {
@@ -163,8 +156,14 @@ async fn deliveries_over_rest_survive_a_restart() -> Result<()> {
     )
     .await?;
     assert!(second["expires_at"].as_u64().is_some(), "{second}");
+    // Expired at once: a device not done with it shows as expired.
+    let gone = create(&srv, &file, "name=old.bin&targets=dev-x&expires_in=0").await?;
+    assert_eq!(gone["devices"]["dev-x"]["state"], "expired", "{gone}");
+    let gone_id = gone["id"].as_str().context("id")?.to_owned();
+    let (code, _) = api(&srv, "DELETE", &format!("/api/v1/deliveries/{gone_id}")).await?;
+    assert_eq!(code, 204);
 
-    let (code, list) = curl("GET", &url(&srv, "/api/v1/deliveries")?, None, true).await?;
+    let (code, list) = api(&srv, "GET", "/api/v1/deliveries").await?;
     assert_eq!(code, 200);
     let ids: Vec<&str> = list["deliveries"]
         .as_array()
@@ -175,17 +174,11 @@ async fn deliveries_over_rest_survive_a_restart() -> Result<()> {
     assert_eq!(ids.len(), 2, "{list}");
     assert!(ids.contains(&id.as_str()));
     for bad in ["0000000000000000", "..%2F..%2Fetc", "nope"] {
-        let (code, v) = curl(
-            "GET",
-            &url(&srv, &format!("/api/v1/deliveries/{bad}"))?,
-            None,
-            true,
-        )
-        .await?;
+        let (code, v) = api(&srv, "GET", &format!("/api/v1/deliveries/{bad}")).await?;
         assert_eq!(code, 404, "{bad}: {v}");
     }
 
-    let (code, doc) = curl("GET", &url(&srv, "/api/v1/openapi.json")?, None, true).await?;
+    let (code, doc) = api(&srv, "GET", "/api/v1/openapi.json").await?;
     assert_eq!(code, 200);
     assert!(
         doc["paths"]["/api/v1/deliveries"]["post"].is_object(),
@@ -199,40 +192,16 @@ async fn deliveries_over_rest_survive_a_restart() -> Result<()> {
     // Durable: a new server on the same data directory has both.
     srv.shutdown().await;
     let srv = start(dir.path()).await?;
-    let (code, v) = curl(
-        "GET",
-        &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (code, v) = api(&srv, "GET", &format!("/api/v1/deliveries/{id}")).await?;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["sha256"], sha256_hex(&data));
     assert_eq!(v["name"], "model.bin");
 
-    let (code, _) = curl(
-        "DELETE",
-        &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (code, _) = api(&srv, "DELETE", &format!("/api/v1/deliveries/{id}")).await?;
     assert_eq!(code, 204);
-    let (code, _) = curl(
-        "GET",
-        &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (code, _) = api(&srv, "GET", &format!("/api/v1/deliveries/{id}")).await?;
     assert_eq!(code, 404);
-    let (code, _) = curl(
-        "DELETE",
-        &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (code, _) = api(&srv, "DELETE", &format!("/api/v1/deliveries/{id}")).await?;
     assert_eq!(code, 404);
     assert!(!stored.exists(), "the file is removed with its delivery");
     srv.shutdown().await;
@@ -305,23 +274,11 @@ async fn an_aws_iot_device_fetches_its_delivery() -> Result<()> {
     );
 
     // The operator sees the device's progress.
-    let (code, d) = curl(
-        "GET",
-        &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (code, d) = api(&srv, "GET", &format!("/api/v1/deliveries/{id}")).await?;
     assert_eq!(code, 200);
     assert_eq!(d["devices"]["aws-dev-1"]["state"], "downloading", "{d}");
     assert_eq!(d["devices"]["aws-dev-1"]["bytes"], data.len(), "{d}");
-    let (_, o) = curl(
-        "GET",
-        &url(&srv, &format!("/api/v1/deliveries/{other_id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (_, o) = api(&srv, "GET", &format!("/api/v1/deliveries/{other_id}")).await?;
     assert!(o["devices"].get("aws-dev-1").is_none(), "{o}");
     srv.shutdown().await;
     Ok(())
@@ -390,13 +347,7 @@ async fn devices_are_notified_and_report_their_state() -> Result<()> {
         assert_eq!(ack.code, ReasonCode::SUCCESS);
         let mut state = Value::Null;
         for _ in 0..100 {
-            let (_, d) = curl(
-                "GET",
-                &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-                None,
-                true,
-            )
-            .await?;
+            let (_, d) = api(&srv, "GET", &format!("/api/v1/deliveries/{id}")).await?;
             state = d["devices"]["truck-9"]["state"].clone();
             if state == want {
                 break;
@@ -423,13 +374,7 @@ async fn devices_are_notified_and_report_their_state() -> Result<()> {
     drop(conn);
     srv.shutdown().await;
     let srv = start(dir.path()).await?;
-    let (_, d) = curl(
-        "GET",
-        &url(&srv, &format!("/api/v1/deliveries/{id}"))?,
-        None,
-        true,
-    )
-    .await?;
+    let (_, d) = api(&srv, "GET", &format!("/api/v1/deliveries/{id}")).await?;
     assert_eq!(d["devices"]["truck-9"]["state"], "applied", "{d}");
     srv.shutdown().await;
     Ok(())

@@ -12,19 +12,7 @@ use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use quicft_client::{Client, DownloadOptions, Transport};
 use quicft_server::delivery::{DeviceState, NewDelivery, Targets};
-use quicft_tests::ft::sha256_hex;
-
-fn content(n: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use quicft_tests::ft::{content, sha256_hex};
 
 async fn deliver(srv: &sdk::Restartable, data: &[u8], targets: &str) -> Result<String> {
     let server = srv.server().context("server")?;
@@ -63,6 +51,37 @@ async fn state_of(srv: &sdk::Restartable, id: &str, client: &str) -> Option<Devi
     srv.server()
         .and_then(|s| s.deliveries().get(id))
         .and_then(|r| r.devices.get(client).map(|p| p.state))
+}
+
+/// 4 KiB blocks (many round trips), quick retries.
+fn small_blocks(progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>) -> DownloadOptions {
+    DownloadOptions {
+        block_size: 4096,
+        request_timeout: Duration::from_secs(2),
+        on_progress: progress,
+        ..DownloadOptions::default()
+    }
+}
+
+type DownloadTask = tokio::task::JoinHandle<quicft_client::Result<quicft_client::DownloadReport>>;
+
+/// Starts a download in a task and returns it once `bytes` of the file have arrived.
+async fn download_until(
+    client: &Client,
+    id: &str,
+    out: &std::path::Path,
+    bytes: u64,
+) -> Result<DownloadTask> {
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = done.clone();
+    let (client, out, id) = (client.clone(), out.to_owned(), id.to_owned());
+    let opts = small_blocks(Some(Arc::new(move |d, _| seen.store(d, Ordering::Relaxed))));
+    let task = tokio::spawn(async move { client.download(&id, &out, opts).await });
+    while done.load(Ordering::Relaxed) < bytes {
+        ensure!(!task.is_finished(), "finished before {bytes} bytes arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(task)
 }
 
 #[tokio::test]
@@ -118,29 +137,9 @@ async fn sdk_download_resumes_after_a_reboot_and_a_server_restart() -> Result<()
     let data = content(2 << 20, 8);
     let id = deliver(&srv, &data, "rebooter").await?;
     let out = srv.dir.path().join("fw.bin");
-    let small_blocks = |progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>| DownloadOptions {
-        block_size: 4096,
-        request_timeout: Duration::from_secs(2),
-        on_progress: progress,
-        ..DownloadOptions::default()
-    };
-
     // 1. Killed past the half.
     let client = Client::connect(sdk::options(&srv, Transport::Quic, "rebooter")).await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let seen = done.clone();
-    let task = {
-        let (client, out, id) = (client.clone(), out.clone(), id.clone());
-        let opts = small_blocks(Some(Arc::new(move |d, _| seen.store(d, Ordering::Relaxed))));
-        tokio::spawn(async move { client.download(&id, &out, opts).await })
-    };
-    while done.load(Ordering::Relaxed) < data.len() as u64 / 2 {
-        ensure!(
-            !task.is_finished(),
-            "finished before it could be interrupted"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let task = download_until(&client, &id, &out, data.len() as u64 / 2).await?;
     task.abort();
     let _ = task.await;
     client.disconnect().await?;
@@ -161,17 +160,7 @@ async fn sdk_download_resumes_after_a_reboot_and_a_server_restart() -> Result<()
 
     // 2. The server restarts in the middle: the client reconnects and the download completes.
     let client = Client::connect(sdk::options(&srv, Transport::Quic, "rebooter")).await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let seen = done.clone();
-    let task = {
-        let (client, out, id) = (client.clone(), out.clone(), id.clone());
-        let opts = small_blocks(Some(Arc::new(move |d, _| seen.store(d, Ordering::Relaxed))));
-        tokio::spawn(async move { client.download(&id, &out, opts).await })
-    };
-    while done.load(Ordering::Relaxed) < data.len() as u64 / 3 {
-        ensure!(!task.is_finished(), "finished before the restart");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let task = download_until(&client, &id, &out, data.len() as u64 / 3).await?;
     srv.restart().await?;
     let r = tokio::time::timeout(Duration::from_secs(60), task)
         .await
