@@ -199,6 +199,7 @@ impl Client {
             .map(block_len)
             .sum();
         let resumed_bytes = held;
+        let mut missing = (0..nblocks).filter(|b| !is_set(&have, *b)).count();
         report("downloading", None).await;
 
         let save = |have: &[u8]| -> Result<()> {
@@ -224,8 +225,7 @@ impl Client {
         let mut unsaved = 0u32;
         let mut backoff_until: Option<Instant> = None;
         loop {
-            let missing_total = (0..nblocks).filter(|b| !is_set(&have, *b)).count();
-            if missing_total == 0 {
+            if missing == 0 {
                 break;
             }
             // Fill the window with requests for blocks neither held nor asked for.
@@ -318,6 +318,7 @@ impl Client {
                         *x |= 1 << (b % 8);
                     }
                     held += block_len(b);
+                    missing -= 1;
                     unsaved += 1;
                     if let Some(cb) = &options.on_progress {
                         cb(held, size);
