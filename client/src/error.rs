@@ -84,6 +84,10 @@ pub enum Error {
     /// A packet could not be encoded (string over 64 KiB …).
     #[error("encode: {0}")]
     Encode(EncodeError),
+    /// A download failed: the server refused it (AWS error code and message), the file did not
+    /// verify, or the partial file could not be written.
+    #[error("download: {0}")]
+    Download(String),
 }
 
 // The wrapped errors are part of the message rather than `source()`s, so that printing an error

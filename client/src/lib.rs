@@ -81,6 +81,7 @@
 
 mod channel;
 mod client;
+mod download;
 mod error;
 mod options;
 mod pkid;
@@ -94,6 +95,7 @@ pub use channel::ChannelKind;
 pub use client::{
     Channel, Client, ConnectionInfo, ConnectionState, Message, StateChanges, Subscription,
 };
+pub use download::{DownloadOptions, DownloadReport};
 pub use error::{CloseReason, Error, Result};
 pub use options::{
     CaSource, ClientCert, ClientOptions, Congestion, Priorities, QuicOptions, Reconnect,

@@ -40,6 +40,29 @@ enum Command {
     Pub(PubArgs),
     /// Subscribe and print each message's payload on its own line.
     Sub(SubArgs),
+    /// Download a delivery to a file (resumable: run it again after an interruption), verify its
+    /// SHA-256 and report it to the server; with --wait, first wait for the next delivery announced
+    /// to this client id.
+    Download(DownloadArgs),
+}
+
+#[derive(Args)]
+struct DownloadArgs {
+    /// The delivery's id (as `POST /api/v1/deliveries` answered); none with --wait.
+    id: Option<String>,
+    /// Where to write the file (the partial file is FILE.part, its block list FILE.part.json).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Block size (K suffix allowed): 256 to 128K.
+    #[arg(long, value_parser = parse_size, default_value = "64K")]
+    block_size: usize,
+    /// Wait for the next delivery announced on $file-delivery/notify/{clientId}, then download it
+    /// (how an update agent runs).
+    #[arg(long)]
+    wait: bool,
+    /// No progress bar; print one JSON summary line on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -206,7 +229,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut options = options(&cli.common)?;
     if options.client_id.is_empty()
-        && matches!(cli.command, Command::Upload(_) | Command::Status(_))
+        && matches!(
+            cli.command,
+            Command::Upload(_) | Command::Status(_) | Command::Download(_)
+        )
     {
         options.client_id = match &options.username {
             Some(user) => user.clone(),
@@ -218,7 +244,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status(options, args).await,
         Command::Pub(args) => publish(options, args).await,
         Command::Sub(args) => subscribe(options, args).await,
+        Command::Download(args) => download(options, args).await,
     }
+}
+
+async fn download(options: ClientOptions, args: DownloadArgs) -> anyhow::Result<()> {
+    let client = connect(options).await?;
+    let id = match (args.id, args.wait) {
+        (Some(id), false) => id,
+        (None, true) => {
+            let topic = quicft_proto::file_delivery::notify_topic(&client.client_id());
+            let mut sub = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await?;
+            if !args.json {
+                eprintln!("waiting for a delivery on {topic}");
+            }
+            let note = sub.recv().await?;
+            let n: quicft_proto::file_delivery::Notification =
+                serde_json::from_slice(&note.payload).context("bad notification")?;
+            n.id
+        }
+        _ => bail!("give a delivery id or --wait, not both"),
+    };
+    let block_size = u32::try_from(args.block_size).context("--block-size")?;
+    let bar = (!args.json).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let progress = bar.clone().map(|b| {
+        std::sync::Arc::new(move |done: u64, total: u64| {
+            b.set_length(total);
+            b.set_position(done);
+        }) as std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>
+    });
+    let opts = quicft_client::DownloadOptions {
+        block_size,
+        on_progress: progress,
+        ..quicft_client::DownloadOptions::default()
+    };
+    let result = client.download(&id, &args.output, opts).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.disconnect()).await;
+    let r = result.with_context(|| format!("download of {id} failed (run again to resume)"))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        eprintln!(
+            "{}: {} bytes, SHA-256 {} verified ({} fetched, {} from an earlier run)",
+            r.path.display(),
+            r.size,
+            r.sha256,
+            r.bytes_fetched,
+            r.resumed_bytes
+        );
+    }
+    Ok(())
 }
 
 /// `--transport`: one transport, or QUIC with TLS as the fallback.

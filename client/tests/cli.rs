@@ -563,5 +563,93 @@ async fn certificate_errors_say_which_option_fixes_them() -> Result<()> {
         err.contains(&format!("not signed by the CA in {other}")),
         "{err}"
     );
+
+/// Stores `data` as a delivery for `targets`; its id.
+async fn deliver(srv: &quicft_server::Server, data: &[u8], targets: &str) -> Result<String> {
+    use quicft_server::delivery::{NewDelivery, Targets};
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(
+        bytes::Bytes::copy_from_slice(data),
+    )]);
+    let new = NewDelivery {
+        name: "fw.bin".into(),
+        version: "1".into(),
+        targets: Targets::parse(targets)?,
+        expires_at: None,
+        sha256: None,
+    };
+    Ok(srv.deliveries().create(new, body).await?.id)
+}
+
+/// `quicft download ID -o FILE --json`, and `--wait` for the next delivery announced.
+#[tokio::test]
+async fn download_a_delivery_and_wait_for_the_next() -> Result<()> {
+    use sha2::Digest;
+    let dir = TempDir::new("download")?;
+    let srv = server(&dir.0).await?;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let sha = hex::encode(sha2::Sha256::digest(&data));
+    let id = deliver(&srv, &data, "cli-dev").await?;
+    let out = dir.0.join("fw.bin");
+    let out_s = out.to_string_lossy().into_owned();
+    let (ok, stdout, err) = quicft(
+        &srv,
+        &dir.0,
+        &["download", &id, "-o", &out_s, "-i", "cli-dev", "--json"],
+        &[],
+    )
+    .await?;
+    ensure!(ok, "download failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).context(stdout.clone())?;
+    ensure!(
+        v["sha256"] == sha.as_str() && v["size"] == data.len(),
+        "{v}"
+    );
+    ensure!(std::fs::read(&out)? == data, "downloaded file differs");
+
+    // Not for this client: a clear error, non-zero exit.
+    let (ok, _, err) = quicft(
+        &srv,
+        &dir.0,
+        &["download", &id, "-o", &out_s, "-i", "someone-else"],
+        &[],
+    )
+    .await?;
+    ensure!(!ok && err.contains("Unauthorized"), "{err}");
+
+    // --wait: told of the next delivery, fetches it.
+    let waiting_out = dir.0.join("next.bin");
+    let w = waiting_out.to_string_lossy().into_owned();
+    let waiter = {
+        let (srv_port, dir) = (srv.tcp_addr.context("tcp")?.port(), dir.0.clone());
+        tokio::process::Command::new(BIN)
+            .args(["download", "--wait", "-o", &w, "-i", "cli-agent", "--json"])
+            .args([
+                "--transport",
+                "tcp",
+                "--server",
+                &format!("127.0.0.1:{srv_port}"),
+            ])
+            .arg("--ca")
+            .arg(dir.join("certs/ca.pem"))
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?
+    };
+    let output = {
+        // The agent subscribes after it connects: announce until it has taken one.
+        let wait = waiter.wait_with_output();
+        tokio::pin!(wait);
+        let mut result = None;
+        for _ in 0..30 {
+            deliver(&srv, &data, "cli-agent").await?;
+            if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), &mut wait).await {
+                result = Some(r?);
+                break;
+            }
+        }
+        result.context("the waiting agent never downloaded")?
+    };
+    ensure!(output.status.success(), "--wait failed");
+    ensure!(std::fs::read(&waiting_out)? == data, "--wait file differs");
     Ok(())
 }

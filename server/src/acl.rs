@@ -96,6 +96,18 @@ impl Acl {
         if f.starts_with("$file-response") {
             return false;
         }
+        // AWS-style stream answers carry a thing's deliveries: no filter may reach another
+        // thing's (the thing is the client id).
+        if reaches_other_streams(f, who.client_id) {
+            return false;
+        }
+        // Delivery notifications: one's own need no rule, nobody else's may be read.
+        if let Some(rest) = f.strip_prefix(quicft_proto::file_delivery::NOTIFY_PREFIX) {
+            return rest == who.client_id;
+        }
+        if f.starts_with("$file-delivery") {
+            return false;
+        }
         self.allowed(who, f, true, covers)
     }
 
@@ -164,6 +176,27 @@ fn substitute(pattern: &str, who: Who<'_>) -> Option<String> {
 }
 
 /// Whether every topic that `filter` can match is also matched by `pattern` (both topic filters).
+/// Whether `filter` could match `$aws/things/{thing}/streams/…` of a thing other than `own`.
+fn reaches_other_streams(filter: &str, own: &str) -> bool {
+    let l: Vec<&str> = filter.split('/').collect();
+    let at = |i: usize| l.get(i).copied();
+    if at(0) != Some("$aws") {
+        return false;
+    }
+    match at(1) {
+        Some("#") => return true,
+        Some("things" | "+") => {}
+        _ => return false,
+    }
+    match at(2) {
+        Some("#") => return true,
+        Some(t) if t == own => return false,
+        Some(_) => {}
+        None => return false,
+    }
+    matches!(at(3), Some("streams" | "+" | "#"))
+}
+
 fn covers(pattern: &str, filter: &str) -> bool {
     let mut p = pattern.split('/');
     let mut f = filter.split('/');
@@ -182,6 +215,28 @@ fn covers(pattern: &str, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_things_own_stream_answers() {
+        let acl = Acl::default();
+        let who = Who {
+            client_id: "dev-1",
+            username: None,
+        };
+        let sub = |f: &str| acl.subscribe(who, &TopicFilter::parse(f).expect("filter"));
+        assert!(sub("$aws/things/dev-1/streams/abc/data/json"));
+        assert!(sub("$aws/things/dev-1/streams/#"));
+        assert!(!sub("$aws/things/dev-2/streams/abc/data/json"));
+        assert!(!sub("$aws/things/+/streams/abc/data/json"));
+        assert!(!sub("$aws/things/dev-2/+/abc/data/json"));
+        assert!(!sub("$aws/#"));
+        assert!(!sub("$aws/+/dev-2/streams/#"));
+        assert!(sub("$aws/things/dev-2/shadow/get"));
+        assert!(sub("$file-delivery/notify/dev-1"));
+        assert!(!sub("$file-delivery/notify/dev-2"));
+        assert!(!sub("$file-delivery/notify/+"));
+        assert!(!sub("$file-delivery/#"));
+    }
 
     fn rule(pattern: &str, access: Access) -> Rule {
         Rule {

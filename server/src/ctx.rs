@@ -15,6 +15,8 @@ pub(crate) struct Ctx {
     pub config: Arc<Config>,
     pub broker: Arc<Broker>,
     pub ft: FtService,
+    /// Cloud-to-device deliveries (`$aws/things/…/streams/…` requests).
+    pub deliveries: crate::delivery::DeliveryService,
     pub auth: auth::Auth,
     /// Topic access rules (`[[auth.acl]]`).
     pub acl: Arc<acl::Acl>,

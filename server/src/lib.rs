@@ -13,6 +13,7 @@ pub mod broker;
 pub mod clients;
 pub mod config;
 mod ctx;
+pub mod delivery;
 pub mod ft;
 pub mod http;
 mod link;
@@ -106,9 +107,17 @@ impl Server {
         };
         let broker = Arc::new(broker);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let clients: Arc<clients::Clients> = Arc::default();
+        let deliveries =
+            delivery::DeliveryService::open(&config.data_dir, broker.clone(), clients.clone())
+                .map_err(|source| StartError::DataDir {
+                    path: config.data_dir.join("deliveries"),
+                    source,
+                })?;
         let ctx = Arc::new(Ctx {
             broker,
             ft,
+            deliveries,
             auth: auth::Auth::new(&config.auth)?,
             acl: Arc::new(acl::Acl::new(&config.auth.acl)),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
@@ -119,7 +128,7 @@ impl Server {
                     .min(Semaphore::MAX_PERMITS),
             )),
             shutdown: shutdown_rx,
-            clients: Arc::default(),
+            clients,
             metrics: Arc::default(),
             http_token: http::Token::new(config.http.token.as_deref()),
             server_cert: server_cert.clone(),
@@ -221,6 +230,7 @@ impl Server {
                 broker.publish(Message::server(ev.topic, ev.payload, QoS::AtLeastOnce));
             }
         });
+        tasks.spawn(ctx.deliveries.clone().saver());
         let gc = ctx.ft.run_gc();
         let mut shutdown = ctx.shutdown.clone();
         tasks.spawn(async move {
@@ -260,11 +270,17 @@ impl Server {
         &self.ctx.ft
     }
 
+    /// Cloud-to-device deliveries (for tests and the HTTP API).
+    pub fn deliveries(&self) -> &delivery::DeliveryService {
+        &self.ctx.deliveries
+    }
+
     /// What the HTTP API serves from (`http::router(server.api_state())` is the app, without a socket).
     pub fn api_state(&self) -> http::ApiState {
         let c = &self.ctx;
         http::ApiState::new(
             c.ft.clone(),
+            c.deliveries.clone(),
             c.clients.clone(),
             c.metrics.clone(),
             c.http_token.clone(),
@@ -341,6 +357,8 @@ impl Server {
             let _ = stop.send(true);
             let _ = flusher.await;
         }
+        // Device states changed since the saver last ran.
+        self.ctx.deliveries.flush().await;
         if let Some(ep) = self.endpoint.take() {
             ep.close(quinn::VarInt::from_u32(0), b"server shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;

@@ -550,6 +550,8 @@ async fn openapi_describes_every_route() -> Result<()> {
         ("/api/v1/files/{clientId}/{fileId}", &["get"][..]),
         ("/api/v1/files/{clientId}/{fileId}/content", &["get"][..]),
         ("/api/v1/clients", &["get"][..]),
+        ("/api/v1/deliveries", &["get", "post"][..]),
+        ("/api/v1/deliveries/{id}", &["get", "delete"][..]),
         ("/api/v1/openapi.json", &["get"][..]),
         ("/healthz", &["get"][..]),
         ("/metrics", &["get"][..]),
@@ -567,7 +569,7 @@ async fn openapi_describes_every_route() -> Result<()> {
         .filter_map(|op| op["operationId"].as_str())
         .collect();
     ensure!(
-        ops.len() == 10 && ops.iter().collect::<HashSet<_>>().len() == 10,
+        ops.len() == 14 && ops.iter().collect::<HashSet<_>>().len() == 14,
         "operation ids: {ops:?}"
     );
     ensure!(
@@ -575,7 +577,7 @@ async fn openapi_describes_every_route() -> Result<()> {
         "healthz needs no token"
     );
     ensure!(
-        paths.as_object().map(|p| p.len()) == Some(9),
+        paths.as_object().map(|p| p.len()) == Some(11),
         "unexpected paths: {paths}"
     );
     ensure!(doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer");

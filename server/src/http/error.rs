@@ -16,7 +16,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: `not_found`, `unauthorized`, `invalid_parameter`, `invalid_cursor`,
-    /// `range_not_satisfiable`, `method_not_allowed`, `internal`.
+    /// `range_not_satisfiable`, `method_not_allowed`, `too_large`, `internal`.
     pub code: &'static str,
     pub message: String,
 }
@@ -56,6 +56,10 @@ impl ApiError {
 
     pub fn invalid_parameter(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
 
     pub fn invalid_cursor() -> ApiError {

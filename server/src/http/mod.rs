@@ -8,6 +8,7 @@
 
 mod clients;
 mod dashboard;
+mod deliveries;
 mod error;
 mod files;
 mod listener;
@@ -33,6 +34,7 @@ use utoipa::OpenApi;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 use crate::clients::Clients;
+use crate::delivery::DeliveryService;
 use crate::ft::FtService;
 use crate::metrics::Metrics;
 
@@ -44,6 +46,7 @@ pub struct ApiState {
 
 struct Inner {
     ft: FtService,
+    deliveries: DeliveryService,
     clients: Arc<Clients>,
     metrics: Arc<Metrics>,
     token: Arc<Token>,
@@ -84,6 +87,7 @@ impl Token {
 impl ApiState {
     pub fn new(
         ft: FtService,
+        deliveries: DeliveryService,
         clients: Arc<Clients>,
         metrics: Arc<Metrics>,
         token: Arc<Token>,
@@ -91,6 +95,7 @@ impl ApiState {
         ApiState {
             inner: Arc::new(Inner {
                 ft,
+                deliveries,
                 clients,
                 metrics,
                 token,
@@ -100,6 +105,10 @@ impl ApiState {
 
     fn ft(&self) -> &FtService {
         &self.inner.ft
+    }
+
+    fn deliveries(&self) -> &DeliveryService {
+        &self.inner.deliveries
     }
 
     fn clients(&self) -> &Clients {
@@ -126,6 +135,14 @@ pub fn router(state: ApiState) -> Router {
             get(files::content),
         )
         .route("/api/v1/clients", get(clients::list))
+        .route(
+            "/api/v1/deliveries",
+            get(deliveries::list).post(deliveries::create),
+        )
+        .route(
+            "/api/v1/deliveries/{id}",
+            get(deliveries::get).delete(deliveries::delete),
+        )
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -169,7 +186,7 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
 /// The OpenAPI description of every route.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "quicft HTTP API", description = "Transfers, exported files, connected clients and metrics of a quicft server."),
+    info(title = "quicft HTTP API", description = "Transfers, exported files, deliveries to devices, connected clients and metrics of a quicft server."),
     paths(
         transfers::list,
         transfers::get,
@@ -178,6 +195,10 @@ async fn require_token(State(state): State<ApiState>, req: Request, next: Next) 
         files::manifest,
         files::content,
         clients::list,
+        deliveries::create,
+        deliveries::list,
+        deliveries::get,
+        deliveries::delete,
         ops::healthz,
         ops::metrics,
         openapi_json,

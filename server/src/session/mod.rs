@@ -27,6 +27,7 @@
 mod accept;
 mod connect;
 mod deliver;
+mod delivery;
 mod ft;
 mod ft_order;
 mod qos;
@@ -559,6 +560,9 @@ impl Driver {
                 }
                 .instrument(span),
             );
+        }
+        for r in a.streams.drain(..) {
+            self.ctx.deliveries.spawn_request(r);
         }
         for (stream, reset) in a.dropped.drain(..) {
             if let Some(w) = self.writers.remove(&stream) {

@@ -70,6 +70,8 @@ pub(crate) struct Actions {
     pub route: Vec<Message>,
     /// `$file` commands to run in the background; each answers with [`Session::handle_ft_done`].
     pub commands: Vec<FileCommand>,
+    /// `$aws/things/…/streams/…` requests for the delivery service (`delivery`).
+    pub streams: Vec<crate::delivery::StreamRequest>,
     /// Streams the session no longer uses, reset with the code when there is one.
     pub dropped: Vec<(StreamId, Option<ReasonCode>)>,
     /// Set when the session must end; no input is handled after it.
@@ -421,6 +423,11 @@ impl Session {
         }
         if quicft_proto::ft::is_ft_topic(&topic) {
             return self.on_file_command(stream, p, topic);
+        }
+        if quicft_proto::aws_stream::is_stream_topic(&topic)
+            || topic.starts_with(quicft_proto::file_delivery::PREFIX)
+        {
+            return self.on_stream_request(stream, p, topic);
         }
         let (qos, pkid) = (p.qos, p.pkid);
         let code = if reserved_topic(&topic) || !self.env.acl.publish(self.who(), &topic) {

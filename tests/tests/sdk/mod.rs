@@ -95,6 +95,11 @@ impl Restartable {
         })
     }
 
+    /// The running server.
+    pub fn server(&self) -> Option<&quicft_server::Server> {
+        self.server.as_ref()
+    }
+
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
