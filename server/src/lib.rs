@@ -18,10 +18,12 @@ pub mod http;
 mod link;
 pub mod metrics;
 mod mirror;
+pub mod quic_lb;
 mod session;
 mod stream;
 pub mod tls;
 mod transport;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,7 +97,16 @@ impl Server {
             }
         }
         let identity = tls::load_or_generate(&tls_cfg, &config.data_dir)?;
-        let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
+        let exporter: Arc<dyn ft::Exporter> = match config.export.backend {
+            ft::ExportBackend::Local => Arc::new(ft::LocalExporter::new(
+                config.file_transfer.export_root.clone(),
+            )),
+            ft::ExportBackend::S3 => Arc::new(
+                ft::S3Exporter::new(&config.export.s3, config.file_transfer.export_root.clone())
+                    .map_err(|e| StartError::Ft(e.to_string()))?,
+            ),
+        };
+        let (ft, mut ft_events) = FtService::open_with(config.file_transfer.clone(), exporter)
             .map_err(|e| StartError::Ft(e.to_string()))?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let ctx = Arc::new(Ctx {
@@ -159,18 +170,40 @@ impl Server {
             ));
         }
 
-        // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}.
+        // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}, and
+        // go into the outbox of every webhook that wants them (webhooks/).
+        let hooks = Arc::new(
+            webhooks::Webhooks::open(&config.data_dir, &config.webhooks)
+                .map_err(|e| StartError::Ft(format!("webhook outbox: {e}")))?,
+        );
+        let deliveries = hooks.spawn();
         let broker = ctx.broker.clone();
         tasks.spawn(async move {
             while let Some(ev) = ft_events.recv().await {
+                if !hooks.is_empty() {
+                    let (hooks, payload) = (hooks.clone(), ev.payload.clone());
+                    // In order: the next event waits for this one to be in the outboxes.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let kind = serde_json::from_slice::<ft::EventBody>(&payload)
+                            .map(|b| b.event)
+                            .unwrap_or_default();
+                        hooks.enqueue(&kind, &payload);
+                    })
+                    .await;
+                }
                 broker.publish(Message::server(ev.topic, ev.payload, QoS::AtLeastOnce));
             }
         });
         let gc = ctx.ft.run_gc();
+        let exports = ctx.ft.run_exports();
         let mut shutdown = ctx.shutdown.clone();
         tasks.spawn(async move {
             let _ = shutdown.changed().await;
             gc.abort();
+            exports.abort();
+            for d in deliveries {
+                d.abort();
+            }
         });
         // Offline sessions end when their expiry interval has passed.
         let (broker, mut shutdown) = (ctx.broker.clone(), ctx.shutdown.clone());

@@ -294,6 +294,8 @@ impl Metrics {
             transfers.iter().map(|t| t.bytes_held).sum(),
         );
         DISK.render(&mut o);
+        EXPORTS.render(&mut o);
+        WEBHOOKS.render(&mut o);
         o
     }
 }
@@ -390,6 +392,145 @@ impl DiskMetrics {
             self.sum_nanos.load(Relaxed) as f64 / 1e9
         );
         let _ = writeln!(o, "{name}_count {cumulative}");
+    }
+}
+
+/// Process-wide counters of the background exporter (`ft/export_queue.rs`, `ft/export_s3.rs`).
+pub(crate) struct ExportMetrics {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    failures: AtomicU64,
+    parts: AtomicU64,
+    queued: AtomicU64,
+    duration_nanos: AtomicU64,
+}
+
+pub(crate) static EXPORTS: ExportMetrics = ExportMetrics {
+    files: ZERO,
+    bytes: ZERO,
+    failures: ZERO,
+    parts: ZERO,
+    queued: ZERO,
+    duration_nanos: ZERO,
+};
+
+/// A file of `bytes` was exported and checked in `took`.
+pub(crate) fn export_done(bytes: u64, took: Duration) {
+    EXPORTS.files.fetch_add(1, Relaxed);
+    EXPORTS.bytes.fetch_add(bytes, Relaxed);
+    EXPORTS
+        .duration_nanos
+        .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+}
+
+/// An export attempt failed (it is retried).
+pub(crate) fn export_failed() {
+    EXPORTS.failures.fetch_add(1, Relaxed);
+}
+
+/// One multipart part was acknowledged by the store.
+pub(crate) fn export_part_sent() {
+    EXPORTS.parts.fetch_add(1, Relaxed);
+}
+
+/// Files finished and waiting for (or in) their export.
+pub(crate) fn export_queue(n: usize) {
+    EXPORTS.queued.store(n as u64, Relaxed);
+}
+
+impl ExportMetrics {
+    fn render(&self, o: &mut String) {
+        let counters = [
+            (
+                "quicft_exports_total",
+                "Files exported to the object store and checked there.",
+                &self.files,
+            ),
+            (
+                "quicft_export_bytes_total",
+                "Bytes of files exported to the object store.",
+                &self.bytes,
+            ),
+            (
+                "quicft_export_failures_total",
+                "Export attempts that failed (each is retried; the file is kept).",
+                &self.failures,
+            ),
+            (
+                "quicft_export_parts_total",
+                "Multipart parts the object store acknowledged.",
+                &self.parts,
+            ),
+        ];
+        for (name, help, v) in counters {
+            family(o, name, "counter", help);
+            sample(o, name, &[], v.load(Relaxed));
+        }
+        family(
+            o,
+            "quicft_export_queue",
+            "gauge",
+            "Finished files waiting for their export.",
+        );
+        sample(o, "quicft_export_queue", &[], self.queued.load(Relaxed));
+        let name = "quicft_export_duration_seconds_total";
+        family(o, name, "counter", "Time spent on successful exports.");
+        let _ = writeln!(
+            o,
+            "{name} {}",
+            self.duration_nanos.load(Relaxed) as f64 / 1e9
+        );
+    }
+}
+
+/// Process-wide counters of webhook deliveries (`webhooks/`).
+pub(crate) struct WebhookMetrics {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+pub(crate) static WEBHOOKS: WebhookMetrics = WebhookMetrics {
+    delivered: ZERO,
+    failed: ZERO,
+    dropped: ZERO,
+};
+
+pub(crate) fn webhook_delivered() {
+    WEBHOOKS.delivered.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn webhook_failed() {
+    WEBHOOKS.failed.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn webhook_dropped() {
+    WEBHOOKS.dropped.fetch_add(1, Relaxed);
+}
+
+impl WebhookMetrics {
+    fn render(&self, o: &mut String) {
+        let counters = [
+            (
+                "quicft_webhook_deliveries_total",
+                "Webhook events the receiver accepted (2xx).",
+                &self.delivered,
+            ),
+            (
+                "quicft_webhook_failures_total",
+                "Webhook delivery attempts that failed (each is retried).",
+                &self.failed,
+            ),
+            (
+                "quicft_webhook_events_dropped_total",
+                "Webhook events dropped because an outbox was full or unwritable.",
+                &self.dropped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            family(o, name, "counter", help);
+            sample(o, name, &[], v.load(Relaxed));
+        }
     }
 }
 

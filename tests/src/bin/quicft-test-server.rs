@@ -3,7 +3,8 @@
 //! line on stdout. Stops on SIGTERM/SIGINT (or dies on SIGKILL, which is the point).
 //!
 //! Usage: quicft-test-server DATA_DIR [QUIC_ADDR]   (QUIC_ADDR: to come back on a port a killed
-//! server had, as a restarted production server does)
+//! server had, as a restarted production server does; `QUICFT_TEST_EXPORT` in the environment: the
+//! `[export]` section as JSON)
 
 use anyhow::{Context, Result};
 
@@ -16,6 +17,10 @@ async fn main() -> Result<()> {
     let mut config = quicft_tests::test_config(dir.into());
     if let Some(quic) = std::env::args().nth(2) {
         config.listeners.quic = Some(quic.parse().context("QUIC_ADDR")?);
+    }
+    // The `[export]` section as JSON (tests/tests/s3_export.rs).
+    if let Ok(export) = std::env::var("QUICFT_TEST_EXPORT") {
+        config.export = serde_json::from_str(&export).context("QUICFT_TEST_EXPORT")?;
     }
     let server = quicft_server::Server::start(config).await?;
     let addrs = serde_json::json!({
