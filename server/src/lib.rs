@@ -60,6 +60,17 @@ pub enum StartError {
     },
 }
 
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     /// Bound QUIC address, if that listener is enabled.
@@ -194,16 +205,16 @@ impl Server {
                 broker.publish(Message::server(ev.topic, ev.payload, QoS::AtLeastOnce));
             }
         });
-        let gc = ctx.ft.run_gc();
-        let exports = ctx.ft.run_exports();
+        // Background loops end with the server: at the shutdown signal, or when `tasks` is shut
+        // down first (which drops this task before it saw the signal: hence abort on drop, or
+        // an export or webhook loop would outlive its server and race the next one).
+        let mut background = AbortOnDrop(deliveries);
+        background.0.push(ctx.ft.run_gc());
+        background.0.push(ctx.ft.run_exports());
         let mut shutdown = ctx.shutdown.clone();
         tasks.spawn(async move {
+            let _background = background;
             let _ = shutdown.changed().await;
-            gc.abort();
-            exports.abort();
-            for d in deliveries {
-                d.abort();
-            }
         });
         // Offline sessions end when their expiry interval has passed.
         let (broker, mut shutdown) = (ctx.broker.clone(), ctx.shutdown.clone());

@@ -87,6 +87,11 @@ impl Webhooks {
 
     /// Starts one delivery task per hook; they run until aborted.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        if self.hooks.is_empty() {
+            return Vec::new();
+        }
+        // reqwest is built without its own crypto provider: use ring, the one rustls and quinn use.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = match reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("quicft/", env!("CARGO_PKG_VERSION")))
