@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use quicft_proto::ReasonCode;
 use quicft_server::ft::{ExportBackend, ExportConfig, ExportState, FinishedInfo, S3Config};
+use quicft_server::webhooks::WebhookConfig;
 use quicft_tests::ft::{self, content, sha256_hex};
 use quicft_tests::{connect, ProcessServer, Target, TestServer, Transport};
 use tower::ServiceExt;
@@ -36,8 +37,18 @@ struct Store {
 impl Store {
     /// On `port` (0: a free one).
     fn start(port: u16) -> Result<Store> {
+        Store::start_with(port, false)
+    }
+
+    /// With `auth`, the store checks credentials (moto's IAM) from its second request on: the
+    /// first (making the bucket) is free, and no key the test could send exists.
+    fn start_with(port: u16, auth: bool) -> Result<Store> {
         use std::io::BufRead;
-        let mut child = Command::new("python3")
+        let mut cmd = Command::new("python3");
+        if auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "1");
+        }
+        let mut child = cmd
             .arg(script())
             .args(["serve", &port.to_string()])
             .stdout(Stdio::piped())
@@ -216,7 +227,19 @@ async fn a_40mb_file_is_exported_in_parts_byte_identical() -> Result<()> {
     let store = Store::start(0)?;
     tool(&["mkbucket", &store.endpoint(), BUCKET])?;
     let endpoint = store.endpoint();
-    let server = TestServer::start_with(|c| c.export = export_config(&endpoint, 3)).await?;
+    let hook_out = tempfile::tempdir()?;
+    let hook_file = hook_out.path().join("events.jsonl");
+    let hook = Receiver::start(&hook_file)?;
+    let server = TestServer::start_with(|c| {
+        c.export = export_config(&endpoint, 3);
+        c.webhooks = vec![WebhookConfig {
+            url: format!("http://127.0.0.1:{}/", hook.port),
+            events: vec!["completed".into(), "exported".into()],
+            secret: "s3-hook".into(),
+            max_pending: 100,
+        }];
+    })
+    .await?;
     let data = content(BIG, 40);
     upload(&server, "dev-1", "big", &data).await?;
     let f = wait_export(&server, "big", Duration::from_secs(180), |s| {
@@ -269,7 +292,92 @@ async fn a_40mb_file_is_exported_in_parts_byte_identical() -> Result<()> {
     let (_, _, metrics) = get(&app, "/metrics").await?;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("quicft_exports_total "), "{metrics}");
+    // The webhook heard `completed` (the file is whole on the server), then `exported` with the
+    // object's location.
+    let start = Instant::now();
+    let events = loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&hook_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 2 || start.elapsed() > Duration::from_secs(30) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["body"]["event"].as_str())
+        .collect();
+    assert_eq!(kinds, ["completed", "exported"], "{events:#?}");
+    assert!(events.iter().all(|e| e["sig_ok"] == true));
+    assert_eq!(
+        events[1]["body"]["export_path"],
+        format!("s3://{BUCKET}/{key}")
+    );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_credentials_keep_the_file_and_show_the_error() -> Result<()> {
+    let store = Store::start_with(0, true)?;
+    tool(&["mkbucket", &store.endpoint(), BUCKET])?;
+    let endpoint = store.endpoint();
+    let server = TestServer::start_with(|c| c.export = export_config(&endpoint, 2)).await?;
+    let data = content(2_000_000, 44);
+    upload(&server, "dev-5", "denied", &data).await?;
+    let f = wait_export(&server, "denied", Duration::from_secs(60), |s| {
+        matches!(s, ExportState::ExportFailed { .. })
+    })
+    .await?;
+    let ExportState::ExportFailed { error, .. } = &f.export else {
+        unreachable!()
+    };
+    assert!(error.contains("InvalidAccessKeyId"), "{error}");
+    let data_file = server.dir.path().join("transfers/dev-5/denied/data.part");
+    assert_eq!(std::fs::metadata(&data_file)?.len(), data.len() as u64);
+    let app = server.api();
+    let (_, _, body) = get(&app, "/api/v1/files/dev-5/denied").await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    assert_eq!(v["export_state"], "export_failed", "{v}");
+    assert!(
+        v["export_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("InvalidAccessKeyId")),
+        "{v}"
+    );
+    Ok(())
+}
+
+/// The webhook receiver of `tests/python/webhook_receiver.py` (checks signatures).
+struct Receiver {
+    child: Child,
+    port: u16,
+}
+
+impl Receiver {
+    fn start(out: &Path) -> Result<Receiver> {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/webhook_receiver.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["0", "s3-hook"])
+            .arg(out)
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let port = line.trim().parse().context("receiver port")?;
+        Ok(Receiver { child, port })
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
