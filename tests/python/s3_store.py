@@ -7,6 +7,7 @@ size, part ETags checked at completion, the MD5-of-MD5s "-N" ETag, NoSuchUpload 
   s3_store.py mkbucket ENDPOINT BUCKET
   s3_store.py stat ENDPOINT BUCKET KEY    prints JSON: size, sha256 of the bytes, etag, parts
   s3_store.py keys ENDPOINT BUCKET        prints JSON: every key
+  s3_store.py uploads ENDPOINT BUCKET     prints JSON: the keys of multipart uploads in progress
   s3_store.py url URL                     GET (a presigned URL); prints JSON: size, sha256
   s3_store.py put ENDPOINT BUCKET KEY FILE   boto3's own multipart upload (bench/EXPORT.md)
 """
@@ -60,6 +61,9 @@ def main():
         s3 = client(args[0])
         out = s3.list_objects_v2(Bucket=args[1]).get("Contents", [])
         print(json.dumps([o["Key"] for o in out]))
+    elif cmd == "uploads":
+        out = client(args[0]).list_multipart_uploads(Bucket=args[1]).get("Uploads", [])
+        print(json.dumps([u["Key"] for u in out]))
     elif cmd == "url":
         with urllib.request.urlopen(args[0]) as r:
             h, n = hashlib.sha256(), 0

@@ -448,6 +448,9 @@ async fn sigkill_mid_export_completes_after_restart() -> Result<()> {
         stat["etag"].as_str().unwrap_or("").ends_with("-5"),
         "{stat}"
     );
+    // Resumed, not begun again: a second upload would have left the first one open.
+    let open = tool(&["uploads", &store.endpoint(), BUCKET])?;
+    assert_eq!(open, serde_json::json!([]), "multipart uploads left open");
     Ok(())
 }
 
