@@ -440,7 +440,7 @@ pub(crate) fn export_queue(n: usize) {
 
 impl ExportMetrics {
     fn render(&self, o: &mut String) {
-        let counters = [
+        let list = [
             (
                 "quicft_exports_total",
                 "Files exported to the object store and checked there.",
@@ -462,10 +462,7 @@ impl ExportMetrics {
                 &self.parts,
             ),
         ];
-        for (name, help, v) in counters {
-            family(o, name, "counter", help);
-            sample(o, name, &[], v.load(Relaxed));
-        }
+        counters(o, &list);
         family(
             o,
             "quicft_export_queue",
@@ -510,7 +507,7 @@ pub(crate) fn webhook_dropped() {
 
 impl WebhookMetrics {
     fn render(&self, o: &mut String) {
-        let counters = [
+        let list = [
             (
                 "quicft_webhook_deliveries_total",
                 "Webhook events the receiver accepted (2xx).",
@@ -527,10 +524,15 @@ impl WebhookMetrics {
                 &self.dropped,
             ),
         ];
-        for (name, help, v) in counters {
-            family(o, name, "counter", help);
-            sample(o, name, &[], v.load(Relaxed));
-        }
+        counters(o, &list);
+    }
+}
+
+/// Unlabelled counters: (name, help, value).
+fn counters(o: &mut String, list: &[(&str, &str, &AtomicU64)]) {
+    for &(name, help, v) in list {
+        family(o, name, "counter", help);
+        sample(o, name, &[], v.load(Relaxed));
     }
 }
 

@@ -178,6 +178,18 @@ async fn wait_export(
     }
 }
 
+/// Waits until the export of `file_id` failed; its error.
+async fn wait_failed(server: &TestServer, file_id: &str) -> Result<String> {
+    let f = wait_export(server, file_id, Duration::from_secs(60), |s| {
+        matches!(s, ExportState::ExportFailed { .. })
+    })
+    .await?;
+    match f.export {
+        ExportState::ExportFailed { error, .. } => Ok(error),
+        other => bail!("{other:?}"),
+    }
+}
+
 /// The object key of `file_id` uploaded by [`upload`] from `client`.
 fn key(client: &str, file_id: &str) -> String {
     format!("quicft/{client}/{file_id}/{file_id}%20data.bin")
@@ -327,13 +339,7 @@ async fn wrong_credentials_keep_the_file_and_show_the_error() -> Result<()> {
     let server = TestServer::start_with(|c| c.export = export_config(&endpoint, 2)).await?;
     let data = content(2_000_000, 44);
     upload(&server, "dev-5", "denied", &data).await?;
-    let f = wait_export(&server, "denied", Duration::from_secs(60), |s| {
-        matches!(s, ExportState::ExportFailed { .. })
-    })
-    .await?;
-    let ExportState::ExportFailed { error, .. } = &f.export else {
-        unreachable!()
-    };
+    let error = wait_failed(&server, "denied").await?;
     assert!(error.contains("InvalidAccessKeyId"), "{error}");
     let data_file = server.dir.path().join("transfers/dev-5/denied/data.part");
     assert_eq!(std::fs::metadata(&data_file)?.len(), data.len() as u64);
@@ -461,13 +467,7 @@ async fn missing_bucket_keeps_the_file_shows_the_error_and_recovers() -> Result<
     let server = TestServer::start_with(|c| c.export = export_config(&endpoint, 2)).await?;
     let data = content(3_000_000, 43);
     upload(&server, "dev-4", "nobucket", &data).await?;
-    let f = wait_export(&server, "nobucket", Duration::from_secs(60), |s| {
-        matches!(s, ExportState::ExportFailed { .. })
-    })
-    .await?;
-    let ExportState::ExportFailed { error, .. } = &f.export else {
-        unreachable!()
-    };
+    let error = wait_failed(&server, "nobucket").await?;
     assert!(
         error.contains("NoSuchBucket") || error.contains("bucket does not exist"),
         "{error}"
