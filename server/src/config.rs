@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::ft::FtConfig;
+use crate::ft::{ExportConfig, FtConfig};
 
 /// Everything the server needs to start. Built by [`Config::default`], [`Config::from_toml`] and the
 /// flags in `main.rs`, then checked by [`Config::validate`].
@@ -28,6 +28,12 @@ pub struct Config {
     /// Seconds between publications of the `$SYS/broker/…` topics (retained); 0: none.
     pub sys_interval: u64,
     pub persistence: PersistenceConfig,
+    /// Where finished files go (local directory or an S3-compatible store).
+    pub export: ExportConfig,
+    /// This node behind a QUIC-LB load balancer (server id in every connection id).
+    pub cluster: crate::quic_lb::ClusterConfig,
+    /// `[[webhooks]]`: where file-transfer events are POSTed.
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// Broker state that survives a restart: retained messages and persistent sessions (their
@@ -362,6 +368,12 @@ pub enum ConfigError {
     HalfTls,
     #[error("invalid limit: {0}")]
     Limit(&'static str),
+    #[error("invalid [export] section: {0}")]
+    Export(String),
+    #[error("invalid [cluster] section: {0}")]
+    Cluster(String),
+    #[error("invalid [[webhooks]] entry: {0}")]
+    Webhook(String),
     #[error(
         "HTTP API on non-loopback address {0} without a token: set [http] token or token_file, \
          or pass --http-token-file FILE"
@@ -399,6 +411,9 @@ impl Config {
             http: HttpConfig::default(),
             sys_interval: 10,
             persistence: PersistenceConfig::default(),
+            export: ExportConfig::default(),
+            cluster: crate::quic_lb::ClusterConfig::default(),
+            webhooks: Vec::new(),
         };
         cfg.set_data_dir(data_dir);
         cfg
@@ -458,6 +473,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::HalfTls);
+        }
+        self.export.check().map_err(ConfigError::Export)?;
+        self.cluster.parse().map_err(ConfigError::Cluster)?;
+        for h in &self.webhooks {
+            h.check().map_err(ConfigError::Webhook)?;
         }
         if self.limits.max_connections == 0 {
             return Err(ConfigError::Limit("max_connections must be at least 1"));

@@ -19,11 +19,13 @@ pub mod http;
 mod link;
 pub mod metrics;
 mod mirror;
+pub mod quic_lb;
 mod session;
 mod stream;
 mod sys;
 pub mod tls;
 mod transport;
+pub mod webhooks;
 mod ws;
 
 use std::net::SocketAddr;
@@ -64,6 +66,17 @@ pub enum StartError {
     },
 }
 
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     /// Bound QUIC address, if that listener is enabled.
@@ -94,7 +107,16 @@ impl Server {
         let config = Arc::new(config);
         let identity = identity(&config)?;
         let server_cert = tls::ServerCert::new(&identity)?;
-        let (ft, mut ft_events) = FtService::open(config.file_transfer.clone())
+        let exporter: Arc<dyn ft::Exporter> = match config.export.backend {
+            ft::ExportBackend::Local => Arc::new(ft::LocalExporter::new(
+                config.file_transfer.export_root.clone(),
+            )),
+            ft::ExportBackend::S3 => Arc::new(
+                ft::S3Exporter::new(&config.export.s3, config.file_transfer.export_root.clone())
+                    .map_err(|e| StartError::Ft(e.to_string()))?,
+            ),
+        };
+        let (ft, mut ft_events) = FtService::open_with(config.file_transfer.clone(), exporter)
             .map_err(|e| StartError::Ft(e.to_string()))?;
         let broker = if config.persistence.enabled {
             Broker::open(
@@ -223,19 +245,41 @@ impl Server {
             ));
         }
 
-        // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}.
+        // File-transfer events become ordinary messages on $events/file/{clientId}/{fileId}, and
+        // go into the outbox of every webhook that wants them (webhooks/).
+        let hooks = Arc::new(
+            webhooks::Webhooks::open(&config.data_dir, &config.webhooks)
+                .map_err(|e| StartError::Ft(format!("webhook outbox: {e}")))?,
+        );
+        let hook_tasks = hooks.spawn();
         let broker = ctx.broker.clone();
         tasks.spawn(async move {
             while let Some(ev) = ft_events.recv().await {
+                if !hooks.is_empty() {
+                    let (hooks, payload) = (hooks.clone(), ev.payload.clone());
+                    // In order: the next event waits for this one to be in the outboxes.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let kind = serde_json::from_slice::<ft::EventBody>(&payload)
+                            .map(|b| b.event)
+                            .unwrap_or_default();
+                        hooks.enqueue(&kind, &payload);
+                    })
+                    .await;
+                }
                 broker.publish(Message::server(ev.topic, ev.payload, QoS::AtLeastOnce));
             }
         });
         tasks.spawn(ctx.deliveries.clone().saver());
-        let gc = ctx.ft.run_gc();
+        // Background loops end with the server: at the shutdown signal, or when `tasks` is shut
+        // down first (which drops this task before it saw the signal: hence abort on drop, or
+        // an export or webhook loop would outlive its server and race the next one).
+        let mut background = AbortOnDrop(hook_tasks);
+        background.0.push(ctx.ft.run_gc());
+        background.0.push(ctx.ft.run_exports());
         let mut shutdown = ctx.shutdown.clone();
         tasks.spawn(async move {
+            let _background = background;
             let _ = shutdown.changed().await;
-            gc.abort();
         });
         if config.sys_interval > 0 {
             let every = Duration::from_secs(config.sys_interval);

@@ -313,6 +313,8 @@ impl Metrics {
             transfers.iter().map(|t| t.bytes_held).sum(),
         );
         render_commits(&mut o);
+        render_exports(&mut o);
+        WEBHOOKS.render(&mut o);
         o
     }
 }
@@ -351,6 +353,106 @@ fn render_commits(o: &mut String) {
     }
     let _ = writeln!(o, "{name}_sum {}", c.sum.as_secs_f64());
     let _ = writeln!(o, "{name}_count {cumulative}");
+}
+
+/// The background exporter's counters (`ft/export_stats.rs`), process-wide.
+fn render_exports(o: &mut String) {
+    let e = crate::ft::export_stats();
+    let (files, bytes, failures, parts) = (
+        AtomicU64::new(e.files),
+        AtomicU64::new(e.bytes),
+        AtomicU64::new(e.failures),
+        AtomicU64::new(e.parts),
+    );
+    let list = [
+        (
+            "quicft_exports_total",
+            "Files exported to the object store and checked there.",
+            &files,
+        ),
+        (
+            "quicft_export_bytes_total",
+            "Bytes of files exported to the object store.",
+            &bytes,
+        ),
+        (
+            "quicft_export_failures_total",
+            "Export attempts that failed (each is retried; the file is kept).",
+            &failures,
+        ),
+        (
+            "quicft_export_parts_total",
+            "Multipart parts the object store acknowledged.",
+            &parts,
+        ),
+    ];
+    counters(o, &list);
+    family(
+        o,
+        "quicft_export_queue",
+        "gauge",
+        "Finished files waiting for their export.",
+    );
+    sample(o, "quicft_export_queue", &[], e.queued);
+    let name = "quicft_export_duration_seconds_total";
+    family(o, name, "counter", "Time spent on successful exports.");
+    let _ = writeln!(o, "{name} {}", e.duration.as_secs_f64());
+}
+
+/// Process-wide counters of webhook deliveries (`webhooks/`).
+pub(crate) struct WebhookMetrics {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+pub(crate) static WEBHOOKS: WebhookMetrics = WebhookMetrics {
+    delivered: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+};
+
+pub(crate) fn webhook_delivered() {
+    WEBHOOKS.delivered.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn webhook_failed() {
+    WEBHOOKS.failed.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn webhook_dropped() {
+    WEBHOOKS.dropped.fetch_add(1, Relaxed);
+}
+
+impl WebhookMetrics {
+    fn render(&self, o: &mut String) {
+        let list = [
+            (
+                "quicft_webhook_deliveries_total",
+                "Webhook events the receiver accepted (2xx).",
+                &self.delivered,
+            ),
+            (
+                "quicft_webhook_failures_total",
+                "Webhook delivery attempts that failed (each is retried).",
+                &self.failed,
+            ),
+            (
+                "quicft_webhook_events_dropped_total",
+                "Webhook events dropped because an outbox was full or unwritable.",
+                &self.dropped,
+            ),
+        ];
+        counters(o, &list);
+    }
+}
+
+/// Unlabelled counters: (name, help, value).
+fn counters(o: &mut String, list: &[(&str, &str, &AtomicU64)]) {
+    for &(name, help, v) in list {
+        family(o, name, "counter", help);
+        sample(o, name, &[], v.load(Relaxed));
+    }
 }
 
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {

@@ -145,9 +145,13 @@ pub(crate) fn quic_endpoint(
         .first_chunk::<8>()
         .map_or(0, |b| u64::from_le_bytes(*b));
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
-    endpoint_config.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-    });
+    // Behind a QUIC-LB load balancer, ids that carry this node's server id (crate::quic_lb).
+    match cfg.cluster.parse().map_err(ListenError::Quic)? {
+        Some(lb) => endpoint_config.cid_generator(move || Box::new(lb.clone())),
+        None => endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        }),
+    };
     quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
         .map_err(ListenError::bind("QUIC", addr))
 }

@@ -582,6 +582,11 @@ impl Conn {
         }
     }
 
+    /// The client's QUIC endpoint (to rebind it: a migration to a new address).
+    pub fn quic_endpoint(&self) -> Option<&quinn::Endpoint> {
+        self.endpoint.as_ref()
+    }
+
     /// Opens a new QUIC data stream (fails on TCP/TLS, which have one stream).
     pub async fn open_stream(&self) -> Result<RawStream> {
         let conn = self

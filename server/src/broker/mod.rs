@@ -538,7 +538,13 @@ impl Broker {
             } else {
                 st.retained.insert(msg.topic.clone(), msg.clone());
             }
-            if let Some(j) = st.journal.as_mut() {
+            // `$SYS/…` is the server's own, republished after every start (mosquitto does not
+            // store it either).
+            if let Some(j) = st
+                .journal
+                .as_mut()
+                .filter(|_| !msg.topic.starts_with("$SYS/"))
+            {
                 j.retain(&msg.topic, (!msg.payload.is_empty()).then(|| msg.clone()));
             }
         }

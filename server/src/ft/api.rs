@@ -97,15 +97,54 @@ pub struct TransferInfo {
     pub meta: FileMeta,
 }
 
-/// A finished (exported, not yet expired) file, for the REST API.
+/// Where a finished file's export is (REST `export_state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportState {
+    /// Finished and kept in the server's store; a background export is uploading it (or waits
+    /// for its turn).
+    Exporting,
+    /// Published by the exporter and checked there.
+    Exported,
+    /// The last attempt failed (the file is kept; the export is retried with backoff).
+    ExportFailed {
+        error: String,
+        attempts: u32,
+        /// Unix seconds of the next attempt.
+        retry_at: u64,
+    },
+}
+
+impl ExportState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExportState::Exporting => "exporting",
+            ExportState::Exported => "exported",
+            ExportState::ExportFailed { .. } => "export_failed",
+        }
+    }
+}
+
+/// A finished (not yet expired) file, for the REST API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FinishedInfo {
     pub manifest: Manifest,
+    /// The file on this server's disk, or (exported elsewhere) its `location`.
     pub export_path: PathBuf,
     pub manifest_path: PathBuf,
+    pub export: ExportState,
 }
 
 impl FtService {
+    /// A presigned URL of an export that lies in an object store (see [`super::Exporter::presign`]).
+    pub async fn presigned_url(&self, m: &Manifest) -> std::io::Result<Option<String>> {
+        if m.location.is_none() {
+            return Ok(None);
+        }
+        let (exporter, m) = (self.inner.exporter.clone(), m.clone());
+        super::blocking(move || exporter.presign(&m)).await
+    }
+
     /// Transfers in progress, for the REST API.
     pub fn transfers(&self) -> Vec<TransferInfo> {
         let reg = lock(&self.inner.reg);
@@ -146,9 +185,15 @@ impl FtService {
             .values()
             .flat_map(|c| c.finished.values())
             .map(|f| FinishedInfo {
-                export_path: f.manifest.file_path(&f.dir),
+                export_path: match (&f.export, &f.manifest.location) {
+                    (ExportState::Exported, Some(loc)) => PathBuf::from(loc),
+                    (ExportState::Exported, None) => f.manifest.file_path(&f.dir),
+                    // Still in the store, where fin left it.
+                    _ => f.dir.join(disk::DATA_FILE),
+                },
                 manifest_path: f.dir.join(disk::MANIFEST_FILE),
                 manifest: f.manifest.clone(),
+                export: f.export.clone(),
             })
             .collect();
         out.sort_by(|a, b| {

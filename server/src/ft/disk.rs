@@ -83,9 +83,29 @@ pub struct Manifest {
     pub finished_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_at: Option<u64>,
+    /// Where an exporter other than the local one put the file (`s3://bucket/key`); the export
+    /// directory then holds only this manifest, as the server's record of the export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl Manifest {
+    /// The manifest of a transfer that passed fin.
+    pub fn new(rec: &TransferRecord, fin: &FinRecord) -> Manifest {
+        Manifest {
+            client_id: rec.client_id.clone(),
+            file_id: rec.file_id.clone(),
+            name: rec.meta.name.clone(),
+            size: fin.size,
+            sha256: fin.sha256.clone(),
+            meta: rec.meta.clone(),
+            started_at: rec.started_at,
+            finished_at: fin.finished_at,
+            expire_at: rec.meta.expire_at,
+            location: None,
+        }
+    }
+
     /// The exported file's name in its directory: always `escape(name)`, one path component.
     pub fn file_name(&self) -> String {
         escape(&self.name)
@@ -311,22 +331,35 @@ pub fn export(
             "partial file is gone and was not exported",
         ));
     }
-    let manifest = Manifest {
-        client_id: rec.client_id.clone(),
-        file_id: rec.file_id.clone(),
-        name: rec.meta.name.clone(),
-        size: fin.size,
-        sha256: fin.sha256.clone(),
-        meta: rec.meta.clone(),
-        started_at: rec.started_at,
-        finished_at: fin.finished_at,
-        expire_at: rec.meta.expire_at,
-    };
+    let manifest = Manifest::new(rec, fin);
     write_atomic(&edir, MANIFEST_FILE, &to_json(&manifest)?)?;
-    for entry in fs::read_dir(&edir)? {
+    keep_only(&edir, &[file.as_str(), MANIFEST_FILE])?;
+    Ok((manifest, edir))
+}
+
+/// Records an export that lies elsewhere (`manifest.location` set): its export directory holds
+/// only the manifest, and anything of an older local export with the same ids goes.
+pub fn record_remote_export(export_root: &Path, manifest: &Manifest) -> io::Result<PathBuf> {
+    let edir = ensure_dirs(
+        export_root,
+        &[&escape(&manifest.client_id), &escape(&manifest.file_id)],
+    )?;
+    write_atomic(&edir, MANIFEST_FILE, &to_json(manifest)?)?;
+    keep_only(&edir, &[MANIFEST_FILE])?;
+    Ok(edir)
+}
+
+/// The manifest an export directory holds.
+pub fn read_manifest(dir: &Path) -> io::Result<Manifest> {
+    read_json(&dir.join(MANIFEST_FILE))
+}
+
+/// Deletes every entry of `dir` not named in `keep`, then fsyncs it.
+fn keep_only(edir: &Path, keep: &[&str]) -> io::Result<()> {
+    for entry in fs::read_dir(edir)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name != file.as_str() && name != MANIFEST_FILE {
+        if !keep.iter().any(|k| name == *k) {
             let path = entry.path();
             if entry.file_type()?.is_dir() {
                 fs::remove_dir_all(&path)?;
@@ -335,8 +368,7 @@ pub fn export(
             }
         }
     }
-    fsync_dir(&edir)?;
-    Ok((manifest, edir))
+    fsync_dir(edir)
 }
 
 /// What a transfer directory holds after a restart.
@@ -516,6 +548,10 @@ pub fn scan_exports(root: &Path) -> io::Result<Vec<(Manifest, PathBuf)>> {
                     || fname.to_str() != Some(escape(&m.file_id).as_str())
                 {
                     return Err("its ids do not match its directory".into());
+                }
+                if m.location.is_some() {
+                    // Exported elsewhere: the directory holds only the manifest.
+                    return Ok(());
                 }
                 match fs::symlink_metadata(m.file_path(&fdir)) {
                     Ok(md) if md.is_file() && md.len() == m.size => Ok(()),

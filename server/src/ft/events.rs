@@ -1,5 +1,6 @@
 //! Transfer events for the cloud, published by the server on `$events/file/{clientId}/{fileId}`
-//! (DESIGN §4): `started`, `completed`, `aborted`, `failed`. They are best effort: a full queue drops
+//! (DESIGN §4): `started`, `completed`, `aborted`, `failed`, and `exported` (a background export,
+//! `export_queue.rs`, put the file in the object store: `export_path` is its location). They are best effort: a full queue drops
 //! an event with a warning rather than stalling an upload behind a slow consumer.
 
 use bytes::Bytes;
@@ -20,7 +21,7 @@ pub struct FtEvent {
 /// The JSON of an [`FtEvent`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBody {
-    /// `started`, `completed`, `aborted` or `failed`.
+    /// `started`, `completed`, `aborted`, `failed` or `exported`.
     pub event: String,
     pub client_id: String,
     pub file_id: String,
@@ -57,6 +58,7 @@ pub(super) enum EventKind {
     Completed,
     Aborted,
     Failed,
+    Exported,
 }
 
 impl EventKind {
@@ -66,6 +68,7 @@ impl EventKind {
             EventKind::Completed => "completed",
             EventKind::Aborted => "aborted",
             EventKind::Failed => "failed",
+            EventKind::Exported => "exported",
         }
     }
 }
@@ -83,12 +86,23 @@ impl FtService {
 
     /// Queues an event about `t` for the cloud; never waits (see [`EVENT_QUEUE`]).
     pub(super) fn emit(&self, kind: EventKind, t: &Transfer, fill: EventFill) {
-        let (client_id, file_id) = (&t.client_id, &t.file_id);
+        self.emit_for(kind, &t.client_id, &t.file_id, &t.meta.name, fill);
+    }
+
+    /// [`FtService::emit`] for a file that is no live transfer any more.
+    pub(super) fn emit_for(
+        &self,
+        kind: EventKind,
+        client_id: &str,
+        file_id: &str,
+        name: &str,
+        fill: EventFill,
+    ) {
         let body = EventBody {
             event: kind.as_str().to_owned(),
             client_id: client_id.to_owned(),
             file_id: file_id.to_owned(),
-            name: t.meta.name.clone(),
+            name: name.to_owned(),
             size: fill.size,
             sha256: fill.sha256,
             export_path: fill.export_path,

@@ -1,6 +1,8 @@
 //! Where finished files go: the [`Exporter`] behind fin, GC of expired exports and the scan at start.
-//! [`LocalExporter`] publishes into `export_root` on the store's filesystem (a rename); an S3
-//! exporter is next and implements the same trait.
+//! [`LocalExporter`] publishes into `export_root` on the store's filesystem (a rename), inside fin;
+//! the S3 exporter (`export_s3.rs`) uploads in the background after fin answered
+//! ([`Exporter::background`], `export_queue.rs`), from the transfer directory that `fin.json`
+//! keeps until the upload is checked.
 //!
 //! The promise around any exporter is the store's, kept by [`publish`]: `fin.json` is written to the
 //! transfer's directory before the exporter runs, and the directory is deleted only after it
@@ -37,6 +39,20 @@ pub trait Exporter: Send + Sync + 'static {
 
     /// Every export still published, read once at start.
     fn scan(&self) -> io::Result<Vec<(Manifest, PathBuf)>>;
+
+    /// Whether publishing runs after fin answered (a remote store: minutes, and it may be down)
+    /// rather than inside fin. The transfer is then finished once `fin.json` is written, shown as
+    /// `exporting` until `publish` succeeds, and retried until it does (`export_queue.rs`).
+    fn background(&self) -> bool {
+        false
+    }
+
+    /// A time-limited URL that serves the export `m` directly (S3: a presigned GET); `None` when
+    /// the server serves the file itself.
+    fn presign(&self, m: &Manifest) -> io::Result<Option<String>> {
+        let _ = m;
+        Ok(None)
+    }
 }
 
 /// Exports into a directory tree (`<export_root>/<esc clientId>/<esc fileId>/`, see `disk.rs`).

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use quicft_proto::ft::{FtReason, Sha256};
 
-use super::api::TransferState;
-use super::disk::{FinRecord, Manifest};
+use super::api::{ExportState, TransferState};
+use super::disk::{self, FinRecord, Manifest, TransferRecord};
 use super::events::{EventFill, EventKind};
 use super::export;
 use super::outcome::{cancelled_outcome, storage_outcome, FtOutcome};
@@ -127,6 +127,9 @@ impl FtService {
         // No writer is left (fin waited for those in flight, new ones wait for the op lock); drop the
         // cached descriptors anyway so none outlives the rename.
         t.close_files(false);
+        if self.inner.exporter.background() {
+            return self.finish_for_export(t, rec, fin).await;
+        }
         let (exporter, tdir) = (self.inner.exporter.clone(), t.dir.clone());
         let published =
             blocking(move || export::publish(exporter.as_ref(), &tdir, &rec, &fin, true)).await;
@@ -147,7 +150,7 @@ impl FtService {
         {
             let mut reg = lock(&self.inner.reg);
             reg.leave(t);
-            reg.insert_finished(Finished { manifest, dir });
+            reg.insert_finished(Finished::exported(manifest, dir));
         }
         tracing::info!(size, sha256 = %sha256, path = %export_path.display(), "transfer completed");
         self.emit(
@@ -157,6 +160,48 @@ impl FtService {
                 size: Some(size),
                 sha256: Some(sha256),
                 export_path: Some(export_path.display().to_string()),
+                reason: None,
+            },
+        );
+        FtOutcome::ok().state(TransferState::Complete)
+    }
+
+    /// Fin of a transfer whose exporter works in the background: once `fin.json` is on disk the
+    /// file is finished (the device is done), and the export queue publishes it from the transfer
+    /// directory, retrying until it succeeds.
+    async fn finish_for_export(
+        &self,
+        t: &Arc<Transfer>,
+        rec: TransferRecord,
+        fin: FinRecord,
+    ) -> FtOutcome {
+        let (tdir, f) = (t.dir.clone(), fin.clone());
+        if let Err(e) = blocking(move || disk::record_fin(&tdir, &f)).await {
+            tracing::error!(error = %e, "cannot record fin");
+            return storage_outcome(&e, "fin", FtReason::Quota);
+        }
+        t.close_files(true);
+        let manifest = Manifest::new(&rec, &fin);
+        let (size, sha256) = (fin.size, fin.sha256.clone());
+        {
+            let mut reg = lock(&self.inner.reg);
+            reg.leave(t);
+            reg.insert_finished(Finished {
+                manifest,
+                dir: t.dir.clone(),
+                export: ExportState::Exporting,
+                pending: Some(Arc::new((rec, fin))),
+            });
+        }
+        self.inner.export_wake.notify_one();
+        tracing::info!(size, sha256 = %sha256, "transfer completed; export queued");
+        self.emit(
+            EventKind::Completed,
+            t,
+            EventFill {
+                size: Some(size),
+                sha256: Some(sha256),
+                export_path: Some(t.dir.join(disk::DATA_FILE).display().to_string()),
                 reason: None,
             },
         );

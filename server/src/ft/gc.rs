@@ -49,7 +49,9 @@ impl FtService {
             let mut tombs = Vec::new();
             for c in reg.clients.values_mut() {
                 c.finished.retain(|_, f| {
-                    let expired = f.manifest.expire_at.is_some_and(|at| at <= now_unix);
+                    // A file still waiting for its export stays until it is exported.
+                    let expired = f.pending.is_none()
+                        && f.manifest.expire_at.is_some_and(|at| at <= now_unix);
                     if expired {
                         exports.push(f.clone());
                     }

@@ -47,6 +47,13 @@ impl FtService {
                         return FtOutcome::with(FtReason::Success, "already complete")
                             .state(TransferState::Complete);
                     }
+                    Lookup::Finished(f) if f.pending.is_some() => {
+                        // Its transfer directory is the export's source until the export is done.
+                        return FtOutcome::with(
+                            FtReason::Quota,
+                            "the file with this id is still being exported: retry later",
+                        );
+                    }
                     Lookup::Finished(_) | Lookup::Unknown => {
                         if let Some(refused) = self.init_limits(&reg, client_id, &meta) {
                             return refused;

@@ -12,6 +12,7 @@
 //! status.rs   status (and status with init's JSON)      gc.rs       expiry of transfers, exports, tombstones
 //! registry.rs who holds what, by client and file id     recover.rs  what open finds on disk
 //! export.rs   the Exporter trait, local exporter        events.rs   $events/file/… for the cloud
+//! export_s3.rs the S3-compatible exporter               export_queue.rs background exports, retries
 //! api.rs      REST views, TransferState                 outcome.rs  the answer to a command
 //! transfer.rs one transfer and its phase transitions    commit.rs   the group commit
 //! disk.rs     the on-disk layout                        journal.rs  the range journal
@@ -44,6 +45,9 @@ mod error;
 mod escape;
 mod events;
 mod export;
+mod export_queue;
+mod export_s3;
+mod export_stats;
 mod fin;
 mod gc;
 mod init;
@@ -69,16 +73,18 @@ use quicft_proto::ft::{Command, FtReason, FtTopic};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-pub use api::{FinishedInfo, TransferInfo, TransferState};
+pub use api::{ExportState, FinishedInfo, TransferInfo, TransferState};
 #[cfg(test)]
 pub(crate) use commit_stats::group_committed;
 pub use commit_stats::{commit_stats, CommitStats, FSYNC_BUCKETS};
-pub use config::FtConfig;
+pub use config::{ExportBackend, ExportConfig, FtConfig, S3Config};
 pub use disk::Manifest;
 pub use error::FtError;
 pub use escape::escape as escape_component;
 pub use events::{EventBody, FtEvent, EVENT_QUEUE};
 pub use export::{Exporter, LocalExporter};
+pub use export_s3::S3Exporter;
+pub use export_stats::{export_stats, ExportStats};
 pub use outcome::FtOutcome;
 
 use commit::CommitJob;
@@ -100,6 +106,8 @@ struct Inner {
     free: Arc<disk::FreeSpace>,
     /// Where fin publishes; shared with the blocking tasks that run it.
     exporter: Arc<dyn Exporter>,
+    /// Wakes the background exporter (`export_queue.rs`) when a file waits for it.
+    export_wake: tokio::sync::Notify,
 }
 
 impl FtService {
@@ -132,6 +140,7 @@ impl FtService {
             events,
             free,
             exporter,
+            export_wake: tokio::sync::Notify::new(),
         };
         Ok((
             FtService {

@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::disk::{self, Found};
+use super::api::ExportState;
+use super::disk::{self, Found, Manifest};
 use super::error::{io_err, FtError};
 use super::export::{self, Exporter};
 use super::registry::{Cancelled, Finished, Registry};
@@ -26,9 +27,13 @@ pub(super) fn recover(
         .scan()
         .map_err(io_err(format!("scan {}", cfg.export_root.display())))?;
     for (manifest, dir) in exports {
-        reg.insert_finished(Finished { manifest, dir });
+        reg.insert_finished(Finished::exported(manifest, dir));
     }
     let redo = |rec, fin, dir: PathBuf| {
+        if exporter.background() {
+            // Not here: the export queue publishes it once the server runs.
+            return Ok(Found::Fin { rec, fin, dir });
+        }
         let (manifest, dir) = export::publish(exporter, &dir, &rec, &fin, false)?;
         Ok(Found::Finished { manifest, dir })
     };
@@ -45,7 +50,15 @@ pub(super) fn recover(
                 let t = Transfer::new(rec, dir, held, Phase::Receiving, updated_at);
                 reg.insert_live(Arc::new(t));
             }
-            Found::Finished { manifest, dir } => reg.insert_finished(Finished { manifest, dir }),
+            Found::Finished { manifest, dir } => {
+                reg.insert_finished(Finished::exported(manifest, dir))
+            }
+            Found::Fin { rec, fin, dir } => reg.insert_finished(Finished {
+                manifest: Manifest::new(&rec, &fin),
+                dir,
+                export: ExportState::Exporting,
+                pending: Some(Arc::new((rec, fin))),
+            }),
             Found::Cancelled { rec, dir, at } => reg.insert_cancelled(
                 &rec.client_id,
                 &rec.file_id,
@@ -55,7 +68,6 @@ pub(super) fn recover(
                     dir,
                 },
             ),
-            Found::Fin { .. } => {}
         }
     }
     Ok(reg)

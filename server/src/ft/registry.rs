@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use quicft_proto::ft::FileMeta;
 
-use super::disk::Manifest;
+use super::api::ExportState;
+use super::disk::{FinRecord, Manifest, TransferRecord};
 use super::transfer::{lock, Transfer};
 use super::FtService;
 
@@ -35,8 +36,24 @@ impl ClientEntry {
 #[derive(Clone)]
 pub(super) struct Finished {
     pub manifest: Manifest,
-    /// Where the exporter put it.
+    /// Where the exporter put it; while `export` is not `Exported`, the transfer directory that
+    /// holds `data.part` and `fin.json`.
     pub dir: PathBuf,
+    pub export: ExportState,
+    /// What a background export publishes from, until it succeeded.
+    pub pending: Option<Arc<(TransferRecord, FinRecord)>>,
+}
+
+impl Finished {
+    /// A file the exporter has published.
+    pub fn exported(manifest: Manifest, dir: PathBuf) -> Finished {
+        Finished {
+            manifest,
+            dir,
+            export: ExportState::Exported,
+            pending: None,
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::range::{self, Plan};
 use super::transfers::ids;
 use super::{ApiError, ApiState};
-use crate::ft::FinishedInfo;
+use crate::ft::{ExportState, FinishedInfo};
 
 /// Page size when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
@@ -43,8 +43,15 @@ pub struct FileView {
     /// The metadata the device sent with init.
     #[schema(value_type = Object)]
     pub meta: serde_json::Value,
-    /// Where the file is on the server's disk.
+    /// Where the file is: on the server's disk, or its object-store `location`.
     pub export_path: String,
+    /// `exporting` (kept on the server while a background export runs), `exported`, or
+    /// `export_failed` (see `export_error`; the file is kept and the export retried).
+    pub export_state: String,
+    /// Why the last export attempt failed.
+    pub export_error: Option<String>,
+    /// `s3://bucket/key` of a file exported to an object store.
+    pub location: Option<String>,
     /// Where to download it.
     pub content_url: String,
 }
@@ -99,6 +106,15 @@ fn view(f: &FinishedInfo) -> FileView {
         expire_at: m.expire_at,
         meta: serde_json::to_value(&m.meta).unwrap_or_default(),
         export_path: f.export_path.to_string_lossy().into_owned(),
+        export_state: f.export.as_str().to_owned(),
+        export_error: match &f.export {
+            ExportState::ExportFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        },
+        location: match f.export {
+            ExportState::Exported => m.location.clone(),
+            _ => None,
+        },
         content_url: format!(
             "/api/v1/files/{}/{}/content",
             path_escape(&m.client_id),
@@ -191,7 +207,8 @@ pub async fn manifest(
 
 /// Downloads an exported file. One `Range: bytes=…` range gives 206 with `Content-Range`; a range
 /// outside the file gives 416; several ranges, or an `If-Range` that does not match the ETag (the
-/// SHA-256), give the whole file.
+/// SHA-256), give the whole file. A file exported to an object store answers 307 with a presigned
+/// URL (`export.s3.presign_expiry_secs`), which serves ranges itself.
 #[utoipa::path(get, path = "/api/v1/files/{clientId}/{fileId}/content", operation_id = "downloadFile", tag = "files",
     params(
         ("clientId" = String, Path, description = "MQTT client id"),
@@ -201,6 +218,7 @@ pub async fn manifest(
     responses(
         (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 307, description = "Exported to an object store: `Location` is a presigned URL"),
         (status = 404, description = "No such exported file", body = super::ErrorBody),
         (status = 416, description = "Range outside the file", body = super::ErrorBody),
         (status = 401, description = "Token missing or wrong", body = super::ErrorBody),
@@ -212,6 +230,21 @@ pub async fn content(
 ) -> Result<Response, ApiError> {
     let (client_id, file_id) = ids(p)?;
     let f = find(&s, &client_id, &file_id)?;
+    if f.export == ExportState::Exported {
+        let url = s
+            .ft()
+            .presigned_url(&f.manifest)
+            .await
+            .map_err(|e| ApiError::internal("presign export", e))?;
+        if let Some(url) = url {
+            return Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(header::LOCATION, url)
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(Body::empty())
+                .map_err(|e| ApiError::internal("build response", e));
+        }
+    }
     let mut file = match tokio::fs::File::open(&f.export_path).await {
         Ok(file) => file,
         // Expired or removed since the lookup.

@@ -4,7 +4,7 @@
 //!
 //! Usage: quicft-test-server DATA_DIR [QUIC_ADDR]   (QUIC_ADDR: to come back on a port a killed
 //! server had, as a restarted production server does). `QUICFT_TEST_PERSIST_INTERVAL` (seconds)
-//! sets `[persistence] persist_interval`.
+//! sets `[persistence] persist_interval`; `QUICFT_TEST_EXPORT`: the `[export]` section as JSON.
 
 use anyhow::{Context, Result};
 
@@ -21,6 +21,10 @@ async fn main() -> Result<()> {
     if let Ok(s) = std::env::var("QUICFT_TEST_PERSIST_INTERVAL") {
         let secs: f64 = s.parse().context("QUICFT_TEST_PERSIST_INTERVAL")?;
         config.persistence.persist_interval = std::time::Duration::from_secs_f64(secs);
+    }
+    // The `[export]` section as JSON (tests/tests/s3_export.rs).
+    if let Ok(export) = std::env::var("QUICFT_TEST_EXPORT") {
+        config.export = serde_json::from_str(&export).context("QUICFT_TEST_EXPORT")?;
     }
     let server = quicft_server::Server::start(config).await?;
     let addrs = serde_json::json!({
