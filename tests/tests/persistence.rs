@@ -193,7 +193,12 @@ async fn damaged_store_is_a_clear_error_not_a_panic() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // A store with something in it.
     let server = start(dir.path(), "1").await?;
-    paho(&server, "subscribe", &["persist-damaged", "persist/damaged"]).await?;
+    paho(
+        &server,
+        "subscribe",
+        &["persist-damaged", "persist/damaged"],
+    )
+    .await?;
     paho(&server, "publish", &["persist/damaged/r", "1", "retain"]).await?;
     server.terminate().await?;
     let file = dir.path().join("broker.redb");

@@ -242,13 +242,7 @@ impl Broker {
             );
         }
         st.journal = Some(journal);
-        tracing::info!(
-            retained,
-            sessions,
-            queued,
-            dropped,
-            "broker state restored"
-        );
+        tracing::info!(retained, sessions, queued, dropped, "broker state restored");
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -374,10 +368,13 @@ impl Broker {
         let was = std::mem::replace(&mut entry.persist, persist);
         if let Some(j) = journal {
             if persist {
-                j.meta(client_id, record::SessionMeta {
-                    expiry,
-                    deadline: None,
-                });
+                j.meta(
+                    client_id,
+                    record::SessionMeta {
+                        expiry,
+                        deadline: None,
+                    },
+                );
             } else if was {
                 // Resumed with expiry 0: it ends with this connection, or with a crash.
                 j.wipe(client_id);

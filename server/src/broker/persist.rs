@@ -72,7 +72,9 @@ impl Journal {
 
     pub fn subscribe(&mut self, client_id: &Arc<str>, sub: &Subscription) {
         let f = sub.filter.as_str().to_owned();
-        self.session(client_id).subscriptions.insert(f, Some(sub.clone()));
+        self.session(client_id)
+            .subscriptions
+            .insert(f, Some(sub.clone()));
     }
 
     pub fn unsubscribe(&mut self, client_id: &Arc<str>, filter: &str) {
@@ -191,7 +193,6 @@ pub(super) async fn write_once(persist: &Persist, journal: Journal) {
     persist.written.send_replace(ticket);
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -254,9 +255,15 @@ mod tests {
         assert!(o.state.subscriptions.contains_key("t"));
         let first = o.state.mailbox.try_recv().expect("queued");
         let second = o.state.mailbox.try_recv().expect("queued");
-        assert_eq!((&first.msg.payload[..], &second.msg.payload[..]), (&b"1"[..], &b"2"[..]));
+        assert_eq!(
+            (&first.msg.payload[..], &second.msg.payload[..]),
+            (&b"1"[..], &b"2"[..])
+        );
         assert_eq!(first.sub_ids, [4]);
-        assert!(o.state.mailbox.try_recv().is_err(), "bounded by max_queued_messages");
+        assert!(
+            o.state.mailbox.try_recv().is_err(),
+            "bounded by max_queued_messages"
+        );
         // The restored subscription routes; what is acknowledged is forgotten by the store.
         assert_eq!(b.publish(msg("t", b"5")), 1);
         b.finished(&id, &first);
@@ -268,7 +275,10 @@ mod tests {
         let mut o = b.open_session(&id, false).await;
         let d = o.state.mailbox.try_recv().expect("the new one");
         assert_eq!(&d.msg.payload[..], b"5");
-        assert!(o.state.mailbox.try_recv().is_err(), "acknowledged ones are gone");
+        assert!(
+            o.state.mailbox.try_recv().is_err(),
+            "acknowledged ones are gone"
+        );
     }
 
     #[tokio::test]
@@ -321,11 +331,17 @@ mod tests {
         let flusher = tokio::spawn(b.clone().run_flusher(rx));
         let mut r = msg("r", b"kept");
         r.retain = true;
-        let ticket = b.route(r).ticket.expect("a retained message must be written before its ack");
+        let ticket = b
+            .route(r)
+            .ticket
+            .expect("a retained message must be written before its ack");
         tokio::time::timeout(Duration::from_secs(10), b.wait_durable(ticket))
             .await
             .expect("written");
-        assert!(b.route(msg("nobody", b"x")).ticket.is_none(), "nothing to wait for");
+        assert!(
+            b.route(msg("nobody", b"x")).ticket.is_none(),
+            "nothing to wait for"
+        );
         stop.send(true).expect("stop");
         flusher.await.expect("flusher");
     }

@@ -285,7 +285,10 @@ mod tests {
         // Read back 10 s later (wall clock), as after a restart.
         let later = now + Duration::from_secs(1);
         let back = decode_delivery(5, &bytes, later, wall + Duration::from_secs(10)).expect("ok");
-        assert_eq!((back.qos, back.retain, back.stream, back.seq), (QoS::AtLeastOnce, true, 8, 5));
+        assert_eq!(
+            (back.qos, back.retain, back.stream, back.seq),
+            (QoS::AtLeastOnce, true, 8, 5)
+        );
         assert_eq!(back.sub_ids, [7, 9]);
         assert_eq!(back.msg.topic, "a/b");
         assert_eq!(&back.msg.payload[..], b"hi");
