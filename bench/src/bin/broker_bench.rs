@@ -169,7 +169,7 @@ impl TargetKind {
             (Kind::Relay, _) => "–",
             (_, None) => "off",
             (Kind::Mosquitto, Some(_)) => "autosave 1 s",
-            (_, Some(i)) if i == 0.0 => "0 (before ack)",
+            (_, Some(0.0)) => "0 (before ack)",
             (_, Some(_)) => "1 s",
         }
     }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use quicft_proto::topic::TopicFilter;
 use quicft_proto::{Packet, Protocol, QoS, SubscriptionOptions};
 
@@ -250,7 +250,7 @@ impl<'a> Reader<'a> {
         self.rest = &[];
         Ok(Message {
             topic: p.topic,
-            payload: Bytes::from(p.payload),
+            payload: p.payload,
             qos: p.qos,
             retain: p.retain,
             properties: p.properties,
@@ -263,6 +263,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
