@@ -266,6 +266,8 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use bytes::Bytes;
 
