@@ -2,8 +2,8 @@
 //! on the project wrote (tests/python/paho_shared.py prints what it saw).
 
 use anyhow::Result;
-use quicft_server::acl::{Access, Rule};
 use quicft_proto::{QoS, ReasonCode};
+use quicft_server::acl::{Access, Rule};
 use quicft_tests::peers::paho;
 use quicft_tests::{TestServer, Transport, ALL_TRANSPORTS};
 
@@ -12,12 +12,28 @@ async fn paho_members_share_messages_and_take_over_unacknowledged_ones() -> Resu
     let srv = TestServer::start().await?;
     let port = srv.addr(Transport::Tcp).port().to_string();
     let r = paho("paho_shared.py", &["127.0.0.1", &port, "all"]).await?;
-    assert_eq!(r["shared_available"], 1, "CONNACK says shared subscriptions are available: {r}");
+    assert_eq!(
+        r["shared_available"], 1,
+        "CONNACK says shared subscriptions are available: {r}"
+    );
     assert_eq!(r["suback"], serde_json::json!([1, 1, 1]), "{r}");
-    assert_eq!(r["each_once"], true, "each message to exactly one member: {r}");
-    assert_eq!(r["split"], serde_json::json!([10, 10]), "round-robin over two members: {r}");
-    assert_eq!(r["retained_seen"], false, "no retained message on a shared subscribe: {r}");
-    assert!(r["lazy_got"].as_u64().unwrap_or(0) > 0, "the lazy member took some: {r}");
+    assert_eq!(
+        r["each_once"], true,
+        "each message to exactly one member: {r}"
+    );
+    assert_eq!(
+        r["split"],
+        serde_json::json!([10, 10]),
+        "round-robin over two members: {r}"
+    );
+    assert_eq!(
+        r["retained_seen"], false,
+        "no retained message on a shared subscribe: {r}"
+    );
+    assert!(
+        r["lazy_got"].as_u64().unwrap_or(0) > 0,
+        "the lazy member took some: {r}"
+    );
     assert_eq!(
         r["redelivered_all"], true,
         "what the lazy member never acknowledged went to the others: {r}"
@@ -32,7 +48,10 @@ async fn paho_members_share_messages_and_take_over_unacknowledged_ones() -> Resu
         serde_json::json!([0, 6]),
         "unsubscribed with the full filter: {r}"
     );
-    assert_eq!(r["nolocal_disconnect"], 0x82, "No Local on a shared subscription: {r}");
+    assert_eq!(
+        r["nolocal_disconnect"], 0x82,
+        "No Local on a shared subscription: {r}"
+    );
     Ok(())
 }
 
@@ -60,9 +79,15 @@ async fn malformed_share_names_get_topic_filter_invalid() -> Result<()> {
     for t in ALL_TRANSPORTS {
         let mut c = srv.connect(t, &format!("bad-share-{t:?}")).await?;
         let s = c.data().await?;
-        for (i, f) in ["$share/g+/x", "$share/g#/x", "$share//x", "$share/g", "$share/g/"]
-            .into_iter()
-            .enumerate()
+        for (i, f) in [
+            "$share/g+/x",
+            "$share/g#/x",
+            "$share//x",
+            "$share/g",
+            "$share/g/",
+        ]
+        .into_iter()
+        .enumerate()
         {
             let codes = s.subscribe(f, QoS::AtLeastOnce, 10 + i as u16).await?;
             assert_eq!(codes, [ReasonCode::TOPIC_FILTER_INVALID], "{t:?} {f}");

@@ -30,7 +30,10 @@ async fn paho_reads_broker_counters_retained_and_refreshed() -> Result<()> {
         "{r}"
     );
     assert_eq!(num("clients/connected"), 2, "the two paho clients: {r}");
-    assert!(num("messages/received") >= 4, "2 CONNECTs, 2 SUBSCRIBEs: {r}");
+    assert!(
+        num("messages/received") >= 4,
+        "2 CONNECTs, 2 SUBSCRIBEs: {r}"
+    );
     assert!(num("bytes/received") > 0 && num("bytes/sent") > 0, "{r}");
     let _ = num("messages/sent");
     assert_eq!(num("file-transfers/in-progress"), 0, "{r}");
@@ -42,7 +45,11 @@ async fn paho_reads_broker_counters_retained_and_refreshed() -> Result<()> {
         r["uptimes"].as_array().map_or(0, Vec::len) >= 3,
         "published every second: {r}"
     );
-    assert_eq!(r["leaked"], serde_json::json!([]), "# does not match $SYS: {r}");
+    assert_eq!(
+        r["leaked"],
+        serde_json::json!([]),
+        "# does not match $SYS: {r}"
+    );
     Ok(())
 }
 

@@ -47,7 +47,10 @@ async fn mqttjs_publishes_and_subscribes_over_ws_and_wss() -> Result<()> {
     for (sub, publ) in [(&ws, &wss), (&wss, &ws)] {
         let r = mqttjs(sub, publ, &ca).await?;
         assert_eq!(r["connack"]["reason"], 0, "{r}");
-        assert_eq!(r["connack"]["shared"], true, "Shared Subscription Available: {r}");
+        assert_eq!(
+            r["connack"]["shared"], true,
+            "Shared Subscription Available: {r}"
+        );
         assert_eq!(r["granted"], serde_json::json!([1]), "{r}");
         assert_eq!(r["acks"], serde_json::json!([0]), "PUBACK success: {r}");
         let m = &r["messages"];
@@ -78,10 +81,7 @@ async fn ws_connect(
     port: u16,
     path: &str,
     protocols: &str,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<TcpStream>,
-    tokio_tungstenite::tungstenite::Error,
-> {
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
     let mut req = format!("ws://127.0.0.1:{port}{path}").into_client_request()?;
     if !protocols.is_empty() {
         req.headers_mut().insert(
@@ -147,12 +147,21 @@ async fn packets_split_across_frames_and_joined_in_one() -> Result<()> {
     ws.send(Message::binary(both.to_vec())).await?;
     let got = packets(&mut ws, 3).await?;
     assert!(matches!(got[0], Packet::SubAck(_)), "{got:?}");
-    let delivered = got.iter().any(|p| matches!(p, Packet::Publish(p) if &p.payload[..] == b"joined"));
-    let acked = got.iter().any(|p| matches!(p, Packet::PubAck(a) if a.pkid == 2));
+    let delivered = got
+        .iter()
+        .any(|p| matches!(p, Packet::Publish(p) if &p.payload[..] == b"joined"));
+    let acked = got
+        .iter()
+        .any(|p| matches!(p, Packet::PubAck(a) if a.pkid == 2));
     assert!(delivered && acked, "{got:?}");
     // A TCP client sees the WebSocket client's messages and vice versa: the same broker.
-    let mut tcp = srv.connect(quicft_tests::Transport::Tcp, "tcp-peer").await?;
-    tcp.data().await?.subscribe("raw/#", QoS::AtLeastOnce, 1).await?;
+    let mut tcp = srv
+        .connect(quicft_tests::Transport::Tcp, "tcp-peer")
+        .await?;
+    tcp.data()
+        .await?
+        .subscribe("raw/#", QoS::AtLeastOnce, 1)
+        .await?;
     ws.send(Message::binary(
         bytes_of(&publish("raw/from-ws", b"x", QoS::AtMostOnce, 0)).to_vec(),
     ))
@@ -173,7 +182,9 @@ async fn upgrades_without_mqtt_subprotocol_or_at_another_path_are_refused() -> R
         ("/other", "mqtt", 404),
     ] {
         match ws_connect(port, path, protocols).await {
-            Err(Error::Http(resp)) => assert_eq!(resp.status().as_u16(), status, "{path} {protocols:?}"),
+            Err(Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), status, "{path} {protocols:?}")
+            }
             Err(e) => bail!("{path} {protocols:?}: expected HTTP {status}, got {e}"),
             Ok(_) => bail!("{path} {protocols:?}: upgrade accepted"),
         }
@@ -184,6 +195,9 @@ async fn upgrades_without_mqtt_subprotocol_or_at_another_path_are_refused() -> R
         bytes_of(&Packet::Connect(connect_packet("after", Protocol::V5))).to_vec(),
     ))
     .await?;
-    assert!(matches!(packets(&mut ws, 1).await?[..], [Packet::ConnAck(_)]));
+    assert!(matches!(
+        packets(&mut ws, 1).await?[..],
+        [Packet::ConnAck(_)]
+    ));
     Ok(())
 }
