@@ -1,49 +1,15 @@
 //! Clients that are not ours: mosquitto_pub/mosquitto_sub, paho-mqtt (Python) and an independent QUIC
 //! stack (aioquic). `.ci/run` installs them; a missing peer fails the test with a hint, never skips it.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use quicft_proto::{QoS, ReasonCode};
+use quicft_tests::peers::{need, python_dir, run_json};
 use quicft_tests::{TestServer, Transport};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-fn python_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn need(bin: &str) -> Result<()> {
-    if std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .output()?
-        .status
-        .success()
-    {
-        Ok(())
-    } else {
-        bail!("{bin} is not installed; run `bash .ci/run` (it installs the interop peers)")
-    }
-}
-
-async fn run_json(cmd: &mut Command) -> Result<serde_json::Value> {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output())
-        .await
-        .context("peer timed out")??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "peer failed: {}\nstdout: {stdout}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("peer output: {stdout}"))
-}
 
 #[tokio::test]
 async fn mosquitto_sub_receives_and_mosquitto_pub_sends() -> Result<()> {

@@ -705,7 +705,7 @@ mod tests {
     use bytes::Bytes;
     use quicft_proto::SubscriptionOptions;
 
-    fn sub(filter: &str, qos: QoS) -> Subscription {
+    pub(super) fn sub(filter: &str, qos: QoS) -> Subscription {
         Subscription {
             filter: TopicFilter::parse(filter).expect("filter"),
             options: SubscriptionOptions {

@@ -158,23 +158,11 @@ pub(super) fn hand_back(st: &mut State, state: &mut SessionState) {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use quicft_proto::topic::TopicFilter;
-    use quicft_proto::{QoS, SubscriptionOptions};
+    use quicft_proto::QoS;
 
-    use super::super::{Broker, Message, Outgoing, Subscription};
+    use super::super::tests::sub;
+    use super::super::{Broker, Message, Outgoing};
     use super::*;
-
-    fn sub(filter: &str, qos: QoS) -> Subscription {
-        Subscription {
-            filter: TopicFilter::parse(filter).expect("filter"),
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-            sub_id: None,
-            stream: 4,
-        }
-    }
 
     fn msg(payload: &'static str) -> Message {
         Message::server(
