@@ -451,3 +451,55 @@ async fn a_flood_of_gets_is_cut_off_and_the_device_still_served() -> Result<()> 
     srv.shutdown().await;
     Ok(())
 }
+
+/// A device with a persistent session that subscribed to its notify topic and went offline is
+/// told of a delivery made meanwhile when it comes back.
+#[tokio::test]
+async fn an_offline_persistent_device_is_notified_when_it_returns() -> Result<()> {
+    use quicft_proto::{Packet, Protocol, QoS, ReasonCode};
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("m.bin");
+    std::fs::write(&file, content(5000, 5))?;
+    let srv = start(dir.path()).await?;
+    let target = Target(&srv, dir.path().to_path_buf());
+    let persistent = |clean_start| {
+        let mut c = quicft_tests::connect_packet("van-3", Protocol::V5);
+        c.clean_start = clean_start;
+        c.properties.session_expiry_interval = Some(600);
+        c
+    };
+    let (mut conn, ack) =
+        quicft_tests::Conn::open(&target, quicft_tests::Transport::Tcp, persistent(true)).await?;
+    ensure!(!ack.code.is_error(), "{ack:?}");
+    let codes = conn
+        .ctl
+        .subscribe("$file-delivery/notify/van-3", QoS::AtLeastOnce, 1)
+        .await?;
+    assert_eq!(codes, vec![ReasonCode(1)]);
+    conn.ctl
+        .send(&Packet::Disconnect(quicft_proto::Disconnect {
+            code: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        }))
+        .await?;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let v = create(&srv, &file, "name=m.bin&targets=van-3").await?;
+    assert_eq!(
+        v["devices"]["van-3"]["state"], "notified",
+        "queued for the offline session: {v}"
+    );
+    let (mut conn, ack) =
+        quicft_tests::Conn::open(&target, quicft_tests::Transport::Tcp, persistent(false)).await?;
+    ensure!(ack.session_present, "session kept: {ack:?}");
+    let note = conn
+        .ctl
+        .next_publish_on("$file-delivery/notify/van-3")
+        .await?;
+    let n: Value = serde_json::from_slice(&note.payload)?;
+    assert_eq!(n["id"], v["id"]);
+    drop(conn);
+    srv.shutdown().await;
+    Ok(())
+}
