@@ -563,6 +563,8 @@ async fn certificate_errors_say_which_option_fixes_them() -> Result<()> {
         err.contains(&format!("not signed by the CA in {other}")),
         "{err}"
     );
+    Ok(())
+}
 
 /// Stores `data` as a delivery for `targets`; its id.
 async fn deliver(srv: &quicft_server::Server, data: &[u8], targets: &str) -> Result<String> {
