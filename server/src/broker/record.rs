@@ -269,7 +269,6 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn delivery_round_trips_and_keeps_its_deadline() {
