@@ -9,7 +9,9 @@ size, part ETags checked at completion, the MD5-of-MD5s "-N" ETag, NoSuchUpload 
   s3_store.py keys ENDPOINT BUCKET        prints JSON: every key
   s3_store.py uploads ENDPOINT BUCKET     prints JSON: the keys of multipart uploads in progress
   s3_store.py url URL                     GET (a presigned URL); prints JSON: size, sha256
-  s3_store.py put ENDPOINT BUCKET KEY FILE   boto3's own multipart upload (bench/EXPORT.md)
+  s3_store.py put ENDPOINT BUCKET KEY FILE   boto3's own multipart upload (bench/EXPORT.md):
+                                          8 MiB parts, 4 at once; prints JSON: seconds
+  s3_store.py rm ENDPOINT BUCKET KEY
 """
 
 import hashlib
@@ -78,6 +80,8 @@ def main():
         client(args[0]).upload_file(args[3], args[1], args[2], Config=TransferConfig(
             multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4))
         print(json.dumps({"seconds": time.monotonic() - t}))
+    elif cmd == "rm":
+        client(args[0]).delete_object(Bucket=args[1], Key=args[2])
     else:
         sys.exit(f"unknown command {cmd}")
 

@@ -58,7 +58,14 @@ struct Progress {
     size: u64,
     /// Per part: the store's ETag and our MD5 (hex) of what was sent, once acknowledged.
     parts: Vec<Option<Part>>,
+    /// Attempts in a row that sent no part. A store that lost the upload should answer 404
+    /// (NoSuchUpload), but some answer 500: after [`MAX_STALE_ATTEMPTS`] the upload is begun again.
+    #[serde(default)]
+    failed_attempts: u32,
 }
+
+/// Failed attempts in a row after which an upload is taken as lost and begun again.
+const MAX_STALE_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Part {
@@ -222,6 +229,7 @@ impl S3Exporter {
                     part_size,
                     size,
                     parts: vec![None; nparts],
+                    failed_attempts: 0,
                 };
                 save_progress(tdir, &p)?;
                 p
@@ -240,6 +248,7 @@ impl S3Exporter {
         }
         let mut running: JoinSet<(usize, String, object_store::Result<PartId>)> = JoinSet::new();
         let mut failed: Option<String> = None;
+        let mut sent_any = false;
         let mut next = todo.into_iter();
         loop {
             while failed.is_none() && running.len() < self.cfg.parallel_parts {
@@ -264,6 +273,8 @@ impl S3Exporter {
                             md5,
                         });
                     }
+                    prog.failed_attempts = 0;
+                    sent_any = true;
                     save_progress(tdir, &prog)?;
                     super::export_stats::export_part_sent();
                 }
@@ -280,6 +291,19 @@ impl S3Exporter {
             }
         }
         if let Some(why) = failed {
+            if !sent_any && tdir.join(PROGRESS_FILE).exists() {
+                prog.failed_attempts += 1;
+                if prog.failed_attempts >= MAX_STALE_ATTEMPTS {
+                    tracing::warn!(
+                        key,
+                        attempts = prog.failed_attempts,
+                        "upload taken as lost: beginning it again"
+                    );
+                    remove_progress(tdir);
+                } else {
+                    save_progress(tdir, &prog)?;
+                }
+            }
             return Err(why);
         }
         let parts: Vec<Part> = prog.parts.iter().flatten().cloned().collect();
