@@ -48,6 +48,7 @@ async fn mtu_path(server: SocketAddr, max_payload: usize) -> Result<(u16, Arc<Pa
             let _ = b.send(&buf[..n]).await;
         }
     });
+    let s = stats.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 1 << 16];
         while let Ok(n) = back.recv(&mut buf).await {
@@ -55,10 +56,10 @@ async fn mtu_path(server: SocketAddr, max_payload: usize) -> Result<(u16, Arc<Pa
                 continue;
             };
             if n > max_payload {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                s.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            stats.largest_down.fetch_max(n, Ordering::Relaxed);
+            s.largest_down.fetch_max(n, Ordering::Relaxed);
             let _ = front.send_to(&buf[..n], to).await;
         }
     });
