@@ -192,12 +192,10 @@ async fn connect(c: &Conn) -> Result<(Client, f64)> {
     o.quic.congestion = match c.congestion.as_str() {
         // DelayBbr with the min-RTT probe every 10 s whatever the RTT (before issue 16), for A/B
         // runs against the default in one build.
-        "delay-10s" => Congestion::Custom(std::sync::Arc::new(
-            quicft_congestion::DelayBbrConfig {
-                min_rtt_window_rtts: 0.0,
-                ..Default::default()
-            },
-        )),
+        "delay-10s" => Congestion::Custom(std::sync::Arc::new(quicft_congestion::DelayBbrConfig {
+            min_rtt_window_rtts: 0.0,
+            ..Default::default()
+        })),
         other => other.parse::<Congestion>().map_err(anyhow::Error::msg)?,
     };
     o.quic.telemetry_mirror = Some(Duration::from_millis(c.mirror_ms)).filter(|d| !d.is_zero());
