@@ -12,6 +12,8 @@
 #   quic, quic:CC  netem_device upload over QUIC (device controller QFT_DEVICE_CC, or CC), telemetry on
 #                  the same connection (mirrored: the SDK default)
 #   quic-nomirror  the same without the telemetry mirror (QuicOptions::telemetry_mirror = None)
+#   quic@N         the same with the device's path-MTU search bound at N bytes of UDP payload
+#                  (QuicOptions::mtu_upper_bound; quic@1452 is quinn's default, the SDK's is 1472)
 #   tls            the same over TLS/TCP (the kernel's TCP congestion control)
 #   https          curl --upload-file to nginx; telemetry from netem_device on its own QUIC connection
 #                  beside it (what a device with an MQTT link and an HTTPS uploader does)
@@ -217,14 +219,15 @@ run_one() {
 	local method=$1 i=$2 out=$WORK/out.json ok=false t0 r0 r1 extra='{}' cc
 	: >"$out"
 	case "$method" in
-	quic | quic:* | quic-nomirror | tls)
-		local transport=quic port=14567 mirror=5
+	quic | quic:* | quic@* | quic-nomirror | tls)
+		local transport=quic port=14567 mirror=5 mtu=()
 		cc=${method#quic:}
 		[ "$cc" != "$method" ] || cc=$DEVICE_CC
 		if [ "$method" = tls ]; then transport=tls port=8883; fi
 		if [ "$method" = quic-nomirror ]; then mirror=0; fi
+		case "$method" in quic@*) mtu=(--mtu-upper-bound "${method#quic@}") ;; esac
 		if start_device "$out" --transport "$transport" --port "$port" --congestion "$cc" \
-			--mirror-ms "$mirror" --client-id "netem-$method-$i" upload "$FILE"; then
+			--mirror-ms "$mirror" "${mtu[@]}" --client-id "netem-${method//@/-}-$i" upload "$FILE"; then
 			reset_link
 			r0=$(tcp_retrans)
 			t0=$(date +%s%N)
@@ -292,7 +295,7 @@ if "goodput_bps" in r: r["goodput_mbit"] = r["goodput_bps"] / 1e6
 r["device_cc"] = sys.argv[2]
 print(json.dumps(r))' "$WORK/cli.out" "$DEVICE_CC" >"$out"
 		;;
-	*) die "unknown method '$method' (quic, quic:CC, quic-nomirror, tls, https, cli, idle)" ;;
+	*) die "unknown method '$method' (quic, quic:CC, quic@MTU, quic-nomirror, tls, https, cli, idle)" ;;
 	esac
 	local link
 	link=$(link_counters)

@@ -729,6 +729,13 @@ impl Client {
         self.core().reconnects()
     }
 
+    /// The largest UDP payload the current QUIC path carries as far as path-MTU discovery has found
+    /// (quinn's `current_mtu`; see [`crate::QuicOptions::mtu_upper_bound`]). `None` over TCP or
+    /// while not connected.
+    pub fn path_mtu(&self) -> Option<u16> {
+        self.core().conn_now()?.link.path_mtu()
+    }
+
     /// Publishes on the telemetry channel and waits for the PUBACK (QoS 1) or PUBCOMP (QoS 2); for
     /// QoS 0, until the message is queued. A refusal by the server is an `Ok` outcome with its
     /// reason code: check [`PublishOutcome::is_success`].

@@ -181,6 +181,12 @@ pub struct QuicOptions {
     /// Costs a second copy of the telemetry bytes (1.3 % of a 1 Mbit/s link for ten 100-byte
     /// messages a second). `None`: no mirror.
     pub telemetry_mirror: Option<Duration>,
+    /// Upper bound (bytes of UDP payload) of the path-MTU search: quinn starts at 1200 bytes and
+    /// probes larger packets a few round trips into the connection. `None`: the largest payload a
+    /// 1500-byte IP packet carries, 1472 to an IPv4 server and 1452 to an IPv6 one (quinn's own
+    /// default is 1452 for both). A path that carries less is found by the probes; more needs a
+    /// larger bound (jumbo frames).
+    pub mtu_upper_bound: Option<u16>,
 }
 
 impl Default for QuicOptions {
@@ -195,6 +201,7 @@ impl Default for QuicOptions {
             keep_alive_interval: Some(Duration::from_secs(15)),
             socket_buffer: 4 << 20,
             telemetry_mirror: Some(Duration::from_millis(5)),
+            mtu_upper_bound: None,
         }
     }
 }

@@ -51,8 +51,15 @@ pub struct DelayBbrConfig {
     pub startup_rounds: u32,
     /// Round trips (not application-limited) that the bandwidth estimate remembers its maximum.
     pub bandwidth_window_rounds: u64,
-    /// A min RTT not seen again for this long is re-measured with a ProbeRtt.
+    /// A min RTT not seen again for this long is re-measured with a ProbeRtt …
     pub min_rtt_window: Duration,
+    /// … or for this many min RTTs, if that is longer (0: `min_rtt_window` alone). A probe costs
+    /// about a round trip at half rate plus the drain before it, so with a fixed 10 s its cost grows
+    /// with the RTT: ~1% of the link at 40 ms, 5–7% at 600 ms (satellite). At 100 the 10 s holds up
+    /// to 100 ms of RTT; a 600 ms path probes every 60 s, a 300 ms one every 30 s. A path that got
+    /// longer meanwhile is still found by the queue tiers (`slow_queue_rounds`), a shorter one by
+    /// its first sample.
+    pub min_rtt_window_rtts: f64,
     /// Smallest RTT the window is sized from (see `window_rtt`); irrelevant on cellular paths.
     pub min_rtt_floor: Duration,
     /// Window during ProbeRtt ÷ BDP: low enough to empty the queue even if the BDP estimate is
@@ -152,6 +159,7 @@ impl Default for DelayBbrConfig {
             startup_rounds: 3,
             bandwidth_window_rounds: 10,
             min_rtt_window: Duration::from_secs(10),
+            min_rtt_window_rtts: 100.0,
             min_rtt_floor: Duration::from_millis(2),
             probe_rtt_gain: 0.5,
             max_ack_aggregation: Duration::from_millis(100),
@@ -874,6 +882,15 @@ impl DelayBbr {
             .update(self.bw_round, (self.agg_bytes - expected).min(cap));
     }
 
+    /// How long a min RTT stays valid without being seen again (see `min_rtt_window_rtts`).
+    fn min_rtt_window(&self) -> Duration {
+        let rtts = self
+            .min_rtt
+            .unwrap_or_default()
+            .mul_f64(self.config.min_rtt_window_rtts.max(0.0));
+        self.config.min_rtt_window.max(rtts)
+    }
+
     /// The min RTT the window is sized from: never below `min_rtt_floor`, because below a couple of
     /// milliseconds (loopback, a LAN) the "path" is host scheduling and ACK batching, which the
     /// window must cover although no min-RTT sample shows it.
@@ -1069,9 +1086,10 @@ impl Controller for DelayBbr {
                 }
             }
             State::Cruise => {
+                let window = self.min_rtt_window();
                 let stale = self
                     .min_rtt_stamp
-                    .is_some_and(|t| now.saturating_duration_since(t) > self.config.min_rtt_window);
+                    .is_some_and(|t| now.saturating_duration_since(t) > window);
                 if stale {
                     // A queue standing beyond the gain's when the timer runs out makes this probe's
                     // drain rate the bottleneck's rate, as for a queue build-up.

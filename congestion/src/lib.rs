@@ -35,10 +35,12 @@
 //!   nothing to send only count if they raise the estimate, and application-limited rounds do not
 //!   age the filter: telemetry-only periods keep the upload's bandwidth for the next upload.
 //! - **Min RTT** `min_rtt`: the smallest RTT sample (ACK time − send time of each packet). It is
-//!   re-measured when it has not been seen again for 10 s (the standing queue hides it during a long
-//!   upload) by a short *ProbeRtt*: the window drops to `0.5 × BDP` until that much is in flight,
-//!   then one round trip of samples from an empty queue becomes the new min RTT — higher or lower, so
-//!   a route change is followed. It costs about one round trip at half rate every 10 s (< 1%). If a
+//!   re-measured when it has not been seen again for 10 s, or 100 min RTTs on a longer path (the
+//!   standing queue hides it during a long upload), by a short *ProbeRtt*: the window drops to
+//!   `0.5 × BDP` until that much is in flight, then one round trip of samples from an empty queue
+//!   becomes the new min RTT — higher or lower, so a route change is followed. It costs about one
+//!   round trip at half rate each time (~1% at 40 ms every 10 s; a fixed 10 s would cost 5–7% at
+//!   600 ms, hence the RTT multiple). If a
 //!   queue beyond the lower tier (below) stands when the timer runs out, the probe counts as a queue
 //!   back-off: its drain rate becomes the estimate.
 //! - **Window** in steady state (*Cruise*): `1.25 × bw × min_rtt`, plus an allowance for ACK

@@ -456,6 +456,43 @@ fn builds_through_quinns_factory_trait() {
     assert_eq!(concrete.mode(), Mode::Startup);
 }
 
+/// bench/profiles.txt's `satellite`: 5 Mbit/s, 600 ms RTT, 300 ms queue (less than the BDP).
+fn satellite_link() -> Link {
+    let mut link = Link::lte(0.0);
+    link.rate = 5e6;
+    link.one_way = Duration::from_millis(300);
+    link.queue = Duration::from_millis(300);
+    link.seed = 2;
+    link
+}
+
+#[test]
+fn a_long_path_probes_its_min_rtt_less_often() {
+    // A min-RTT probe costs about a round trip at half rate plus the drain before it: every 10 s
+    // that was 5–7% of a 600 ms link (issue 16). The timer now runs 100 min RTTs on such a path.
+    let window = s(60.0);
+    let run = |config: DelayBbrConfig| {
+        Sim::new(satellite_link(), Traffic::bulk(window), config).run(window, &[(s(5.0), window)])
+    };
+    let fixed = run(DelayBbrConfig {
+        min_rtt_window_rtts: 0.0,
+        ..DelayBbrConfig::default()
+    });
+    let scaled = run(DelayBbrConfig::default());
+    summary("satellite, probe every 10 s", &fixed);
+    summary("satellite, probe every 100 min RTTs", &scaled);
+    let (u_fixed, u_scaled) = (
+        fixed.windows[0].utilisation(),
+        scaled.windows[0].utilisation(),
+    );
+    let (p_fixed, p_scaled) = (probes(&fixed, 5.0, 60.0), probes(&scaled, 5.0, 60.0));
+    eprintln!("probes 5-60 s: {p_fixed} vs {p_scaled}; utilisation {u_fixed:.3} vs {u_scaled:.3}");
+    at_least("probes with the fixed timer", p_fixed as f64, 4.0);
+    at_most("probes with the scaled timer", p_scaled as f64, 1.0);
+    at_least("utilisation gained", u_scaled - u_fixed, 0.02);
+    at_least("utilisation", u_scaled, 0.97);
+}
+
 /// Prints the controller's trajectory between `from` and `until` (every `step`-th 10 ms sample).
 fn trace(run: &Run, from: f64, until: f64, step: usize) {
     for t in run
@@ -502,10 +539,9 @@ fn scenarios() {
         ack_jitter: Duration::ZERO,
         stalls: None,
     };
-    summary(
-        "satellite",
-        &run_bulk(link, s(60.0), &[(s(0.0), s(10.0)), (s(10.0), s(60.0))]),
-    );
+    let run = run_bulk(link, s(60.0), &[(s(0.0), s(10.0)), (s(10.0), s(60.0))]);
+    summary("satellite", &run);
+    trace(&run, 0.0, 8.0, 10);
 }
 
 /// A Mahimahi trace (one line per 1500-byte delivery opportunity, in ms) from `skip` ms on, and

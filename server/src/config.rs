@@ -278,6 +278,10 @@ pub struct QuicConfig {
     pub idle_timeout: Duration,
     /// Requested UDP socket buffer size (both directions); quinn advises several MiB.
     pub socket_buffer: usize,
+    /// Upper bound (bytes of UDP payload) of path-MTU discovery for the packets the server sends.
+    /// Unset: the largest payload of a 1500-byte IP packet for the listen address's family, 1472
+    /// on IPv4 and 1452 on IPv6 (and on a dual-stack `[::]` listener). Probes find a smaller path.
+    pub mtu_upper_bound: Option<u16>,
 }
 
 impl Default for QuicConfig {
@@ -291,6 +295,7 @@ impl Default for QuicConfig {
             max_concurrent_bidi_streams: 256,
             idle_timeout: Duration::from_secs(300),
             socket_buffer: 8 * 1024 * 1024,
+            mtu_upper_bound: None,
         }
     }
 }
@@ -490,6 +495,16 @@ impl Config {
                 "max_packet_size must be between 64 and 268435460",
             ));
         }
+        if self
+            .quic
+            .mtu_upper_bound
+            .is_some_and(|b| !(1200..=65527).contains(&b))
+        {
+            // QUIC's floor is 1200 bytes of UDP payload; 65527 is UDP's own limit.
+            return Err(ConfigError::Limit(
+                "quic.mtu_upper_bound must be between 1200 and 65527",
+            ));
+        }
         if self.limits.max_ft_inflight_bytes < self.limits.max_packet_size {
             // Otherwise a segment of the largest allowed size would be answered 0x97 forever.
             return Err(ConfigError::Limit(
@@ -678,6 +693,20 @@ mod tests {
             text.contains("configure users") && text.contains("--http-token-file"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn mtu_upper_bound_stays_within_udp() {
+        let mut cfg = Config::default();
+        cfg.quic.mtu_upper_bound = Some(1472);
+        cfg.validate().expect("1472 is fine");
+        for bad in [0, 1199, 65528] {
+            cfg.quic.mtu_upper_bound = Some(bad);
+            assert!(
+                matches!(cfg.validate(), Err(ConfigError::Limit(_))),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

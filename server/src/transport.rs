@@ -87,10 +87,28 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, Li
     Ok(socket.into())
 }
 
+/// The largest UDP payload of a 1500-byte IPv4 / IPv6 packet: 1500 − 20 (or 40) − 8. quinn's
+/// path-MTU search stops at 1452 by default, 20 bytes a packet short on IPv4.
+pub const MAX_UDP_PAYLOAD_V4: u16 = 1472;
+pub const MAX_UDP_PAYLOAD_V6: u16 = 1452;
+
 /// The server's QUIC transport settings: stream limits, windows, congestion controller, idle
-/// timeout. Public so that the bench's endpoints run with exactly these.
+/// timeout, path-MTU search (up to `[quic] mtu_upper_bound`, by default [`MAX_UDP_PAYLOAD_V4`];
+/// an IPv6 listener lowers the default, see `quic_endpoint`). Public so that the bench's
+/// endpoints run with exactly these.
 pub fn transport_config(q: &QuicConfig) -> Result<quinn::TransportConfig, ListenError> {
+    transport_config_for(q, q.mtu_upper_bound.unwrap_or(MAX_UDP_PAYLOAD_V4))
+}
+
+fn transport_config_for(
+    q: &QuicConfig,
+    mtu_upper_bound: u16,
+) -> Result<quinn::TransportConfig, ListenError> {
     let mut transport = quinn::TransportConfig::default();
+    let mut mtud = quinn::MtuDiscoveryConfig::default();
+    // Probes (RFC 8899, DF set) find a smaller path; their loss does not count as congestion.
+    mtud.upper_bound(mtu_upper_bound);
+    transport.mtu_discovery_config(Some(mtud));
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_concurrent_bidi_streams))
         // Client-opened unidirectional streams are mirrors of data streams (crate::mirror).
@@ -126,7 +144,12 @@ pub(crate) fn quic_endpoint(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| ListenError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let transport = transport_config(q)?;
+    let default_bound = if addr.is_ipv6() {
+        MAX_UDP_PAYLOAD_V6
+    } else {
+        MAX_UDP_PAYLOAD_V4
+    };
+    let transport = transport_config_for(q, q.mtu_upper_bound.unwrap_or(default_bound))?;
     server.transport_config(Arc::new(transport));
     let socket = udp_socket(addr, q.socket_buffer)?;
     let runtime =

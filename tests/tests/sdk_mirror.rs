@@ -57,6 +57,12 @@ impl Proxy {
             let up = shaped(LINK, back2, None);
             let mut buf = vec![0u8; 1 << 16];
             while let Ok((n, from)) = front2.recv_from(&mut buf).await {
+                if n <= 1 {
+                    // The SDK's "is anything listening" probe (a 1-byte datagram from another
+                    // socket, see client/src/transport/quic.rs `refused`): not the device's
+                    // address, and a server discards it anyway.
+                    continue;
+                }
                 *device2.lock().expect("lock") = Some(from);
                 if Instant::now() < *until.lock().expect("lock") {
                     count.fetch_add(1, Ordering::Relaxed);

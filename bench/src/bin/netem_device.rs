@@ -74,7 +74,8 @@ struct Conn {
     /// Name the server certificate carries (the dev certificate has `localhost`).
     #[arg(long, global = true, default_value = "localhost")]
     server_name: String,
-    /// The device's QUIC congestion controller: bbr, cubic, newreno or delay.
+    /// The device's QUIC congestion controller: bbr, cubic, newreno, delay, or delay-10s (delay
+    /// with its min-RTT probe every 10 s on any path, as before issue 16).
     #[arg(long, global = true, default_value = "delay")]
     congestion: String,
     #[arg(long, global = true)]
@@ -83,6 +84,10 @@ struct Conn {
     /// QuicOptions::telemetry_mirror); 0 turns it off.
     #[arg(long, global = true, default_value_t = 5)]
     mirror_ms: u64,
+    /// Upper bound of the device's path-MTU search in bytes of UDP payload
+    /// (QuicOptions::mtu_upper_bound); default: the SDK's (1472 to an IPv4 server).
+    #[arg(long, global = true)]
+    mtu_upper_bound: Option<u16>,
     /// Milliseconds between telemetry messages.
     #[arg(long, global = true, default_value_t = 100)]
     interval: u64,
@@ -137,6 +142,10 @@ struct UploadLine {
     bytes_resent: u64,
     connect_s: f64,
     start_unix_ns: u128,
+    /// The path-MTU search's bound asked for (None: the SDK's default) and the largest UDP payload
+    /// the path carried at the upload's end (QUIC only).
+    mtu_upper_bound: Option<u16>,
+    path_mtu: Option<u16>,
     telemetry: Telemetry,
 }
 
@@ -180,11 +189,17 @@ async fn connect(c: &Conn) -> Result<(Client, f64)> {
         .client_id
         .clone()
         .unwrap_or_else(|| format!("netem-{}-{}", c.transport, std::process::id()));
-    o.quic.congestion = c
-        .congestion
-        .parse::<Congestion>()
-        .map_err(anyhow::Error::msg)?;
+    o.quic.congestion = match c.congestion.as_str() {
+        // DelayBbr with the min-RTT probe every 10 s whatever the RTT (before issue 16), for A/B
+        // runs against the default in one build.
+        "delay-10s" => Congestion::Custom(std::sync::Arc::new(quicft_congestion::DelayBbrConfig {
+            min_rtt_window_rtts: 0.0,
+            ..Default::default()
+        })),
+        other => other.parse::<Congestion>().map_err(anyhow::Error::msg)?,
+    };
     o.quic.telemetry_mirror = Some(Duration::from_millis(c.mirror_ms)).filter(|d| !d.is_zero());
+    o.quic.mtu_upper_bound = c.mtu_upper_bound;
     o.connect_timeout = Duration::from_secs(15);
     let t = Instant::now();
     let client = Client::connect(o)
@@ -338,6 +353,7 @@ async fn upload(
         }
     };
     let end = Instant::now();
+    let path_mtu = client.path_mtu();
     let seconds = (end - start).as_secs_f64();
     let report = report.context("upload task panicked")??;
     let telemetry = summarise(pubs, done, start, end, Duration::from_secs(c.drain), tele).await;
@@ -354,6 +370,8 @@ async fn upload(
         bytes_resent: report.bytes_resent,
         connect_s,
         start_unix_ns,
+        mtu_upper_bound: c.mtu_upper_bound,
+        path_mtu,
         telemetry,
     };
     emit(&line, client).await

@@ -165,7 +165,11 @@ fn load(path: &PathBuf) -> Result<Result_> {
                     .and_then(|t| t.get("mirror_ms"))
                     .is_some_and(serde_json::Value::is_null);
                 let mirror = if unmirrored { ", no mirror" } else { "" };
-                row.label = format!("quicft over QUIC ({dev_cc}{mirror})");
+                // `quic@N` runs: the device's path-MTU search bound differs from the SDK's.
+                let mtu = first
+                    .and_then(|r| f(r, &["mtu_upper_bound"]))
+                    .map_or(String::new(), |b| format!(", MTU bound {b}"));
+                row.label = format!("quicft over QUIC ({dev_cc}{mirror}{mtu})");
                 row.cc = format!("device {dev_cc} (quinn); server {server_cc}");
             } else {
                 row.label = format!("quicft over {}/TCP", transport.to_uppercase());

@@ -120,6 +120,14 @@ async fn establish_over(options: &ClientOptions, connect: bytes::Bytes) -> Resul
 }
 
 impl Link {
+    /// The QUIC path's current maximum UDP payload (path-MTU discovery); `None` over TCP.
+    pub(crate) fn path_mtu(&self) -> Option<u16> {
+        match self {
+            Link::Quic(l) => Some(l.path_mtu()),
+            Link::Stream(_) => None,
+        }
+    }
+
     /// A new channel of `kind`: a new stream on QUIC, a queue of the shared writer on TCP.
     pub(crate) async fn open_channel(
         &self,

@@ -51,8 +51,11 @@ pub(crate) struct QuicLink {
 pub(crate) async fn establish(options: &ClientOptions, connect: Bytes) -> Result<Established> {
     let addrs = resolve(&options.host, options.port()).await?;
     let endpoint = endpoint(&options.quic, addrs.iter().any(SocketAddr::is_ipv6))?;
-    let config = client_config(options)?;
-    let (conn, remote) = race(&endpoint, &config, &addrs, options.server_name()).await?;
+    let configs = PathConfigs {
+        v4: client_config(options, false)?,
+        v6: client_config(options, true)?,
+    };
+    let (conn, remote) = race(&endpoint, &configs, &addrs, options.server_name()).await?;
     tracing::debug!(%remote, "QUIC connection established");
 
     let (send, recv) = conn.open_bi().await?;
@@ -241,6 +244,10 @@ impl QuicLink {
         }
     }
 
+    pub(crate) fn path_mtu(&self) -> u16 {
+        self.conn.stats().path.current_mtu
+    }
+
     pub(crate) async fn shutdown(&self, shared: &Shared, control: &ChannelTx, disconnect: Bytes) {
         // Data streams first: a QUIC server reads streams independently, so a message still on its
         // way on a data stream could otherwise arrive after the DISCONNECT and be dropped.
@@ -336,8 +343,34 @@ fn bind_v4() -> Result<socket2::Socket> {
     Ok(s)
 }
 
-fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig> {
+/// The largest UDP payload in a 1500-byte IP packet (Ethernet, LTE and most cellular bearers):
+/// 1500 − 20 (IPv4) − 8 (UDP), and 1500 − 40 (IPv6) − 8. quinn's path-MTU search stops at 1452 by
+/// default, which leaves 20 bytes a packet (1.4 % of the wire) unused on IPv4.
+const MAX_UDP_PAYLOAD_V4: u16 = 1472;
+const MAX_UDP_PAYLOAD_V6: u16 = 1452;
+
+/// One client configuration per address family: the path-MTU search's upper bound differs.
+struct PathConfigs {
+    v4: quinn::ClientConfig,
+    v6: quinn::ClientConfig,
+}
+
+/// quinn's path-MTU discovery (RFC 8899 probes with DF set) searching up to `upper_bound` bytes of
+/// UDP payload; a path that carries less only costs lost probes (they do not count as congestion)
+/// and ends the search lower.
+pub(crate) fn mtu_discovery(upper_bound: u16) -> quinn::MtuDiscoveryConfig {
+    let mut mtud = quinn::MtuDiscoveryConfig::default();
+    mtud.upper_bound(upper_bound);
+    mtud
+}
+
+fn client_config(options: &ClientOptions, remote_v6: bool) -> Result<quinn::ClientConfig> {
     let q = &options.quic;
+    let default_bound = if remote_v6 {
+        MAX_UDP_PAYLOAD_V6
+    } else {
+        MAX_UDP_PAYLOAD_V4
+    };
     let crypto = crate::tls::quic_config(&options.tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
@@ -351,7 +384,10 @@ fn client_config(options: &ClientOptions) -> Result<quinn::ClientConfig> {
         .keep_alive_interval(q.keep_alive_interval)
         // Every stream is opened by the client (DESIGN §3).
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
-        .max_concurrent_uni_streams(VarInt::from_u32(0));
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .mtu_discovery_config(Some(mtu_discovery(
+            q.mtu_upper_bound.unwrap_or(default_bound),
+        )));
     let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = match &q.congestion {
         Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
         Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
@@ -399,7 +435,7 @@ async fn refused(addr: SocketAddr) -> std::io::Error {
 
 async fn race(
     endpoint: &quinn::Endpoint,
-    config: &quinn::ClientConfig,
+    configs: &PathConfigs,
     addrs: &[SocketAddr],
     server_name: &str,
 ) -> Result<(quinn::Connection, SocketAddr)> {
@@ -409,6 +445,12 @@ async fn race(
         if addr.is_ipv6() && endpoint.local_addr().is_ok_and(|l| l.is_ipv4()) {
             continue;
         }
+        // A v4 address through a dual-stack socket is still an IPv4 packet on the wire.
+        let config = if addr.is_ipv6() {
+            &configs.v6
+        } else {
+            &configs.v4
+        };
         match endpoint.connect_with(config.clone(), addr, server_name) {
             Ok(connecting) => attempts.push(async move {
                 tokio::select! {
